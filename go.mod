@@ -1,0 +1,3 @@
+module github.com/sofadb/sofadb
+
+go 1.26

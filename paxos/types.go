@@ -1,0 +1,226 @@
+// Package paxos is SofaDB's Multi-Paxos core: one Replica value holding the proposer, acceptor and
+// learner of Lamport's "Paxos Made Simple", driven only through Step, Tick and Propose, and observed
+// through Ready/Advance. It does no IO, reads no clock and starts no goroutine: time is counted in
+// ticks and randomness comes from a seed in Config, so a simulator can replay any run exactly.
+package paxos
+
+import "fmt"
+
+// ReplicaID names a replica. Ids start at 1; 0 means "nobody" (no leader known, no sender).
+type ReplicaID uint16
+
+// Ballot is a proposal number: a round in the high 48 bits and the proposing replica in the low 16.
+// Packing the proposer into the number makes ballots unique (no two replicas share a ballot) and
+// totally ordered by plain integer comparison. Ballot 0 is below every real ballot and means "none".
+type Ballot uint64
+
+const ballotIDBits = 16
+
+// MaxRound is the largest round a Ballot can hold.
+const MaxRound = 1<<(64-ballotIDBits) - 1
+
+// MakeBallot packs a round and the proposing replica into a Ballot.
+func MakeBallot(round uint64, id ReplicaID) Ballot {
+	return Ballot(round<<ballotIDBits | uint64(id))
+}
+
+// Round is the ballot's round: it rises every time a replica starts a new phase 1.
+func (b Ballot) Round() uint64 { return uint64(b) >> ballotIDBits }
+
+// ID is the replica that owns the ballot; only it may propose values under it.
+func (b Ballot) ID() ReplicaID { return ReplicaID(b & (1<<ballotIDBits - 1)) }
+
+// String prints a ballot as round.replica, the form used in traces and logs.
+func (b Ballot) String() string { return fmt.Sprintf("%d.%d", b.Round(), b.ID()) }
+
+// Op is what a client command does to the key-value state machine.
+type Op uint8
+
+// Client operations. OpGet goes through the log only when reads are not served from a lease.
+const (
+	OpPut Op = iota + 1
+	OpGet
+	OpDelete
+	opLimit
+)
+
+// Valid reports whether o is an operation the state machine knows; decoders use it to reject input.
+func (o Op) Valid() bool { return o >= OpPut && o < opLimit }
+
+// Mutates reports whether applying the op changes state, and so must be applied at most once.
+func (o Op) Mutates() bool { return o == OpPut || o == OpDelete }
+
+func (o Op) String() string {
+	switch o {
+	case OpPut:
+		return "put"
+	case OpGet:
+		return "get"
+	case OpDelete:
+		return "delete"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Command is one client request as it travels through the log. (ClientID, Seq) names it uniquely, so
+// a command retried by its client (after a timeout, a lost reply or a failover) and chosen in two
+// slots is applied only once: the state machine, not the core, does that de-duplication.
+type Command struct {
+	ClientID uint64
+	Seq      uint64
+	Op       Op
+	Key      []byte
+	Value    []byte
+}
+
+// commandOverheadBytes approximates the fixed part of an encoded command (ids, op, two lengths); it
+// only has to be close enough for byte-bounded batching and pipelining.
+const commandOverheadBytes = 24
+
+// Size is the command's approximate encoded size in bytes, the unit of the batch and pipeline limits.
+func (c *Command) Size() int { return commandOverheadBytes + len(c.Key) + len(c.Value) }
+
+// Entry is one log slot's proposal: the batch of commands a ballot proposed for the slot. An empty
+// batch is a no-op, which a new leader uses to fill holes in the log.
+type Entry struct {
+	Slot   uint64
+	Ballot Ballot
+	// Chosen marks a value known to be chosen. In a Promise it tells the new leader not to re-propose
+	// the slot; in a Ready's Entries it marks a value learned from a peer (not a vote of this acceptor);
+	// in a catch-up reply every entry is chosen. Ballot is then the ballot the value was chosen at.
+	Chosen bool
+	Cmds   []Command
+}
+
+// Size is the entry's approximate encoded size in bytes.
+func (e *Entry) Size() int {
+	n := 24
+	for i := range e.Cmds {
+		n += e.Cmds[i].Size()
+	}
+	return n
+}
+
+// MsgType says what a Message is and so which of its fields mean something.
+type MsgType uint8
+
+// Peer messages. The comment on each says which Message fields it uses; the others are zero.
+const (
+	// MsgPrepare is phase 1a: Ballot, and Slot = the first slot the proposer does not know chosen.
+	MsgPrepare MsgType = iota + 1
+	// MsgPromise is phase 1b: Ballot (the one promised), Commit (the acceptor's chosen prefix), and
+	// Entries: every slot above max(Slot-1, Commit) the acceptor has accepted or knows chosen.
+	MsgPromise
+	// MsgAccept is phase 2a: Ballot, Commit (the leader's chosen prefix, piggybacked) and one entry.
+	MsgAccept
+	// MsgAccepted is phase 2b: Ballot and Slot.
+	MsgAccepted
+	// MsgNack rejects a Prepare or Accept: Ballot is the higher ballot the acceptor has promised, Slot
+	// the slot the rejected Accept was for (0 for a Prepare).
+	MsgNack
+	// MsgCommit is the leader's heartbeat and learner notice: Ballot, Commit, Stamp (echoed for leases).
+	MsgCommit
+	// MsgCommitAck answers MsgCommit: Ballot and Stamp echoed, Commit = the follower's chosen prefix,
+	// Slot = the follower's applied slot (so the leader knows what may be truncated).
+	MsgCommitAck
+	// MsgCatchup asks for chosen values: Slot = first missing slot, Commit = last slot wanted.
+	MsgCatchup
+	// MsgCatchupReply carries chosen entries (all Chosen) and Commit = the sender's chosen prefix. An
+	// empty reply with Slot set means the slots asked for are truncated: a snapshot follows.
+	MsgCatchupReply
+	// MsgForward carries client commands from a follower to the leader: Cmds.
+	MsgForward
+	// MsgSnapshot carries the application state through Slot: Data, opaque to the core.
+	MsgSnapshot
+	msgLimit
+)
+
+// Valid reports whether t is a message type this version knows; decoders use it to reject input.
+func (t MsgType) Valid() bool { return t >= MsgPrepare && t < msgLimit }
+
+var msgNames = [...]string{"none", "prepare", "promise", "accept", "accepted", "nack", "commit",
+	"commit-ack", "catchup", "catchup-reply", "forward", "snapshot"}
+
+func (t MsgType) String() string {
+	if int(t) < len(msgNames) {
+		return msgNames[t]
+	}
+	return fmt.Sprintf("msg(%d)", uint8(t))
+}
+
+// Message is every peer message of the protocol, one struct for all types (as in etcd-io/raft): the
+// Type says which fields carry meaning. The core keeps references to Entries, Cmds and Data it is
+// given in Step, so a caller must not reuse their memory after handing a message over.
+type Message struct {
+	Type    MsgType
+	From    ReplicaID
+	To      ReplicaID
+	Ballot  Ballot
+	Slot    uint64
+	Commit  uint64
+	Stamp   uint64
+	Entries []Entry
+	Cmds    []Command
+	Data    []byte
+}
+
+// Snapshot is the application state through Slot, produced and consumed by the application; the
+// core only moves it between replicas so a replica behind the truncated log can catch up.
+type Snapshot struct {
+	Slot uint64
+	Data []byte
+}
+
+// Durable is what a replica reads back from its disk on restart: everything it persisted through
+// Ready and saw synced (what was never synced may or may not be there).
+type Durable struct {
+	// Promised is the highest ballot the acceptor promised; the restarted proposer's rounds start
+	// above it, so no ballot is ever reused.
+	Promised Ballot
+	// Applied is the slot the application's durable state has applied through (its snapshot).
+	Applied uint64
+	// ChosenTo is the persisted chosen prefix: every slot up to it holds its chosen value in Entries
+	// (or is at most Applied). Persisted lazily, so it may lag.
+	ChosenTo uint64
+	// Entries are the persisted slots above Applied, in slot order.
+	Entries []Entry
+}
+
+// Ready is what the outside world must do for the replica, collected since the last Advance. The
+// contract: persist Promised, Entries and ChosenTo (fsync first when MustSync), send Messages at once,
+// send AfterSync only once that persist is durable, install Snapshot and then apply Committed in
+// order, answer Dropped, and drop durable slots up to CompactTo. Then call Advance.
+type Ready struct {
+	// Promised is the acceptor's new promised ballot, or 0 when it did not change.
+	Promised Ballot
+	// Entries are slots to persist: votes (Chosen false) or values learned chosen (Chosen true).
+	Entries []Entry
+	// ChosenTo is the new chosen prefix to persist (no fsync needed), or 0 when unchanged.
+	ChosenTo uint64
+	// MustSync says the persist must be fsynced before AfterSync may leave.
+	MustSync bool
+	// Messages may be sent immediately.
+	Messages []Message
+	// AfterSync may be sent only after this Ready's persist is durable: promises and accept replies.
+	AfterSync []Message
+	// Snapshot, when set, replaces the application state before Committed is applied.
+	Snapshot *Snapshot
+	// Committed are newly chosen slots, contiguous and in slot order, for the application to apply.
+	Committed []Entry
+	// Dropped are client commands this replica gave up on (lost leadership, queue full): the runtime
+	// tells their clients to retry, with Leader as the hint.
+	Dropped []Command
+	// Leader is the replica currently believed to lead (0 if unknown); valid in every Ready.
+	Leader ReplicaID
+	// SendSnapshot lists peers whose next needed slot is truncated: send them a snapshot.
+	SendSnapshot []ReplicaID
+	// CompactTo, when non-zero, says durable slots up to it are no longer needed and may be deleted.
+	CompactTo uint64
+}
+
+// Empty reports whether the Ready asks nothing of the outside world.
+func (rd *Ready) Empty() bool {
+	return rd.Promised == 0 && len(rd.Entries) == 0 && rd.ChosenTo == 0 && len(rd.Messages) == 0 &&
+		len(rd.AfterSync) == 0 && rd.Snapshot == nil && len(rd.Committed) == 0 &&
+		len(rd.Dropped) == 0 && len(rd.SendSnapshot) == 0 && rd.CompactTo == 0
+}
