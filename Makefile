@@ -1,6 +1,6 @@
 # SofaDB: every target is self-contained on a fresh machine with Go 1.26 installed.
 GO      ?= go
-SEEDS   ?= 500
+SEEDS   ?= 2000
 EVENTS  ?= 20000
 # make sim: the long soak. Override SOAK_SEEDS for longer runs.
 SOAK_SEEDS ?= 20000
@@ -15,7 +15,7 @@ build:
 	$(GO) build ./...
 
 ## test: lint, unit and scenario tests, then the simulator seeds and mutation canaries.
-test: lint unit
+test: lint unit simtest
 
 unit:
 	$(GO) test -count=1 ./...

@@ -1,0 +1,187 @@
+package paxos
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Mode chooses how proposers behave; it is what the contended benchmark scenario varies.
+type Mode uint8
+
+const (
+	// ModeLeader is Multi-Paxos with a distinguished proposer: replicas elect a leader by heartbeats
+	// and randomized timeouts, followers forward client commands to it, and only it proposes.
+	ModeLeader Mode = iota
+	// ModeDuel lets every replica propose its own clients' commands with no forwarding: the dueling
+	// proposers of "Paxos Made Simple". A proposer with pending commands that sees a higher ballot
+	// starts a new phase 1 above it at once, which can livelock; Config.Backoff is the cure.
+	ModeDuel
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeLeader:
+		return "leader"
+	case ModeDuel:
+		return "duel"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// ParseMode reads a Mode from its String form (for flags).
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "leader":
+		return ModeLeader, nil
+	case "duel":
+		return ModeDuel, nil
+	}
+	return 0, fmt.Errorf("paxos: unknown proposer mode %q (want leader or duel)", s)
+}
+
+// Mutation plants a known bug in the core. It exists only so the simulator's checkers can prove
+// they catch real bugs (mutation canaries); production configurations leave it zero.
+type Mutation uint8
+
+const (
+	// MutNone is the correct protocol.
+	MutNone Mutation = iota
+	// MutReplyBeforePersist sends promises and accept replies before the state they vouch for is durable.
+	MutReplyBeforePersist
+	// MutBallotReuse restarts the proposer's rounds at its persisted promise instead of above it.
+	MutBallotReuse
+	// MutCountStalePromises counts phase-1 replies for an older ballot toward the current quorum.
+	MutCountStalePromises
+	// MutNoRepropose makes a new leader fill every open slot with a no-op instead of re-proposing the
+	// highest-ballot value its quorum reported.
+	MutNoRepropose
+	mutLimit
+)
+
+var mutationNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "count-stale-promises", "no-repropose"}
+
+func (m Mutation) String() string {
+	if int(m) < len(mutationNames) {
+		return mutationNames[m]
+	}
+	return fmt.Sprintf("mutation(%d)", uint8(m))
+}
+
+// Mutations lists every planted bug, in order, for canary runs.
+func Mutations() []Mutation {
+	out := make([]Mutation, 0, mutLimit-1)
+	for m := MutNone + 1; m < mutLimit; m++ {
+		out = append(out, m)
+	}
+	return out
+}
+
+// Config holds everything a Replica needs; all durations are in ticks of the caller's clock.
+type Config struct {
+	// ID is this replica; Peers lists every replica of the group, this one included.
+	ID    ReplicaID
+	Peers []ReplicaID
+	// Seed drives every random choice (election timeouts, backoff), so runs replay exactly.
+	Seed uint64
+	// Mode chooses between a distinguished leader and dueling proposers.
+	Mode Mode
+	// Backoff (ModeDuel) waits a random, exponentially growing number of ticks after a preemption
+	// before starting a new phase 1, instead of starting one at once.
+	Backoff bool
+	// BackoffBaseTicks and BackoffMaxTicks bound the backoff: after k consecutive preemptions a
+	// proposer waits uniformly in [0, min(BackoffMaxTicks, BackoffBaseTicks<<k)).
+	BackoffBaseTicks int
+	BackoffMaxTicks  int
+
+	// HeartbeatTicks is how often an idle leader tells followers it is alive and what is chosen.
+	HeartbeatTicks int
+	// ElectionTicks is the least time without hearing from a leader before a follower starts an
+	// election; each follower draws its timeout in [ElectionTicks, 2*ElectionTicks).
+	ElectionTicks int
+	// ResendTicks is how long a proposer waits for replies before resending a prepare or accept,
+	// and a learner before asking again for chosen values it lacks.
+	ResendTicks int
+	// LeaseDriftTicks is the clock-drift margin of leader leases: a leader serves reads locally until
+	// ElectionTicks-LeaseDriftTicks after the heartbeat a majority acknowledged was sent.
+	LeaseDriftTicks int
+
+	// BatchBytesMax bounds the commands cut into one slot. 0 disables batching: one command per slot.
+	BatchBytesMax int
+	// InflightSlotsMax and InflightBytesMax bound the pipeline: proposed slots not yet chosen.
+	InflightSlotsMax int
+	InflightBytesMax int
+	// QueueBytesMax bounds commands waiting for a slot (or for a leader); Propose refuses beyond it.
+	QueueBytesMax int
+	// CatchupBytesMax bounds the chosen values carried by one catch-up reply.
+	CatchupBytesMax int
+	// WindowSlotsMax bounds how far above its chosen prefix a replica accepts slots, so a message
+	// naming a huge slot cannot make it allocate without limit.
+	WindowSlotsMax uint64
+	// SnapshotEveryTicks rate-limits snapshots sent to one peer.
+	SnapshotEveryTicks int
+
+	// Mutation plants a bug for canary tests only.
+	Mutation Mutation
+}
+
+// DefaultConfig returns a configuration with the given membership and sensible limits; callers set
+// Mode, Seed and any limit they want to vary.
+func DefaultConfig(id ReplicaID, peers []ReplicaID) Config {
+	return Config{
+		ID:                 id,
+		Peers:              peers,
+		BackoffBaseTicks:   2,
+		BackoffMaxTicks:    64,
+		HeartbeatTicks:     2,
+		ElectionTicks:      10,
+		ResendTicks:        4,
+		LeaseDriftTicks:    2,
+		BatchBytesMax:      64 << 10,
+		InflightSlotsMax:   64,
+		InflightBytesMax:   8 << 20,
+		QueueBytesMax:      64 << 20,
+		CatchupBytesMax:    1 << 20,
+		WindowSlotsMax:     1 << 20,
+		SnapshotEveryTicks: 20,
+	}
+}
+
+// ErrConfig is returned by New for an unusable configuration.
+var ErrConfig = errors.New("paxos: invalid config")
+
+func (c *Config) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.ID == 0:
+		return bad("replica id 0 is reserved")
+	case len(c.Peers) == 0 || len(c.Peers) > 64:
+		return bad("%d peers: need 1 to 64", len(c.Peers))
+	case !slices.Contains(c.Peers, c.ID):
+		return bad("peers %v do not include id %d", c.Peers, c.ID)
+	case c.HeartbeatTicks <= 0 || c.ElectionTicks <= c.HeartbeatTicks:
+		return bad("need 0 < heartbeat (%d) < election (%d) ticks", c.HeartbeatTicks, c.ElectionTicks)
+	case c.ResendTicks <= 0:
+		return bad("resend ticks %d", c.ResendTicks)
+	case c.LeaseDriftTicks < 0 || c.LeaseDriftTicks >= c.ElectionTicks:
+		return bad("lease drift %d ticks not in [0, election)", c.LeaseDriftTicks)
+	case c.InflightSlotsMax <= 0 || c.InflightBytesMax <= 0 || c.QueueBytesMax <= 0:
+		return bad("pipeline and queue limits must be positive")
+	case c.BatchBytesMax < 0 || c.CatchupBytesMax <= 0 || c.WindowSlotsMax == 0:
+		return bad("batch, catch-up and window limits")
+	case c.Backoff && (c.BackoffBaseTicks <= 0 || c.BackoffMaxTicks < c.BackoffBaseTicks):
+		return bad("backoff base %d max %d ticks", c.BackoffBaseTicks, c.BackoffMaxTicks)
+	case c.Mutation >= mutLimit:
+		return bad("unknown mutation %d", c.Mutation)
+	}
+	seen := map[ReplicaID]bool{}
+	for _, p := range c.Peers {
+		if p == 0 || seen[p] {
+			return bad("peer ids must be unique and non-zero: %v", c.Peers)
+		}
+		seen[p] = true
+	}
+	return nil
+}

@@ -1,0 +1,504 @@
+package paxos
+
+import "slices"
+
+// This file holds the proposer: elections, phase 1, and phase 2 with batching and pipelining. Its
+// behaviour depends on the role, so each role has its own step function for the replies a proposer
+// receives; becomeX swaps it.
+
+func (r *Replica) stepFollower(m *Message) {
+	// A follower proposes nothing: late promises, accept replies and nacks are for a ballot it gave up.
+}
+
+func (r *Replica) stepCandidate(m *Message) {
+	switch m.Type {
+	case MsgPromise:
+		r.onPromise(m)
+	case MsgNack:
+		r.onNack(m)
+	}
+}
+
+func (r *Replica) stepLeader(m *Message) {
+	switch m.Type {
+	case MsgAccepted:
+		r.onAccepted(m)
+	case MsgCommitAck:
+		r.onCommitAck(m)
+	case MsgNack:
+		r.onNack(m)
+	}
+}
+
+func (r *Replica) becomeFollower() {
+	r.role, r.step = follower, r.stepFollower
+	r.ballot = 0
+	r.electionElapsed = 0
+	r.electionTimeout = r.cfg.ElectionTicks + r.rng.IntN(r.cfg.ElectionTicks)
+}
+
+// campaign starts phase 1 under a ballot above every ballot seen or promised. The replica promises
+// its own ballot first; prepares to the others leave only once that promise is durable, so a ballot
+// is never used unless a restart will start above it.
+func (r *Replica) campaign() {
+	r.abandonProposals()
+	round := max(r.promised.Round(), r.maxSeen.Round()) + 1
+	if r.cfg.Mutation == MutBallotReuse && r.restarted && r.promised.ID() == r.id {
+		round = r.promised.Round() // the planted bug: resume at the persisted ballot
+	}
+	r.restarted = false
+	r.ballot = MakeBallot(round, r.id)
+	r.role, r.step = candidate, r.stepCandidate
+	r.promiseAcks, r.p1Max, r.p1Commit, r.p1CommitFrom = 0, 0, 0, 0
+	r.p1Best = make(map[uint64]Entry)
+	r.electionElapsed = 0
+	r.electionTimeout = r.cfg.ElectionTicks + r.rng.IntN(r.cfg.ElectionTicks)
+	r.metrics.Campaigns++
+	if r.ballot > r.promised {
+		r.promise(r.ballot)
+	}
+	r.sendPrepares(true)
+}
+
+// sendPrepares sends phase 1a to every peer that has not promised yet (all of them when first).
+func (r *Replica) sendPrepares(first bool) {
+	r.prepareTick = r.tick
+	from := r.commit + 1
+	for i, p := range r.peers {
+		if r.promiseAcks&(1<<i) != 0 {
+			continue
+		}
+		if p == r.id {
+			if first { // our own acceptor answers like any other, through Step, once durable
+				r.sendAfterSync(Message{Type: MsgPromise, To: r.id, Ballot: r.ballot, Commit: r.commit, Entries: r.votesFrom(from)})
+			}
+			continue
+		}
+		r.sendAfterSync(Message{Type: MsgPrepare, To: p, Ballot: r.ballot, Slot: from})
+	}
+}
+
+// onPromise is phase 1b at the proposer. Only promises for the current ballot count: a promise for
+// an older ballot says nothing about votes cast since.
+func (r *Replica) onPromise(m *Message) {
+	if m.Ballot != r.ballot && !(r.cfg.Mutation == MutCountStalePromises && m.Ballot < r.ballot) {
+		return
+	}
+	cur := r.ballot
+	bit := uint64(1) << r.index(m.From)
+	if r.promiseAcks&bit != 0 {
+		return
+	}
+	r.promiseAcks |= bit
+	r.heard(m.From)
+	r.noteKnownCommit(m.Commit, m.From)
+	if m.Commit > r.p1Commit {
+		r.p1Commit, r.p1CommitFrom = m.Commit, m.From
+	}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		switch {
+		case e.Slot == 0 || e.Slot <= r.commit || e.Slot > r.commit+r.cfg.WindowSlotsMax:
+		case e.Chosen:
+			r.learnChosen(e)
+			if r.role != candidate || r.ballot != cur {
+				return // learnChosen found a higher ballot chosen: superseded
+			}
+		default:
+			if cur, ok := r.p1Best[e.Slot]; !ok || e.Ballot > cur.Ballot {
+				r.p1Best[e.Slot] = *e
+			}
+			r.p1Max = max(r.p1Max, e.Slot)
+		}
+	}
+	r.advanceCommit()
+	if popcount(r.promiseAcks) >= r.quorum {
+		r.becomeLeader()
+	}
+}
+
+// becomeLeader finishes phase 1. Slots up to the highest chosen prefix any promiser reported are
+// chosen already: they are learned by catch-up, never proposed. Every later slot up to the highest
+// one known is re-proposed with the value of its highest-ballot vote among the promises, or a
+// no-op when nobody in the quorum voted in it. Only then do new commands get slots.
+func (r *Replica) becomeLeader() {
+	r.role, r.step = leader, r.stepLeader
+	r.leader = r.id
+	r.metrics.Elected++
+	from := max(r.commit, r.p1Commit) + 1
+	// top covers every slot this replica knows anything about, chosen values learned from the
+	// promises and its own votes included: new commands must go above all of them, and every open
+	// slot below must be filled, or the log would keep a hole for ever.
+	top := max(r.p1Max, r.p1Commit, r.commit, r.log.last())
+	r.startSlot = from
+	for s := from; s <= top; s++ {
+		if sl := r.log.get(s); sl != nil && sl.chosen {
+			continue
+		}
+		var cmds []Command
+		if e, ok := r.p1Best[s]; ok && r.cfg.Mutation != MutNoRepropose {
+			cmds = e.Cmds
+		}
+		r.proposeSlot(s, cmds, false)
+	}
+	r.nextSlot = top + 1
+	r.p1Best = nil
+	for i := range r.peers {
+		r.lastHeard[i], r.ackStamp[i] = r.tick, 0
+	}
+	r.leaderSeenTick = r.tick
+	r.heartbeatElapsed = 0
+	r.broadcastCommit(r.tick) // announce leadership at once, and start the lease
+}
+
+// proposeSlot is phase 2a for one slot: send the accept to every other acceptor at once, and vote
+// for it ourselves (our vote, like any other, is counted when its Accepted comes back after sync).
+func (r *Replica) proposeSlot(s uint64, cmds []Command, own bool) {
+	sl := r.log.ensure(s)
+	bytes := 24
+	for i := range cmds {
+		bytes += cmds[i].Size()
+	}
+	sl.propBallot, sl.prop, sl.propBytes, sl.acks, sl.sentTick, sl.own = r.ballot, cmds, bytes, 0, r.tick, own
+	r.inflightSlots++
+	r.inflightBytes += bytes
+	r.metrics.ProposedSlots++
+	r.metrics.ProposedCmds += uint64(len(cmds))
+	entries := []Entry{{Slot: s, Ballot: r.ballot, Cmds: cmds}} // shared, read-only, by every message
+	for _, p := range r.peers {
+		if p != r.id {
+			r.send(Message{Type: MsgAccept, To: p, Ballot: r.ballot, Commit: r.commit, Entries: entries})
+		}
+	}
+	r.commitSent = max(r.commitSent, r.commit)
+	r.vote(s, r.ballot, cmds, r.id)
+}
+
+// maybePropose cuts queued commands into slots while the pipeline has room. Batches are as large as
+// BatchBytesMax allows, so under load commands queue while earlier slots are in flight and then
+// share one slot: batching without a timer, and no added latency when idle.
+func (r *Replica) maybePropose() {
+	for len(r.queue) > 0 && r.inflightSlots < r.cfg.InflightSlotsMax && r.inflightBytes < r.cfg.InflightBytesMax {
+		n, bytes := 1, r.queue[0].Size()
+		if r.cfg.BatchBytesMax > 0 {
+			for n < len(r.queue) && bytes+r.queue[n].Size() <= r.cfg.BatchBytesMax {
+				bytes += r.queue[n].Size()
+				n++
+			}
+		}
+		cmds := r.queue[:n:n]
+		r.queue = r.queue[n:]
+		r.queueBytes -= bytes
+		r.proposeSlot(r.nextSlot, cmds, true)
+		r.nextSlot++
+	}
+	if len(r.queue) == 0 {
+		r.queue = nil // let the drained backing array go
+	}
+}
+
+// onAccepted is phase 2b at the leader: a majority of votes for our proposal chooses it.
+func (r *Replica) onAccepted(m *Message) {
+	if m.Ballot != r.ballot {
+		return
+	}
+	r.heard(m.From)
+	sl := r.log.get(m.Slot)
+	if sl == nil || sl.chosen || sl.propBallot != r.ballot {
+		return
+	}
+	sl.acks |= 1 << r.index(m.From)
+	if sl.ackCount() < r.quorum {
+		return
+	}
+	if !(sl.has && sl.ballot == r.ballot) {
+		// Our own vote is not what was chosen (it is counted only if cast): record the value.
+		r.persistEntry(Entry{Slot: m.Slot, Ballot: r.ballot, Chosen: true, Cmds: sl.prop}, false)
+	}
+	sl.ballot, sl.cmds, sl.has = r.ballot, sl.prop, true
+	sl.chosen = true
+	r.retireProposal(sl)
+	r.metrics.ChosenSlots++
+	r.preemptions = 0
+	r.advanceCommit()
+}
+
+// retireProposal forgets our proposal for a slot that is now decided, freeing pipeline room.
+func (r *Replica) retireProposal(sl *slot) {
+	if sl.prop != nil || sl.propBallot != 0 {
+		if sl.propBallot == r.ballot && r.ballot != 0 {
+			r.inflightSlots--
+			r.inflightBytes -= sl.propBytes
+		}
+		sl.prop, sl.propBallot, sl.propBytes, sl.acks, sl.own = nil, 0, 0, 0, false
+	}
+}
+
+// abandonProposals gives up our open proposals (on losing or re-running phase 1). Their commands go
+// back to the front of the queue: they may still be chosen in their old slot, and then also in a new
+// one, which the state machine's (client, seq) de-duplication makes harmless; dropping them instead
+// would leave their clients waiting for a timeout.
+func (r *Replica) abandonProposals() {
+	var back []Command
+	for s := max(r.commit, r.log.base) + 1; s <= r.log.last(); s++ {
+		sl := r.log.get(s)
+		if sl.propBallot == 0 {
+			continue
+		}
+		if !sl.chosen && sl.own {
+			back = append(back, sl.prop...)
+		}
+		sl.prop, sl.propBallot, sl.propBytes, sl.acks, sl.own = nil, 0, 0, 0, false
+	}
+	r.inflightSlots, r.inflightBytes = 0, 0
+	if len(back) > 0 {
+		for i := range back {
+			r.queueBytes += back[i].Size()
+		}
+		r.queue = append(back, r.queue...)
+	}
+}
+
+// pruneQueue drops queued commands that were just chosen (ModeDuel). Without it, a command whose
+// client retried at several proposers sits in every one of their queues and is proposed again by
+// each, one slot per leadership stint, long after it was applied. (ModeLeader needs none of this: a
+// follower forwards its queue at once and the leader's drains into slots as fast as it can.)
+func (r *Replica) pruneQueue(chosen []Entry) {
+	done := make(map[[2]uint64]struct{})
+	for i := range chosen {
+		for _, c := range chosen[i].Cmds {
+			done[[2]uint64{c.ClientID, c.Seq}] = struct{}{}
+		}
+	}
+	kept := r.queue[:0]
+	for _, c := range r.queue {
+		if _, ok := done[[2]uint64{c.ClientID, c.Seq}]; ok {
+			r.queueBytes -= c.Size()
+			continue
+		}
+		kept = append(kept, c)
+	}
+	clear(r.queue[len(kept):])
+	r.queue = kept
+}
+
+// recountInflight recomputes the pipeline occupancy after slots vanished under a snapshot.
+func (r *Replica) recountInflight() {
+	r.inflightSlots, r.inflightBytes = 0, 0
+	for s := max(r.commit, r.log.base) + 1; s <= r.log.last(); s++ {
+		if sl := r.log.get(s); sl.propBallot == r.ballot && r.ballot != 0 && !sl.chosen {
+			r.inflightSlots++
+			r.inflightBytes += sl.propBytes
+		}
+	}
+}
+
+// onNack: an acceptor promised a ballot above ours.
+func (r *Replica) onNack(m *Message) {
+	if m.Ballot <= r.ballot {
+		return // about an older ballot of ours
+	}
+	if r.cfg.Mode == ModeLeader && r.role == leader {
+		// One acceptor (a returning candidate, say) is above us. Re-run phase 1 above it rather
+		// than step down: followers in our lease will promise, and the cluster keeps its leader.
+		r.metrics.Preempted++
+		r.campaign()
+		return
+	}
+	r.preempted(m.Ballot)
+}
+
+// preempted: a ballot above ours exists. In ModeLeader the replica follows and lets its election
+// timer decide; in ModeDuel a proposer with commands waiting tries again: at once (the naive
+// proposer of "Paxos Made Simple", which can livelock), or after a random exponential backoff. The
+// backoff grows with every preemption and resets only when one of our own proposals is chosen:
+// winning phase 1 is not progress when the next proposer preempts us before phase 2 completes.
+func (r *Replica) preempted(higher Ballot) {
+	r.metrics.Preempted++
+	r.stepDown()
+	if r.cfg.Mode != ModeDuel || len(r.queue) == 0 {
+		return
+	}
+	if !r.cfg.Backoff {
+		r.campaign()
+		return
+	}
+	r.preemptions++
+	limit := min(r.cfg.BackoffMaxTicks, r.cfg.BackoffBaseTicks<<min(r.preemptions, 20))
+	r.backoffUntil = r.tick + 1 + uint64(r.rng.IntN(limit))
+}
+
+// stepDown abandons leadership or candidacy.
+func (r *Replica) stepDown() {
+	r.metrics.StepDowns++
+	r.abandonProposals()
+	if r.leader == r.id {
+		r.leader = 0
+	}
+	r.becomeFollower()
+}
+
+// onCommitAck records a follower's heartbeat reply: liveness, lease, and how far it has applied.
+func (r *Replica) onCommitAck(m *Message) {
+	if m.Ballot != r.ballot {
+		return
+	}
+	i := r.heard(m.From)
+	r.ackStamp[i] = max(r.ackStamp[i], m.Stamp)
+	r.peerApplied[i] = max(r.peerApplied[i], m.Slot)
+	r.noteKnownCommit(m.Commit, m.From)
+}
+
+// heard notes a reply at our ballot from a peer (for the leader's quorum check) and returns its index.
+func (r *Replica) heard(id ReplicaID) int {
+	i := r.index(id)
+	r.lastHeard[i] = r.tick
+	return i
+}
+
+// onForward takes commands a follower forwarded. Only a leader proposes them; a replica that is no
+// longer leader drops them rather than forward again (two replicas that each think the other leads
+// would bounce them for ever); their clients retry.
+func (r *Replica) onForward(m *Message) {
+	if r.cfg.Mode != ModeLeader {
+		return
+	}
+	if r.role != leader || r.Propose(m.Cmds) != nil {
+		r.metrics.Dropped += uint64(len(m.Cmds))
+		r.rd.Dropped = append(r.rd.Dropped, m.Cmds...)
+	}
+}
+
+// forwardQueue sends a follower's queued commands to the leader it knows of (ModeLeader).
+func (r *Replica) forwardQueue() {
+	if len(r.queue) == 0 || r.leader == 0 || r.leader == r.id {
+		return
+	}
+	r.metrics.Forwarded += uint64(len(r.queue))
+	r.send(Message{Type: MsgForward, To: r.leader, Cmds: r.queue})
+	r.queue, r.queueBytes = nil, 0
+}
+
+// broadcastCommit tells every follower the chosen prefix and the truncation floor. A non-zero stamp
+// makes it a heartbeat: followers acknowledge it, which renews the leader's lease.
+func (r *Replica) broadcastCommit(stamp uint64) {
+	floor := r.leaderFloor()
+	for _, p := range r.peers {
+		if p != r.id {
+			r.send(Message{Type: MsgCommit, To: p, Ballot: r.ballot, Commit: r.commit, Stamp: stamp, Slot: floor})
+		}
+	}
+	r.commitSent = r.commit
+}
+
+// leaderFloor is the slot every replica heard from recently has applied: below it the log may be
+// truncated. A replica silent for long is left out; it will need a snapshot when it returns.
+func (r *Replica) leaderFloor() uint64 {
+	floor := r.released
+	horizon := uint64(10 * r.cfg.ElectionTicks)
+	for i := range r.peers {
+		if i != r.self && r.tick < r.lastHeard[i]+horizon {
+			floor = min(floor, r.peerApplied[i])
+		}
+	}
+	return floor
+}
+
+func (r *Replica) tickLeader() {
+	r.heartbeatElapsed++
+	if r.heartbeatElapsed >= r.cfg.HeartbeatTicks {
+		r.heartbeatElapsed = 0
+		r.broadcastCommit(r.tick)
+	}
+	r.resendAccepts()
+	if !r.quorumRecentlyHeard() {
+		r.stepDown() // partitioned from a majority: stop holding clients' commands
+		return
+	}
+	r.leaderSeenTick = r.tick
+}
+
+// resendAccepts repeats accepts that have waited ResendTicks without a majority, to the acceptors
+// that have not answered: messages can be lost.
+func (r *Replica) resendAccepts() {
+	for s := max(r.commit, r.log.base) + 1; s < r.nextSlot && s <= r.log.last(); s++ {
+		sl := r.log.get(s)
+		if sl.propBallot != r.ballot || sl.chosen || r.tick < sl.sentTick+uint64(r.cfg.ResendTicks) {
+			continue
+		}
+		sl.sentTick = r.tick
+		entries := []Entry{{Slot: s, Ballot: r.ballot, Cmds: sl.prop}}
+		for i, p := range r.peers {
+			if p != r.id && sl.acks&(1<<i) == 0 {
+				r.metrics.ResentAccepts++
+				r.send(Message{Type: MsgAccept, To: p, Ballot: r.ballot, Commit: r.commit, Entries: entries})
+			}
+		}
+	}
+}
+
+// quorumRecentlyHeard says a majority (counting ourselves) answered within two election timeouts.
+func (r *Replica) quorumRecentlyHeard() bool {
+	n := 0
+	for i := range r.peers {
+		if i == r.self || r.tick < r.lastHeard[i]+uint64(2*r.cfg.ElectionTicks) {
+			n++
+		}
+	}
+	return n >= r.quorum
+}
+
+func (r *Replica) tickCandidate() {
+	r.electionElapsed++
+	if r.electionElapsed >= r.electionTimeout {
+		r.campaign() // phase 1 stalled: try again with a higher ballot
+		return
+	}
+	if r.tick >= r.prepareTick+uint64(r.cfg.ResendTicks) {
+		r.sendPrepares(false)
+	}
+}
+
+func (r *Replica) tickFollower() {
+	if r.cfg.Mode == ModeDuel {
+		return // dueling proposers campaign when they have commands (see flush), not on timeouts
+	}
+	r.electionElapsed++
+	if r.electionElapsed >= r.electionTimeout {
+		r.leader = 0
+		r.campaign()
+	}
+}
+
+// ReadIndex says whether this replica may serve a linearizable read from its own state, and after
+// which slot: it must be the leader, hold a lease (a majority acknowledged a heartbeat sent less than
+// ElectionTicks-LeaseDriftTicks ago, and those followers refuse other proposers until ElectionTicks
+// after they acknowledged), and know every slot earlier leaders may have had chosen. The caller
+// serves the read once it has applied through the returned slot.
+func (r *Replica) ReadIndex() (uint64, bool) {
+	if r.cfg.Mode != ModeLeader || r.role != leader || r.commit+1 < r.startSlot {
+		return 0, false
+	}
+	stamps := make([]uint64, 0, len(r.peers))
+	for i := range r.peers {
+		if i == r.self {
+			stamps = append(stamps, r.tick)
+		} else {
+			stamps = append(stamps, r.ackStamp[i])
+		}
+	}
+	slices.Sort(stamps)
+	granted := stamps[len(stamps)-r.quorum] // the newest stamp a majority has acknowledged
+	if granted == 0 || r.tick >= granted+uint64(r.cfg.ElectionTicks-r.cfg.LeaseDriftTicks) {
+		return 0, false
+	}
+	return r.commit, true
+}
+
+func popcount(x uint64) int {
+	n := 0
+	for ; x != 0; x &= x - 1 {
+		n++
+	}
+	return n
+}

@@ -1,0 +1,103 @@
+package sim
+
+import (
+	"fmt"
+
+	"github.com/sofadb/sofadb/paxos"
+)
+
+// cmdKey names a client command: the (client, seq) pair the state machine de-duplicates on.
+type cmdKey struct{ client, seq uint64 }
+
+func keyOf(c *paxos.Command) cmdKey { return cmdKey{c.ClientID, c.Seq} }
+
+// clientMsg is a request to a replica or a reply to a client.
+type clientMsg struct {
+	client int
+	cmd    paxos.Command
+	seq    uint64
+	ok     bool
+	retry  bool // not applied here: try again (not leader, queue full, stale)
+	leader paxos.ReplicaID
+}
+
+// client issues one command at a time and retries it, with the same (client, seq), until a replica
+// acknowledges it: after a timeout (to another replica) or a "try elsewhere" reply (to the hint).
+type client struct {
+	w       *world
+	idx     int
+	id      uint64
+	seq     uint64
+	cmd     paxos.Command
+	waiting bool
+	attempt uint64
+	hint    int // replica index to try next, -1 for none
+	pin     int // when >= 0, always send to this replica (scenario tests)
+}
+
+func (c *client) newCommand() paxos.Command {
+	c.seq++
+	cmd := paxos.Command{ClientID: c.id, Seq: c.seq, Key: []byte(fmt.Sprintf("k%d", c.w.rng.IntN(c.w.p.Keys)))}
+	switch x := c.w.rng.IntN(10); {
+	case x < 8:
+		cmd.Op, cmd.Value = paxos.OpPut, []byte(fmt.Sprintf("v%d.%d", c.id, c.seq))
+	case x < 9:
+		cmd.Op = paxos.OpDelete
+	default:
+		cmd.Op = paxos.OpGet
+	}
+	return cmd
+}
+
+func (c *client) send() {
+	if !c.waiting {
+		if c.w.healed {
+			return // after heal, clients only finish what they started
+		}
+		c.cmd = c.newCommand()
+		c.waiting, c.hint = true, -1
+		c.w.chk.onPropose(&c.cmd)
+	}
+	c.attempt++
+	target := c.hint
+	switch {
+	case c.pin >= 0:
+		target = c.pin
+	case target < 0 || c.w.p.Mode == paxos.ModeDuel:
+		target = c.w.rng.IntN(len(c.w.nodes))
+	}
+	c.w.sendClient(evClientRequest, target, clientMsg{client: c.idx, cmd: c.cmd})
+	c.w.schedule(&event{kind: evClientTimeout, node: c.idx, gen: c.attempt, atUs: c.w.nowUs + int64(c.w.p.ClientTimeoutUs)})
+}
+
+func (c *client) timeout(attempt uint64) {
+	if c.waiting && attempt == c.attempt {
+		c.hint = -1
+		c.send()
+	}
+}
+
+func (c *client) reply(cm *clientMsg) {
+	if !c.waiting || cm.seq != c.seq {
+		return // a late reply to an earlier attempt of a finished command
+	}
+	if cm.ok {
+		c.w.chk.onAck(&c.cmd)
+		c.waiting = false
+		c.w.schedule(&event{kind: evClientSend, node: c.idx, atUs: c.w.nowUs + int64(c.w.p.ClientThinkUs)})
+		return
+	}
+	c.hint = -1
+	if cm.leader != 0 {
+		c.hint = int(cm.leader) - 1
+	}
+	c.attempt++ // the pending timeout belongs to the old attempt now
+	c.w.schedule(&event{kind: evClientRetry, node: c.idx, gen: c.attempt, atUs: c.w.nowUs + 1000})
+}
+
+// retry resends after a "try elsewhere" reply, unless something newer happened since.
+func (c *client) retry(attempt uint64) {
+	if c.waiting && attempt == c.attempt {
+		c.send()
+	}
+}

@@ -1,0 +1,295 @@
+package sim
+
+import (
+	"slices"
+
+	"github.com/sofadb/sofadb/disk"
+	"github.com/sofadb/sofadb/paxos"
+)
+
+// node is one simulated replica process: the real core, the real state machine, and a disk model
+// with the fsync discipline of disk/: writes queue, one sync at a time covers everything queued when
+// it started, replies wait for their sync, and a crash loses what was not synced (except a random
+// prefix the OS happened to write out).
+type node struct {
+	w       *world
+	idx     int
+	id      paxos.ReplicaID
+	peers   []paxos.ReplicaID
+	up      bool
+	inc     int // incarnation: 1 at first start, +1 per restart
+	r       *paxos.Replica
+	state   *disk.State
+	durable *durableModel
+	pending []*write // handed to the disk, not yet synced, in order
+	syncing bool
+	syncN   int    // how many of pending the sync in flight covers
+	syncGen uint64 // invalidates a sync completion after a crash
+	owes    map[cmdKey]int
+	lastSnp uint64
+	results []disk.Result
+	metrics paxos.Metrics // summed over dead incarnations
+}
+
+// write is one Ready's worth of persistence, plus the messages waiting for it to be durable.
+type write struct {
+	promised  paxos.Ballot
+	entries   []paxos.Entry
+	chosenTo  uint64
+	compactTo uint64
+	snap      *paxos.Snapshot
+	after     []paxos.Message
+	needSync  bool
+}
+
+func (wr *write) empty() bool {
+	return wr.promised == 0 && len(wr.entries) == 0 && wr.chosenTo == 0 && wr.compactTo == 0 &&
+		wr.snap == nil && len(wr.after) == 0
+}
+
+// durableModel is what survives a crash.
+type durableModel struct {
+	promised paxos.Ballot
+	entries  map[uint64]paxos.Entry
+	chosenTo uint64
+	snap     paxos.Snapshot
+}
+
+func newDurableModel() *durableModel { return &durableModel{entries: map[uint64]paxos.Entry{}} }
+
+func (d *durableModel) apply(wr *write) {
+	if wr.promised > d.promised {
+		d.promised = wr.promised
+	}
+	if wr.snap != nil && wr.snap.Slot > d.snap.Slot {
+		d.snap = *wr.snap
+	}
+	for _, e := range wr.entries {
+		d.entries[e.Slot] = e
+	}
+	if wr.chosenTo != 0 {
+		d.chosenTo = wr.chosenTo
+	}
+	if wr.compactTo != 0 {
+		for _, s := range sortedKeys(d.entries) {
+			if s <= wr.compactTo {
+				delete(d.entries, s)
+			}
+		}
+	}
+}
+
+func (d *durableModel) toDurable() paxos.Durable {
+	out := paxos.Durable{Promised: d.promised, Applied: d.snap.Slot, ChosenTo: d.chosenTo}
+	for _, s := range sortedKeys(d.entries) {
+		if s > d.snap.Slot {
+			out.Entries = append(out.Entries, d.entries[s])
+		}
+	}
+	return out
+}
+
+func (n *node) config() paxos.Config {
+	p := n.w.p
+	cfg := paxos.DefaultConfig(n.id, n.peers)
+	cfg.Seed = p.Seed*1_000_003 + uint64(n.inc)
+	cfg.Mode, cfg.Backoff, cfg.Mutation = p.Mode, p.Backoff, p.Mutation
+	cfg.BatchBytesMax, cfg.InflightSlotsMax = p.BatchBytesMax, p.InflightSlotsMax
+	return cfg
+}
+
+func (n *node) start() {
+	n.inc++
+	d := n.durable.toDurable()
+	n.state = disk.NewState()
+	if n.durable.snap.Data != nil {
+		if err := n.state.Restore(n.durable.snap.Data); err != nil {
+			n.w.chk.violate("r%d: durable snapshot does not restore: %v", n.id, err)
+		}
+	}
+	r, err := paxos.New(n.config(), &d)
+	if err != nil {
+		panic(err) // the simulator built a bad config: a bug in the simulator, not in the core
+	}
+	n.r, n.up, n.owes, n.lastSnp = r, true, map[cmdKey]int{}, n.durable.snap.Slot
+	n.w.chk.onStart(n)
+	n.process()
+}
+
+func (n *node) tick() {
+	if n.up {
+		n.r.Tick()
+		n.process()
+	}
+}
+
+func (n *node) deliver(m *paxos.Message) {
+	if !n.up {
+		return
+	}
+	n.w.chk.onDeliver(n, m)
+	n.r.Step(m)
+	n.process()
+}
+
+func (n *node) clientRequest(cm *clientMsg) {
+	if !n.up {
+		return
+	}
+	if err := n.r.Propose([]paxos.Command{cm.cmd}); err != nil {
+		n.w.sendClient(evClientReply, cm.client, clientMsg{seq: cm.cmd.Seq, retry: true})
+		return
+	}
+	n.owes[keyOf(&cm.cmd)] = cm.client
+	n.process()
+}
+
+// process drains the core's Ready: the runtime's job, done the way the real runtime does it.
+func (n *node) process() {
+	for range 100 {
+		rd := n.r.Ready()
+		if rd.Empty() {
+			return
+		}
+		n.handle(&rd)
+		n.r.Advance(&rd)
+	}
+	n.w.chk.violate("r%d: Ready never empties", n.id)
+}
+
+func (n *node) handle(rd *paxos.Ready) {
+	wr := &write{promised: rd.Promised, entries: rd.Entries, chosenTo: rd.ChosenTo, compactTo: rd.CompactTo,
+		after: rd.AfterSync, needSync: rd.MustSync || len(rd.AfterSync) > 0}
+	if rd.Snapshot != nil {
+		n.installSnapshot(rd.Snapshot)
+		wr.snap, wr.needSync = rd.Snapshot, true
+	}
+	for i := range rd.Committed {
+		n.apply(&rd.Committed[i])
+	}
+	for _, m := range rd.Messages {
+		n.emit(m)
+	}
+	for i := range rd.Dropped {
+		n.answer(&rd.Dropped[i], clientMsg{retry: true, leader: rd.Leader})
+	}
+	for _, to := range rd.SendSnapshot {
+		if n.state.Applied() > 0 {
+			n.w.stats.SnapshotsSent++
+			n.emit(paxos.Message{Type: paxos.MsgSnapshot, From: n.id, To: to, Slot: n.state.Applied(), Data: n.state.AppendSnapshot(nil)})
+		}
+	}
+	if p := n.w.p.SnapshotEvery; p > 0 && wr.snap == nil && n.state.Applied() >= n.lastSnp+p {
+		wr.snap = &paxos.Snapshot{Slot: n.state.Applied(), Data: n.state.AppendSnapshot(nil)}
+		wr.needSync = true
+	}
+	if wr.snap != nil {
+		n.lastSnp = wr.snap.Slot
+	}
+	if !wr.empty() {
+		n.pending = append(n.pending, wr)
+		n.maybeSync()
+	}
+}
+
+func (n *node) emit(m paxos.Message) {
+	n.w.chk.onSend(n, &m)
+	n.w.send(n.idx, m)
+}
+
+func (n *node) apply(e *paxos.Entry) {
+	var err error
+	n.results, err = n.state.Apply(e.Slot, e.Cmds, n.results[:0])
+	if err != nil {
+		n.w.chk.violate("r%d: apply slot %d: %v", n.id, e.Slot, err)
+		return
+	}
+	n.w.chk.onApply(n, e, n.results)
+	for i := range e.Cmds {
+		n.answer(&e.Cmds[i], clientMsg{ok: !n.results[i].Stale, retry: n.results[i].Stale})
+	}
+}
+
+// answer replies to the client this replica owes a reply for cmd, if any.
+func (n *node) answer(cmd *paxos.Command, cm clientMsg) {
+	k := keyOf(cmd)
+	ci, ok := n.owes[k]
+	if !ok {
+		return
+	}
+	delete(n.owes, k)
+	cm.seq = cmd.Seq
+	n.w.sendClient(evClientReply, ci, cm)
+}
+
+func (n *node) installSnapshot(s *paxos.Snapshot) {
+	if err := n.state.Restore(s.Data); err != nil {
+		n.w.chk.violate("r%d: snapshot for slot %d does not restore: %v", n.id, s.Slot, err)
+		return
+	}
+	n.w.chk.onSnapshotInstalled(n, s.Slot)
+}
+
+// maybeSync starts an fsync covering every write queued so far, unless one is in flight.
+func (n *node) maybeSync() {
+	if n.syncing || !slices.ContainsFunc(n.pending, func(wr *write) bool { return wr.needSync }) {
+		return
+	}
+	n.syncing, n.syncN = true, len(n.pending)
+	n.syncGen++
+	at := n.w.nowUs + int64(n.w.p.SyncMinUs+n.w.rng.IntN(n.w.p.SyncSpreadUs+1))
+	n.w.schedule(&event{kind: evSyncDone, node: n.idx, gen: n.syncGen, atUs: at})
+}
+
+// syncDone makes the covered writes durable and releases the messages that waited for them.
+func (n *node) syncDone(gen uint64) {
+	if !n.up || gen != n.syncGen || !n.syncing {
+		return
+	}
+	done := n.pending[:n.syncN]
+	n.pending = slices.Clone(n.pending[n.syncN:])
+	n.syncing = false
+	for _, wr := range done {
+		n.makeDurable(wr)
+		for _, m := range wr.after {
+			n.emit(m)
+		}
+		if wr.snap != nil {
+			n.r.Compact(wr.snap.Slot)
+		}
+	}
+	n.maybeSync()
+	n.process()
+}
+
+func (n *node) makeDurable(wr *write) {
+	n.durable.apply(wr)
+	n.w.chk.onDurable(n, wr)
+}
+
+// crash kills the process: memory, unsynced writes (but a random prefix), and pending replies go.
+func (n *node) crash() {
+	n.w.stats.Crashes++
+	n.w.logf("crash r%d", n.id)
+	for _, wr := range n.pending {
+		if n.w.rng.IntN(100) >= n.w.p.UnsyncedKeepPct {
+			break
+		}
+		n.makeDurable(wr)
+	}
+	st := n.r.Status().Metrics
+	n.metrics.Preempted += st.Preempted
+	n.metrics.Campaigns += st.Campaigns
+	n.metrics.LeaseRefusals += st.LeaseRefusals
+	n.pending, n.syncing, n.owes = nil, false, nil
+	n.syncGen++
+	n.up, n.r, n.state = false, nil, nil
+}
+
+func (n *node) restart() {
+	if n.up {
+		return
+	}
+	n.w.logf("restart r%d", n.id)
+	n.start()
+}

@@ -1,0 +1,316 @@
+package sim
+
+import (
+	"container/heap"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sofadb/sofadb/paxos"
+)
+
+// calm returns parameters with no random faults and fixed link delays: scenario tests script
+// their faults themselves.
+func calm(replicas int, mode paxos.Mode) Params {
+	return Params{
+		Seed: 7, Replicas: replicas, Mode: mode, Keys: 8,
+		DelayMinUs: 200, SyncMinUs: 300, TickUs: 1000,
+		ClientTimeoutUs: 40_000, BatchBytesMax: 4096, InflightSlotsMax: 16,
+		FaultEvents: 1 << 60, HealBoundUs: 3_000_000,
+	}
+}
+
+// step processes one event; false when nothing is left or a checker fired.
+func step(w *world) bool {
+	if w.q.Len() == 0 || w.chk.stop() {
+		return false
+	}
+	e := heap.Pop(&w.q).(*event)
+	w.nowUs = e.atUs
+	w.events++
+	w.traceEvent(e)
+	w.dispatch(e)
+	return true
+}
+
+func runFor(w *world, us int64) {
+	end := w.nowUs + us
+	for w.nowUs < end && step(w) {
+	}
+}
+
+func runUntil(w *world, limitUs int64, pred func() bool) bool {
+	end := w.nowUs + limitUs
+	for !pred() && w.nowUs < end && step(w) {
+	}
+	return pred()
+}
+
+// addClient adds a client pinned to one replica (pin -1: any), issuing commands continuously.
+func addClient(w *world, pin int) *client {
+	c := &client{w: w, idx: len(w.cls), id: uint64(5000 + len(w.cls)), pin: pin, hint: -1}
+	w.cls = append(w.cls, c)
+	w.schedule(&event{kind: evClientSend, node: c.idx, atUs: w.nowUs})
+	return c
+}
+
+// submit has a new one-shot client send cmd to replica `to` (retrying elsewhere on timeout).
+func submit(w *world, to int, key, value string) *client {
+	c := &client{w: w, idx: len(w.cls), id: uint64(9000 + len(w.cls)), pin: -1, hint: to}
+	w.cls = append(w.cls, c)
+	c.seq = 1
+	c.cmd = paxos.Command{ClientID: c.id, Seq: 1, Op: paxos.OpPut, Key: []byte(key), Value: []byte(value)}
+	c.waiting = true
+	w.chk.onPropose(&c.cmd)
+	c.send()
+	return c
+}
+
+func leaderOf(w *world) *node {
+	for _, n := range w.nodes {
+		if n.up && n.r.Status().Role == "leader" {
+			return n
+		}
+	}
+	return nil
+}
+
+func mustConverge(t *testing.T, w *world) {
+	t.Helper()
+	w.heal()
+	if !runUntil(w, int64(w.p.HealBoundUs), w.converged) {
+		t.Fatalf("did not converge after heal: %s; violations: %v", w.convergeReport(), w.chk.violations)
+	}
+	w.chk.final()
+	noViolations(t, w)
+}
+
+func noViolations(t *testing.T, w *world) {
+	t.Helper()
+	if len(w.chk.violations) > 0 {
+		t.Fatalf("violations: %v", w.chk.violations)
+	}
+}
+
+func TestSameSeedPrintsSameTraceDigest(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 3, 99} {
+		p := Choose(seed, 0, 5000)
+		a, b := Run(p, nil), Run(p, nil)
+		if a.Digest != b.Digest || a.Events != b.Events || fmt.Sprint(a.Violations) != fmt.Sprint(b.Violations) {
+			t.Fatalf("seed %d: digests %x/%x events %d/%d", seed, a.Digest, b.Digest, a.Events, b.Events)
+		}
+		if c := Run(Choose(seed+1000, 0, 5000), nil); c.Digest == a.Digest {
+			t.Fatalf("seeds %d and %d gave the same digest %x", seed, seed+1000, a.Digest)
+		}
+	}
+}
+
+func TestSeedChoosesEveryFaultKind(t *testing.T) {
+	var loss, dup, crash, part, oneway, duel, five, noBatch bool
+	for seed := uint64(1); seed <= 200; seed++ {
+		p := Choose(seed, 0, 1)
+		loss = loss || p.LossPct > 0
+		dup = dup || p.DupPct > 0
+		crash = crash || p.CrashEveryUs > 0
+		part = part || p.PartitionEveryUs > 0
+		oneway = oneway || p.OneWayPct > 0
+		duel = duel || p.Mode == paxos.ModeDuel
+		five = five || p.Replicas == 5
+		noBatch = noBatch || p.BatchBytesMax == 0
+	}
+	if !(loss && dup && crash && part && oneway && duel && five && noBatch) {
+		t.Fatalf("200 seeds missed a fault kind: loss=%v dup=%v crash=%v partition=%v one-way=%v duel=%v 5-replicas=%v no-batch=%v",
+			loss, dup, crash, part, oneway, duel, five, noBatch)
+	}
+}
+
+// TestDuelingProposersLivelockWithoutBackoff shows the livelock of "Paxos Made Simple": two
+// proposers, each with commands waiting, each starting a new phase 1 as soon as it sees a higher
+// ballot, keep preempting each other and nothing is chosen.
+func TestDuelingProposersLivelockWithoutBackoff(t *testing.T) {
+	w := duel(t, false)
+	preempted, acked := w.finalStats().Preempted, len(w.chk.acked)
+	t.Logf("without backoff: %d commands acknowledged, %d ballots preempted in 2s", acked, preempted)
+	if acked > 0 || preempted < 200 {
+		t.Fatalf("expected a livelock: %d commands acknowledged, %d ballots preempted", acked, preempted)
+	}
+}
+
+// TestDuelingProposersMakeProgressWithBackoff: the same duel with randomized exponential backoff
+// chooses commands steadily.
+func TestDuelingProposersMakeProgressWithBackoff(t *testing.T) {
+	w := duel(t, true)
+	preempted, acked := w.finalStats().Preempted, len(w.chk.acked)
+	t.Logf("with backoff: %d commands acknowledged, %d ballots preempted in 2s", acked, preempted)
+	if acked < 100 {
+		t.Fatalf("backoff did not cure the livelock: %d commands acknowledged, %d preempted", acked, preempted)
+	}
+	mustConverge(t, w)
+}
+
+func duel(t *testing.T, backoff bool) *world {
+	p := calm(3, paxos.ModeDuel)
+	p.Backoff = backoff
+	w := newWorld(p, nil)
+	for _, pin := range []int{0, 0, 1, 1} {
+		addClient(w, pin)
+	}
+	runFor(w, 2_000_000)
+	noViolations(t, w)
+	return w
+}
+
+// TestLeaderCrashAfterAcceptBeforeCommit: the leader's accept reaches a majority, which votes
+// durably, but the leader crashes before it hears back. The value may be chosen (a majority holds
+// it), so the next leader must find it in phase 1 and re-propose it in the same slot.
+func TestLeaderCrashAfterAcceptBeforeCommit(t *testing.T) {
+	w := newWorld(calm(3, paxos.ModeLeader), nil)
+	if !runUntil(w, 1_000_000, func() bool { return leaderOf(w) != nil }) {
+		t.Fatal("no leader elected")
+	}
+	old := leaderOf(w)
+	oldBallot := old.r.Status().Ballot
+	w.drop = func(from int, m *paxos.Message) bool {
+		return m.Type == paxos.MsgAccepted && int(m.To)-1 == old.idx && from != old.idx
+	}
+	c := submit(w, old.idx, "k", "precious")
+	slot := uint64(0)
+	votedBy := func() int {
+		n := 0
+		for _, f := range w.nodes {
+			for s, e := range f.durable.entries {
+				if f != old && len(e.Cmds) > 0 && string(e.Cmds[0].Value) == "precious" {
+					n, slot = n+1, s
+				}
+			}
+		}
+		return n
+	}
+	if !runUntil(w, 500_000, func() bool { return votedBy() == 2 }) {
+		t.Fatal("followers never voted durably for the command")
+	}
+	if old.r.Status().Commit >= slot {
+		t.Fatal("leader learned the slot was chosen: the scenario needs it not to")
+	}
+	old.crash()
+	w.drop = nil
+	if !runUntil(w, 2_000_000, func() bool { return !c.waiting }) {
+		t.Fatalf("command never acknowledged after the leader crash: %s", w.convergeReport())
+	}
+	if at := w.chk.effective[cmdKey{c.id, 1}]; at.slot != slot {
+		t.Fatalf("command took effect in slot %d, want slot %d where the crashed leader proposed it", at.slot, slot)
+	}
+	if nl := leaderOf(w); nl == nil || nl.r.Status().Ballot <= oldBallot {
+		t.Fatalf("no new leader above %v", oldBallot)
+	}
+	mustConverge(t, w)
+}
+
+// TestMinorityPartitionedThenHealed: with two of five replicas cut off, the majority keeps choosing
+// commands; after the partition heals the minority catches up to the same state.
+func TestMinorityPartitionedThenHealed(t *testing.T) {
+	w := newWorld(calm(5, paxos.ModeLeader), nil)
+	for range 4 {
+		addClient(w, -1)
+	}
+	if !runUntil(w, 1_000_000, func() bool { return leaderOf(w) != nil }) {
+		t.Fatal("no leader elected")
+	}
+	runFor(w, 100_000) // everyone learns a prefix before the cut
+	lead := leaderOf(w)
+	var minority []int
+	for _, n := range w.nodes {
+		if n != lead && len(minority) < 2 {
+			minority = append(minority, n.idx)
+		}
+	}
+	for _, i := range minority {
+		for j := range w.nodes {
+			if !slices.Contains(minority, j) {
+				w.cut[i][j], w.cut[j][i] = true, true
+			}
+		}
+	}
+	for range 4 {
+		addClient(w, lead.idx) // load the majority side; the random clients also hit the minority
+	}
+	before := lead.r.Status().Commit
+	runFor(w, 500_000)
+	during := lead.r.Status().Commit
+	behind := w.nodes[minority[0]].r.Status().Commit
+	if during < before+50 {
+		t.Fatalf("majority stalled during the partition: commit %d -> %d", before, during)
+	}
+	if behind == 0 || behind+50 > during {
+		t.Fatalf("minority at %d, majority at %d: want the minority to have learned a prefix and then fallen behind", behind, during)
+	}
+	mustConverge(t, w)
+	t.Logf("majority chose %d slots while the minority sat at %d; all converged at %d", during-before, behind, w.nodes[0].state.Applied())
+}
+
+// TestReplicaRestartedFromDurableStateCatchesUp: a follower crashes (losing what it had not
+// synced), misses many slots, restarts from its durable state, and catches up. With snapshots on,
+// the log it missed is truncated while it is down, so it must catch up from a snapshot.
+func TestReplicaRestartedFromDurableStateCatchesUp(t *testing.T) {
+	for _, snapEvery := range []uint64{0, 5} {
+		t.Run(fmt.Sprintf("snapshot-every-%d", snapEvery), func(t *testing.T) {
+			p := calm(3, paxos.ModeLeader)
+			p.SnapshotEvery = snapEvery
+			w := newWorld(p, nil)
+			for range 6 {
+				addClient(w, -1)
+			}
+			if !runUntil(w, 1_000_000, func() bool { return leaderOf(w) != nil }) {
+				t.Fatal("no leader elected")
+			}
+			var f *node
+			for _, n := range w.nodes {
+				if n != leaderOf(w) {
+					f = n
+				}
+			}
+			runFor(w, 100_000)
+			f.crash()
+			crashedAt := w.nodes[(f.idx+1)%3].r.Status().Commit
+			runFor(w, 600_000)
+			f.restart()
+			mustConverge(t, w)
+			if f.state.Applied() <= crashedAt+100 {
+				t.Fatalf("too little happened while r%d was down: %d -> %d", f.id, crashedAt, f.state.Applied())
+			}
+			if snapEvery > 0 && w.stats.SnapshotsSent == 0 {
+				t.Fatal("log truncated but no snapshot was sent")
+			}
+			t.Logf("r%d crashed at slot ~%d, caught up to %d (snapshots sent: %d)", f.id, crashedAt, f.state.Applied(), w.stats.SnapshotsSent)
+		})
+	}
+}
+
+// TestMutationCanariesAreCaught plants each known bug and requires the checkers to fire within a
+// small seed budget: a checker that never fires proves nothing.
+func TestMutationCanariesAreCaught(t *testing.T) {
+	for _, m := range paxos.Mutations() {
+		caught := uint64(0)
+		var first string
+		for seed := uint64(1); seed <= 100 && caught == 0; seed++ {
+			p := Choose(seed, 0, 20000)
+			p.Mutation = m
+			if res := Run(p, nil); res.Failed() {
+				caught, first = seed, res.Violations[0]
+			}
+		}
+		if caught == 0 {
+			t.Errorf("canary %v not caught in 100 seeds", m)
+			continue
+		}
+		t.Logf("canary %v caught by seed %d: %s", m, caught, first)
+	}
+}
+
+func TestViolationReportNamesTheSeedParameters(t *testing.T) {
+	p := Choose(3, 5, 10)
+	if s := p.String(); !strings.Contains(s, "seed=3 replicas=5") || !strings.Contains(s, "loss=") {
+		t.Fatalf("params line lacks essentials: %s", s)
+	}
+}
