@@ -96,3 +96,87 @@ func sampleEntries() []paxos.Entry {
 func describeEntry(e *paxos.Entry) string {
 	return fmt.Sprintf("slot %d ballot %v chosen %v cmds %d", e.Slot, e.Ballot, e.Chosen, len(e.Cmds))
 }
+
+// sampleMessages has every message type at least once with the fields its type uses, plus the
+// zero-valued, empty and extreme cases.
+func sampleMessages() []paxos.Message {
+	b := paxos.MakeBallot(7, 2)
+	es := sampleEntries()
+	chosen := []paxos.Entry{
+		{Slot: 10, Ballot: b, Chosen: true, Cmds: batch(3, 16, 128)},
+		{Slot: 11, Ballot: b, Chosen: true},
+	}
+	return []paxos.Message{
+		{Type: paxos.MsgPrepare, From: 2, To: 1, Ballot: b, Slot: 100},
+		{Type: paxos.MsgPrepare},
+		{Type: paxos.MsgPromise, From: 1, To: 2, Ballot: b, Slot: 100, Commit: 99, Entries: es[:5]},
+		{Type: paxos.MsgPromise, From: 1, To: 2, Ballot: b},
+		{Type: paxos.MsgAccept, From: 2, To: 3, Ballot: b, Commit: 41, Entries: []paxos.Entry{
+			{Slot: 42, Ballot: b, Cmds: batch(64, 16, 128)}}},
+		{Type: paxos.MsgAccept, From: 2, To: 3, Ballot: b, Commit: 41, Entries: []paxos.Entry{{Slot: 43, Ballot: b}}},
+		{Type: paxos.MsgAccept, From: 2, To: 1, Ballot: b, Entries: es[5:6]},
+		{Type: paxos.MsgAccepted, From: 3, To: 2, Ballot: b, Slot: 42},
+		{Type: paxos.MsgNack, From: 3, To: 2, Ballot: paxos.MakeBallot(9, 3)},
+		{Type: paxos.MsgCommit, From: 2, To: 3, Ballot: b, Commit: 42, Stamp: 123456789},
+		{Type: paxos.MsgCommit, From: math.MaxUint16, To: math.MaxUint16, Ballot: math.MaxUint64,
+			Commit: math.MaxUint64, Stamp: math.MaxUint64},
+		{Type: paxos.MsgCommitAck, From: 3, To: 2, Ballot: b, Slot: 40, Commit: 42, Stamp: 123456789},
+		{Type: paxos.MsgCatchup, From: 3, To: 2, Slot: 10, Commit: 42},
+		{Type: paxos.MsgCatchupReply, From: 2, To: 3, Commit: 42, Entries: chosen},
+		{Type: paxos.MsgCatchupReply, From: 2, To: 3, Slot: 10, Commit: 42},
+		{Type: paxos.MsgForward, From: 3, To: 2, Cmds: batch(5, 8, 8)},
+		{Type: paxos.MsgForward, From: 3, To: 2},
+		{Type: paxos.MsgSnapshot, From: 2, To: 3, Slot: 1000, Data: filled(1<<20, 3)},
+		{Type: paxos.MsgSnapshot, From: 2, To: 3},
+	}
+}
+
+func describeMessage(i int, m *paxos.Message) string {
+	return fmt.Sprintf("%d-%v-%dentries-%dcmds-%ddata", i, m.Type, len(m.Entries), len(m.Cmds), len(m.Data))
+}
+
+// sampleRequests and sampleResponses cover every op and status, empty and large fields.
+func sampleRequests() []Request {
+	return []Request{
+		{ClientID: 1, Seq: 1, Op: paxos.OpPut, Key: filled(16, 1), Value: filled(128, 2)},
+		{ClientID: 1, Seq: 2, Op: paxos.OpGet, Key: filled(16, 1)},
+		{ClientID: 1, Seq: 3, Op: paxos.OpDelete, Key: []byte{}},
+		{ClientID: math.MaxUint64, Seq: math.MaxUint64, Op: paxos.OpPut, Key: filled(1000, 3), Value: filled(1<<20, 4)},
+	}
+}
+
+func sampleResponses() []Response {
+	rs := []Response{
+		{Seq: 1, Status: StatusOK, Value: filled(128, 5)},
+		{Seq: math.MaxUint64, Status: StatusOK, Value: filled(1<<20, 6)},
+		{Seq: 3, Status: StatusNotLeader, Leader: 3, LeaderAddr: []byte("10.0.0.3:7000")},
+		{Seq: 4, Status: StatusNotLeader},
+		{Seq: 5, Status: StatusNotLeader, Leader: math.MaxUint16},
+	}
+	for s := StatusOK; s.Valid(); s++ {
+		rs = append(rs, Response{Seq: uint64(s), Status: s})
+	}
+	return rs
+}
+
+func sameRequest(a, b *Request) bool {
+	return a.ClientID == b.ClientID && a.Seq == b.Seq && a.Op == b.Op &&
+		bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value)
+}
+
+func sameResponse(a, b *Response) bool {
+	return a.Seq == b.Seq && a.Status == b.Status && a.Leader == b.Leader &&
+		bytes.Equal(a.LeaderAddr, b.LeaderAddr) && bytes.Equal(a.Value, b.Value)
+}
+
+// loopReader serves the same bytes forever, for reading a stream of frames without allocating.
+type loopReader struct {
+	b   []byte
+	off int
+}
+
+func (l *loopReader) Read(p []byte) (int, error) {
+	n := copy(p, l.b[l.off:])
+	l.off = (l.off + n) % len(l.b)
+	return n, nil
+}
