@@ -24,9 +24,10 @@ import (
 // and a Reader's payload is exactly what DecodeMessage, DecodeRequest, ... read.
 //
 // Every frame carries and checks the CRC, client frames included: one header for every port keeps
-// one reader and one code path, and the cost is 4 bytes and a hardware CRC (about 2% of a
-// 156-byte request's encode, see the benchmarks). TCP's 16-bit checksum is too weak to be the
-// only one between a replica's memory and its log.
+// one reader and one code path, and the cost is 4 bytes and a hardware CRC32C: about 20 ns for a
+// 160-byte request frame and 0.45 µs for a 10 KB accept (about 22 GB/s), measured on the project's
+// 2-core machine, against microseconds of server work per request. TCP's 16-bit checksum is too
+// weak to be the only one between a client's or a peer's memory and a replica's log.
 const (
 	// Version is the frame format version this build writes and the only one it reads.
 	Version = 1
