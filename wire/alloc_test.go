@@ -7,6 +7,7 @@ package wire
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"testing"
 
 	"github.com/sofadb/sofadb/paxos"
@@ -115,4 +116,27 @@ func TestCloneMessageAllocatesAtMostThree(t *testing.T) {
 	if n := testing.AllocsPerRun(50, func() { _ = CloneMessage(&empty) }); n != 0 {
 		t.Fatalf("empty message: %v allocs, want 0", n)
 	}
+}
+
+// The worst case of memory per input byte is documented on DecodeMessage: a batch of empty
+// commands. This pins the factor, so a change to paxos.Command's size or to the minimum encoding
+// shows up here.
+func TestDecodeMemoryBound(t *testing.T) {
+	m := paxos.Message{Type: paxos.MsgForward, Cmds: make([]paxos.Command, 100_000)}
+	for i := range m.Cmds {
+		m.Cmds[i].Op = paxos.OpGet
+	}
+	enc := AppendMessage(nil, &m)
+	var got paxos.Message
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := DecodeMessage(enc, &got); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	factor := float64(after.TotalAlloc-before.TotalAlloc) / float64(len(enc))
+	if factor > 15 {
+		t.Fatalf("decoding %d bytes allocated %.1f times as much", len(enc), factor)
+	}
+	t.Logf("%d bytes in, %.1f times as much allocated", len(enc), factor)
 }
