@@ -17,8 +17,9 @@ const (
 	MACBytes = sha256.Size
 )
 
-// The peer handshake is a mutual challenge-response over the cluster key, run on a fresh peer
-// connection before any of its frames is trusted:
+// Hello opens the peer handshake: who is calling whom, and the caller's fresh nonce. The handshake
+// is a mutual challenge-response over the cluster key, run on a fresh peer connection before any
+// of its frames is trusted:
 //
 //  1. the dialer (initiator) sends Hello{From: itself, To: the replica it meant to reach, Nonce: Ni};
 //  2. the responder checks To is itself and From a member, and answers Challenge{From: itself,
@@ -33,8 +34,6 @@ const (
 // can make a responder compute, by sending a Hello) is never a valid initiator Proof. It
 // authenticates the peer at connect time; it does not protect the frames that follow from an
 // on-path attacker, which would take a per-frame MAC or TLS.
-
-// Hello opens the handshake: who is calling whom, and the caller's fresh nonce.
 type Hello struct {
 	From, To paxos.ReplicaID
 	Nonce    [NonceBytes]byte
