@@ -301,7 +301,7 @@ func (r *Reader) readPayload(n int) ([]byte, error) {
 			return nil, short(err)
 		}
 		_, _ = r.br.Discard(n)
-		return p, nil
+		return p[:n:n], nil // capped: an append by the caller must not run into the next frame
 	}
 	return r.readLarge(n)
 }
@@ -323,7 +323,7 @@ func (r *Reader) readLarge(n int) ([]byte, error) {
 		}
 	}
 	r.buf = buf
-	return buf[:n], nil
+	return buf[:n:n], nil
 }
 
 // grow returns a buffer twice as large (at least growMinBytes, at most the maximum payload size)

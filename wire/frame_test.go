@@ -238,3 +238,20 @@ func TestTypeNamesAndSets(t *testing.T) {
 		}
 	}
 }
+
+// The payload is capped at its length: a caller appending to it cannot corrupt the next frame
+// sitting behind it in the buffer.
+func TestFramePayloadIsCapped(t *testing.T) {
+	var stream []byte
+	stream = AppendRequestFrame(stream, &Request{Seq: 1, Op: paxos.OpGet})
+	stream = AppendRequestFrame(stream, &Request{Seq: 2, Op: paxos.OpGet})
+	r := NewReader(bytes.NewReader(stream), 0, ClientRequestTypes)
+	_, p, err := r.Next()
+	if err != nil || cap(p) != len(p) {
+		t.Fatalf("payload len %d cap %d, err %v", len(p), cap(p), err)
+	}
+	_ = append(p, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF)
+	if _, _, err := r.Next(); err != nil {
+		t.Fatalf("next frame after an append to the previous payload: %v", err)
+	}
+}
