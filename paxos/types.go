@@ -118,7 +118,9 @@ const (
 	// MsgNack rejects a Prepare or Accept: Ballot is the higher ballot the acceptor has promised, Slot
 	// the slot the rejected Accept was for (0 for a Prepare).
 	MsgNack
-	// MsgCommit is the leader's heartbeat and learner notice: Ballot, Commit, Stamp (echoed for leases).
+	// MsgCommit is the leader's heartbeat and learner notice: Ballot, Commit, Stamp (echoed for
+	// leases; 0 when it is only a commit notice), and Slot = the truncation floor (every replica the
+	// leader heard from recently has applied through it).
 	MsgCommit
 	// MsgCommitAck answers MsgCommit: Ballot and Stamp echoed, Commit = the follower's chosen prefix,
 	// Slot = the follower's applied slot (so the leader knows what may be truncated).

@@ -117,7 +117,7 @@ func sampleMessages() []paxos.Message {
 		{Type: paxos.MsgAccept, From: 2, To: 1, Ballot: b, Entries: es[5:6]},
 		{Type: paxos.MsgAccepted, From: 3, To: 2, Ballot: b, Slot: 42},
 		{Type: paxos.MsgNack, From: 3, To: 2, Ballot: paxos.MakeBallot(9, 3)},
-		{Type: paxos.MsgCommit, From: 2, To: 3, Ballot: b, Commit: 42, Stamp: 123456789},
+		{Type: paxos.MsgCommit, From: 2, To: 3, Ballot: b, Slot: 17, Commit: 42, Stamp: 123456789},
 		{Type: paxos.MsgCommit, From: math.MaxUint16, To: math.MaxUint16, Ballot: math.MaxUint64,
 			Commit: math.MaxUint64, Stamp: math.MaxUint64},
 		{Type: paxos.MsgCommitAck, From: 3, To: 2, Ballot: b, Slot: 40, Commit: 42, Stamp: 123456789},

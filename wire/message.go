@@ -33,7 +33,7 @@ var layouts = [...]field{
 	paxos.MsgAccept:       fieldBallot | fieldCommit | fieldEntries,
 	paxos.MsgAccepted:     fieldBallot | fieldSlot,
 	paxos.MsgNack:         fieldBallot | fieldSlot,
-	paxos.MsgCommit:       fieldBallot | fieldCommit | fieldStamp,
+	paxos.MsgCommit:       fieldBallot | fieldSlot | fieldCommit | fieldStamp,
 	paxos.MsgCommitAck:    fieldBallot | fieldSlot | fieldCommit | fieldStamp,
 	paxos.MsgCatchup:      fieldSlot | fieldCommit,
 	paxos.MsgCatchupReply: fieldSlot | fieldCommit | fieldEntries,

@@ -274,6 +274,10 @@ func (w *world) send(from int, m paxos.Message) {
 	if w.drop != nil && w.drop(from, &m) {
 		return
 	}
+	m, ok := w.throughWire(&m)
+	if !ok {
+		return
+	}
 	if !w.healed && (w.cut[from][to] || w.rng.IntN(100) < w.p.LossPct) {
 		return
 	}
