@@ -1,0 +1,287 @@
+package disk
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// badgerOptions opens badger for SofaDB's use: a write-heavy, WAL-like log of small records with a
+// handful of metadata keys and occasional snapshot chunks, on a 2-core machine shared with the rest
+// of the replica, where the group committer, not badger, decides when to fsync.
+func badgerOptions(dir string, opt Options) badger.Options {
+	return badger.DefaultOptions(dir).
+		// SofaDB decides when data is durable: one DB.Sync per group, from the flusher. With
+		// SyncWrites=true badger would msync after every write request instead.
+		WithSyncWrites(false).
+		// The rotation unit of the WAL and the size of each L0 table. Bigger means fewer flushes
+		// and compactions, but more memory and more WAL to replay at open.
+		WithMemTableSize(opt.MemTableBytes).
+		// Memtables (current + waiting to flush) before writes stall; 3 bounds memory at about
+		// 3x MemTableBytes per replica while still absorbing a flush in progress.
+		WithNumMemtables(3).
+		// badger refuses exactly 1 compactor; 2 is the least above 0. The default 4 would compete
+		// with the replica's own goroutines for 2 cores.
+		WithNumCompactors(2).
+		// The data is small binary commands and the CPU is the scarce resource: no compression.
+		WithCompression(options.None).
+		// Reads happen at open and when truncation scans slot keys; a small cache is enough (the
+		// default is 256 MB). Table indexes stay in memory regardless.
+		WithBlockCacheSize(8 << 20).
+		// One logical writer (the flusher): conflict detection would only cost per-key tracking.
+		WithDetectConflicts(false).
+		// badger's expvar counters cost atomics on the hot path; SofaDB keeps its own (Stats).
+		WithMetricsEnabled(false).
+		// Every value lives in the LSM tree with its key: the store refuses any value at or above
+		// this threshold (RecordBytesMax), so the value log holds nothing but its header and never
+		// needs garbage collection. Deleted slots are reclaimed by compaction alone.
+		WithValueThreshold(valueThresholdBytes(opt)).
+		// Unused (see above); small so that its sparse preallocation stays small too.
+		WithValueLogFileSize(16 << 20).
+		// Warnings and errors only, to the replica's logger: badger's INFO lines are per-flush.
+		WithLogger(badgerLogger{opt.Logger})
+}
+
+// valueThresholdBytes is badger's largest threshold (1 MB), lowered to its batch limit (15% of the
+// memtable) which the threshold may not exceed.
+func valueThresholdBytes(opt Options) int64 {
+	return min(1<<20, 15*opt.MemTableBytes/100)
+}
+
+// badgerLogger routes badger's warnings and errors to slog and drops its info and debug lines.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, v ...any) {
+	b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, v...)))
+}
+
+func (b badgerLogger) Warningf(f string, v ...any) {
+	b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, v...)))
+}
+
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
+
+// opOverheadBytes bounds what badger adds to one op in the memtable arena (skiplist node with its
+// tower, 8-byte version, value header, alignment: about 120 bytes) and in the WAL (header, version,
+// CRC), and to one transaction (its commit marker). Used only to bound the memtable fill.
+const opOverheadBytes = 256
+
+// badgerBackend is the production backend: one badger transaction per group (more when a group
+// exceeds badger's batch limit), and DB.Sync plus the rotated-file syncs described on sync.
+// write and sync are called only from the flusher goroutine; so are the rotation fields.
+type badgerBackend struct {
+	db            *badger.DB
+	dir           string
+	memTableBytes int64
+
+	memFid    int   // newest memtable WAL (.mem) seen at the last check
+	vlogFid   int   // newest value log file (.vlog) seen at the last check
+	fillBytes int64 // upper bound on memtable arena bytes written since the last check
+
+	rotatedSyncs atomic.Uint64 // read by Stats
+}
+
+func (b *badgerBackend) write(ops []op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	txn := b.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	b.fillBytes += opOverheadBytes
+	for i := range ops {
+		o := &ops[i]
+		b.fillBytes += int64(len(o.key)+len(o.value)) + opOverheadBytes
+		err := txnApply(txn, o)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			// The group is bigger than one badger batch: commit what fits and go on. Atomicity
+			// across the split is not needed: nothing in the group is acknowledged before the sync.
+			if err = txn.Commit(); err != nil {
+				return err
+			}
+			txn = b.db.NewTransaction(true)
+			b.fillBytes += opOverheadBytes
+			err = txnApply(txn, o)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return txn.Commit()
+}
+
+func txnApply(txn *badger.Txn, o *op) error {
+	if o.del {
+		return txn.Delete(o.key)
+	}
+	return txn.Set(o.key, o.value)
+}
+
+// sync makes every write that returned before it durable. DB.Sync alone does not: it msyncs only
+// the current memtable WAL and the current value log file, and when badger rotates either (a full
+// memtable, a full value log) it neither syncs the old file (ensureRoomForWrite, doneWriting) nor
+// waits for the old WAL's flush to a table. Records written before the rotation would then be
+// acknowledged while still only in the page cache. So after DB.Sync, sync finds the files rotated
+// out since the last check and fsyncs them too.
+func (b *badgerBackend) sync() error {
+	if err := b.db.Sync(); err != nil {
+		return err
+	}
+	return b.syncRotated()
+}
+
+// syncRotated checks, cheaply, whether a .mem or .vlog file was rotated out since the last check,
+// and if so lists the directory and fsyncs every rotated-out file that still exists.
+//
+// The cheap check is two stats of the next file numbers, which badger assigns consecutively. A
+// rotation always creates the next file, and a rotated-out WAL is deleted only after it is flushed
+// to a synced table, which needs a whole memtable of writes after it was created. So when neither
+// next file exists and less than a memtable's worth (fillBytes, an upper bound) was written since
+// the last check, no rotation happened. Only the flusher writes, and it is here, so nothing rotates
+// during the check. The value log is checked the same way, defensively: no value reaches it (see
+// badgerOptions), and its files are deleted only by value-log GC, which SofaDB never runs.
+func (b *badgerBackend) syncRotated() error {
+	scan := b.fillBytes >= b.memTableBytes ||
+		exists(memPath(b.dir, b.memFid+1)) || exists(vlogPath(b.dir, b.vlogFid+1))
+	b.fillBytes = 0
+	if !scan {
+		return nil
+	}
+	mems, vlogs, err := listLogFiles(b.dir)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, f := range rotatedOut(mems, b.memFid) {
+		if err := fsyncIfExists(memPath(b.dir, f)); err != nil {
+			return err
+		}
+		n++
+	}
+	for _, f := range rotatedOut(vlogs, b.vlogFid) {
+		if err := fsyncIfExists(vlogPath(b.dir, f)); err != nil {
+			return err
+		}
+		n++
+	}
+	if n > 0 {
+		// The new files' directory entries: on ext4 the file's own fsync commits them, but this
+		// costs one fsync per rotation and holds on any file system.
+		if err := fsyncIfExists(b.dir); err != nil {
+			return err
+		}
+		b.rotatedSyncs.Add(uint64(n))
+	}
+	b.memFid = max(b.memFid, lastOr(mems, 0))
+	b.vlogFid = max(b.vlogFid, lastOr(vlogs, 0))
+	return nil
+}
+
+// rotatedOut returns the files from the one current at the last check up to, but not including,
+// the newest: the ones that may hold writes no DB.Sync covered.
+func rotatedOut(fids []int, lastCurrent int) []int {
+	var out []int
+	for i, f := range fids {
+		if f >= lastCurrent && i < len(fids)-1 {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func lastOr(fids []int, def int) int {
+	if len(fids) == 0 {
+		return def
+	}
+	return fids[len(fids)-1]
+}
+
+// syncAllLogs fsyncs every WAL and value log file and the directory. Open calls it so that what a
+// restart reads back (which may include writes the previous process made but never synced: a
+// SIGKILL keeps the page cache) is durable before the replica acts on it.
+func (b *badgerBackend) syncAllLogs() error {
+	mems, vlogs, err := listLogFiles(b.dir)
+	if err != nil {
+		return err
+	}
+	for _, f := range mems {
+		if err := fsyncIfExists(memPath(b.dir, f)); err != nil {
+			return err
+		}
+	}
+	for _, f := range vlogs {
+		if err := fsyncIfExists(vlogPath(b.dir, f)); err != nil {
+			return err
+		}
+	}
+	b.memFid, b.vlogFid = lastOr(mems, 0), lastOr(vlogs, 0)
+	return fsyncIfExists(b.dir)
+}
+
+// memPath and vlogPath follow badger's naming (memtable.go mtFilePath, value.go vlogFilePath).
+func memPath(dir string, fid int) string {
+	return filepath.Join(dir, fmt.Sprintf("%05d.mem", fid))
+}
+
+func vlogPath(dir string, fid int) string {
+	return filepath.Join(dir, fmt.Sprintf("%06d.vlog", fid))
+}
+
+// listLogFiles returns the numbers of the .mem and .vlog files in dir, ascending.
+func listLogFiles(dir string) (mems, vlogs []int, err error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, name := range names {
+		base, ext, _ := strings.Cut(name, ".")
+		fid, convErr := strconv.Atoi(base)
+		switch {
+		case convErr != nil:
+		case ext == "mem":
+			mems = append(mems, fid)
+		case ext == "vlog":
+			vlogs = append(vlogs, fid)
+		}
+	}
+	slices.Sort(mems)
+	slices.Sort(vlogs)
+	return mems, vlogs, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// fsyncIfExists fsyncs path through a new descriptor: fsync flushes the inode's dirty pages,
+// including those badger wrote through its shared mmap. A file that vanished was a WAL flushed to a
+// (synced) table and deleted, or a value-log file collected: nothing of it needs syncing.
+func fsyncIfExists(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

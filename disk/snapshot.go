@@ -1,0 +1,279 @@
+package disk
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// ErrSnapshotOlder refuses a snapshot below the durable one: the log above the durable snapshot
+// may already be truncated, so going back would leave slots that nothing covers.
+var ErrSnapshotOlder = errors.New("disk: snapshot older than the durable one")
+
+// ErrTruncateBeyondSnapshot refuses to delete slots the durable snapshot does not cover: a replica
+// must never lose a slot its recoverable state has not applied.
+var ErrTruncateBeyondSnapshot = errors.New("disk: truncation past the durable snapshot")
+
+// snapshotChunksInFlight is how many chunk records SaveSnapshot keeps queued at once: enough to keep
+// the flusher busy, few enough that log records are never stuck behind a whole snapshot.
+const snapshotChunksInFlight = 4
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// snapPointer names the durable snapshot: which generation of chunks, how many, and how to check
+// them. It is written in one record after the chunks are synced, so a crash leaves either the old
+// pointer (with the old chunks, deleted only after the flip is durable) or the new one.
+type snapPointer struct {
+	gen       uint64 // 0: no snapshot
+	slot      uint64
+	chunks    uint32
+	sizeBytes uint64
+	crc       uint32 // CRC-32C of the whole snapshot
+}
+
+const snapPointerBytes = 8 + 8 + 4 + 8 + 4
+
+func (p snapPointer) encode() []byte {
+	b := make([]byte, 0, snapPointerBytes)
+	b = binary.BigEndian.AppendUint64(b, p.gen)
+	b = binary.BigEndian.AppendUint64(b, p.slot)
+	b = binary.BigEndian.AppendUint32(b, p.chunks)
+	b = binary.BigEndian.AppendUint64(b, p.sizeBytes)
+	return binary.BigEndian.AppendUint32(b, p.crc)
+}
+
+func decodeSnapPointer(b []byte) (snapPointer, error) {
+	if len(b) != snapPointerBytes {
+		return snapPointer{}, fmt.Errorf("%w: snapshot pointer of %d bytes", ErrCorrupt, len(b))
+	}
+	return snapPointer{
+		gen:       binary.BigEndian.Uint64(b),
+		slot:      binary.BigEndian.Uint64(b[8:]),
+		chunks:    binary.BigEndian.Uint32(b[16:]),
+		sizeBytes: binary.BigEndian.Uint64(b[20:]),
+		crc:       binary.BigEndian.Uint32(b[28:]),
+	}, nil
+}
+
+// snapshotSlot reads the applied slot from the head of State.AppendSnapshot bytes, so the slot a
+// snapshot covers is the one stored inside it, never a second copy that could disagree.
+func snapshotSlot(data []byte) (uint64, error) {
+	d := snapDecoder{b: data}
+	if v := d.uvarint(); d.err == nil && v != snapshotVersion {
+		return 0, fmt.Errorf("%w: version %d", ErrBadSnapshot, v)
+	}
+	slot := d.uvarint()
+	if d.err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrBadSnapshot, d.err)
+	}
+	return slot, nil
+}
+
+// SaveSnapshot makes data (State.AppendSnapshot bytes) the durable snapshot and returns once it is:
+// chunks are written through the group committer, synced, and only then is the pointer flipped (in
+// one synced record); the previous snapshot's chunks are deleted after. A crash at any point leaves
+// the old snapshot or the new one, never a mix. Truncate may go up to data's slot once it returns.
+//
+// data is read until SaveSnapshot returns and never kept: the caller may reuse it afterwards. It
+// is safe to call from a goroutine other than the runtime loop (snapshots can be tens of MB); one
+// runs at a time. Errors: ErrBadSnapshot, ErrSnapshotOlder, or the store's sticky failure.
+func (s *Store) SaveSnapshot(data []byte) error {
+	slot, err := snapshotSlot(data)
+	if err != nil {
+		return err
+	}
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	s.mu.Lock()
+	old := s.snap
+	s.mu.Unlock()
+	if slot < old.slot {
+		return fmt.Errorf("%w: slot %d, durable snapshot at %d", ErrSnapshotOlder, slot, old.slot)
+	}
+	p := snapPointer{gen: old.gen + 1, slot: slot, sizeBytes: uint64(len(data)),
+		crc: crc32.Checksum(data, castagnoli)}
+	if p.chunks, err = s.writeChunks(p.gen, data); err != nil {
+		return err
+	}
+	// The chunks must be durable before a durable pointer can name them.
+	if err := s.Sync().Wait(); err != nil {
+		return err
+	}
+	flip := newTicket([]op{{key: keySnapPointer, value: p.encode()}}, true, snapPointerBytes)
+	if err := s.c.submit(flip).Wait(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.snap = p
+	s.mu.Unlock()
+	s.deleteChunks(old) // not synced: a crash just leaves orphans for Open to delete
+	return nil
+}
+
+// writeChunks queues data as chunk records of generation gen, a few at a time, and waits until all
+// are written (not synced). Tickets resolve in order, so waiting on a chunk covers those before it.
+func (s *Store) writeChunks(gen uint64, data []byte) (chunks uint32, err error) {
+	var inFlight []*Ticket
+	for off := 0; off < len(data); chunks++ {
+		end := min(off+s.opt.SnapshotChunkBytes, len(data))
+		o := op{key: chunkKey(gen, chunks), value: data[off:end:end]}
+		inFlight = append(inFlight, s.c.submit(newTicket([]op{o}, false, end-off)))
+		if len(inFlight) > snapshotChunksInFlight {
+			if err := inFlight[0].Wait(); err != nil {
+				break
+			}
+			inFlight = inFlight[1:]
+		}
+		off = end
+	}
+	if len(inFlight) == 0 {
+		return 0, nil
+	}
+	// The last ticket resolves after every earlier one, and a failure is sticky: its result
+	// speaks for all of them, and once it resolves no chunk of data is referenced any more.
+	return chunks, inFlight[len(inFlight)-1].Wait()
+}
+
+// deleteChunks queues the deletion of a snapshot's chunks; nothing to do for gen 0.
+func (s *Store) deleteChunks(p snapPointer) {
+	if p.gen == 0 {
+		return
+	}
+	var b recordBuilder
+	for i := range p.chunks {
+		b.delete(chunkKey(p.gen, i))
+	}
+	s.submit(&b, false)
+}
+
+// readSnapshot loads and checks the durable snapshot; (zero, nil, nil) when there is none.
+func readSnapshot(txn *badger.Txn) (snapPointer, []byte, error) {
+	item, err := txn.Get(keySnapPointer)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return snapPointer{}, nil, nil
+	}
+	if err != nil {
+		return snapPointer{}, nil, err
+	}
+	raw, err := item.ValueCopy(nil)
+	if err != nil {
+		return snapPointer{}, nil, err
+	}
+	p, err := decodeSnapPointer(raw)
+	if err != nil {
+		return p, nil, err
+	}
+	data, err := readChunks(txn, p)
+	if err != nil {
+		return p, nil, err
+	}
+	return p, data, checkSnapshot(p, data)
+}
+
+func readChunks(txn *badger.Txn, p snapPointer) ([]byte, error) {
+	data := make([]byte, 0, min(p.sizeBytes, 1<<30))
+	for i := range p.chunks {
+		item, err := txn.Get(chunkKey(p.gen, i))
+		if err != nil {
+			return nil, fmt.Errorf("%w: snapshot %d chunk %d: %v", ErrCorrupt, p.gen, i, err)
+		}
+		if err := item.Value(func(v []byte) error { data = append(data, v...); return nil }); err != nil {
+			return nil, err
+		}
+	}
+	return data, nil
+}
+
+func checkSnapshot(p snapPointer, data []byte) error {
+	if uint64(len(data)) != p.sizeBytes || crc32.Checksum(data, castagnoli) != p.crc {
+		return fmt.Errorf("%w: snapshot %d: %d bytes (want %d) or checksum mismatch",
+			ErrCorrupt, p.gen, len(data), p.sizeBytes)
+	}
+	slot, err := snapshotSlot(data)
+	if err != nil || slot != p.slot {
+		return fmt.Errorf("%w: snapshot %d: slot %d, pointer says %d (%v)", ErrCorrupt, p.gen, slot, p.slot, err)
+	}
+	return nil
+}
+
+// deleteOrphanChunks removes chunks of any generation but the durable one: left by a crash during
+// SaveSnapshot (new chunks, no flip) or after it (old chunks not yet deleted). Open runs it before
+// the flusher starts, so it writes directly; Open's final sync covers it.
+func (s *Store) deleteOrphanChunks() error {
+	var orphans [][]byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixChunk})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if gen, ok := genOfChunkKey(it.Item().Key()); !ok || gen != s.snap.gen {
+				orphans = append(orphans, it.Item().KeyCopy(nil))
+			}
+		}
+		return nil
+	})
+	if err != nil || len(orphans) == 0 {
+		return err
+	}
+	ops := make([]op, len(orphans))
+	for i, k := range orphans {
+		ops[i] = op{key: k, del: true}
+	}
+	return s.be.write(ops)
+}
+
+// SnapshotSlot is the slot of the durable snapshot (0 without one): the highest Truncate accepts.
+func (s *Store) SnapshotSlot() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snap.slot
+}
+
+// Truncate deletes the stored slots up to upTo (paxos.Ready.CompactTo), so a long run does not
+// fill the disk. It refuses with ErrTruncateBeyondSnapshot when upTo is above the durable
+// snapshot's slot. The deletions go through the group committer without a sync of their own (a
+// slot that reappears after a crash is at or below the snapshot and ignored by Open); Truncate
+// queues them and returns without waiting.
+// Space comes back through badger's compactions, which drop deleted and overwritten keys; the
+// value log needs no garbage collection because no value is ever stored in it (badgerOptions).
+//
+// A slot record still queued (not yet written) when Truncate scans the stored keys is not deleted;
+// it is at or below the snapshot, so Open ignores it and the next Open's truncation resumes below it.
+func (s *Store) Truncate(upTo uint64) error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	from, snapSlot := s.truncatedTo, s.snap.slot
+	if upTo > snapSlot {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: up to %d, snapshot at %d", ErrTruncateBeyondSnapshot, upTo, snapSlot)
+	}
+	if upTo <= from {
+		s.mu.Unlock()
+		return nil
+	}
+	s.truncatedTo = upTo
+	s.mu.Unlock()
+	var b recordBuilder
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixSlot})
+		defer it.Close()
+		for it.Seek(appendSlotKey(nil, from+1)); it.Valid(); it.Next() {
+			if slot, ok := slotOfKey(it.Item().Key()); !ok || slot > upTo {
+				break
+			}
+			b.delete(it.Item().Key())
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("disk: truncate scan: %w", err)
+	}
+	if len(b.spans) > 0 {
+		s.submit(&b, false)
+	}
+	return nil
+}
