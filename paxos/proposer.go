@@ -369,14 +369,62 @@ func (r *Replica) onForward(m *Message) {
 	}
 }
 
-// forwardQueue sends a follower's queued commands to the leader it knows of (ModeLeader).
+// forwardQueue sends a follower's queued commands to the leader it knows of (ModeLeader), and
+// remembers them for a while: if that leader dies before proposing them, they are forwarded again
+// to the next one (see reforward) instead of waiting for their clients to time out.
 func (r *Replica) forwardQueue() {
 	if len(r.queue) == 0 || r.leader == 0 || r.leader == r.id {
 		return
 	}
 	r.metrics.Forwarded += uint64(len(r.queue))
 	r.send(Message{Type: MsgForward, To: r.leader, Cmds: r.queue})
+	r.fwd = append(r.fwd, fwdBatch{r.tick, r.queue})
+	r.fwdBytes += r.queueBytes
+	r.fwdLeader = r.leader
 	r.queue, r.queueBytes = nil, 0
+	r.expireForwarded()
+}
+
+// reforward runs when the leader changed since commands were forwarded: they may have died with the
+// old leader, so they go to the new one (or into our own queue if we lead now). A command that was
+// chosen after all is chosen twice, which the state machine's (client, seq) de-duplication absorbs.
+func (r *Replica) reforward() {
+	if len(r.fwd) == 0 || r.leader == 0 || r.leader == r.fwdLeader {
+		return
+	}
+	var cmds []Command
+	for _, b := range r.fwd {
+		cmds = append(cmds, b.cmds...)
+	}
+	r.metrics.Reforwarded += uint64(len(cmds))
+	r.fwd, r.fwdBytes = nil, 0
+	if r.leader == r.id {
+		if r.Propose(cmds) != nil {
+			r.metrics.Dropped += uint64(len(cmds))
+		}
+		return
+	}
+	r.queue = append(cmds, r.queue...)
+	for i := range cmds {
+		r.queueBytes += cmds[i].Size()
+	}
+}
+
+// expireForwarded forgets forwarded commands older than two election timeouts (by then they were
+// chosen or their clients gave up) and keeps the memory they hold under QueueBytesMax.
+func (r *Replica) expireForwarded() {
+	horizon := uint64(2 * r.cfg.ElectionTicks)
+	n := 0
+	for n < len(r.fwd) && (r.fwd[n].tick+horizon < r.tick || r.fwdBytes > r.cfg.QueueBytesMax) {
+		for i := range r.fwd[n].cmds {
+			r.fwdBytes -= r.fwd[n].cmds[i].Size()
+		}
+		n++
+	}
+	if n > 0 {
+		clear(r.fwd[:n])
+		r.fwd = r.fwd[n:]
+	}
 }
 
 // broadcastCommit tells every follower the chosen prefix and the truncation floor. A non-zero stamp
@@ -460,6 +508,9 @@ func (r *Replica) tickCandidate() {
 }
 
 func (r *Replica) tickFollower() {
+	if len(r.fwd) > 0 {
+		r.expireForwarded()
+	}
 	if r.cfg.Mode == ModeDuel {
 		return // dueling proposers campaign when they have commands (see flush), not on timeouts
 	}

@@ -69,6 +69,9 @@ type Replica struct {
 	nextSlot      uint64
 	queue         []Command
 	queueBytes    int
+	fwd           []fwdBatch // commands forwarded recently, re-forwarded if the leader changes
+	fwdBytes      int
+	fwdLeader     ReplicaID // the leader fwd was last sent to
 	inflightSlots int
 	inflightBytes int
 	commitSent    uint64
@@ -88,6 +91,12 @@ type Replica struct {
 	metrics Metrics
 }
 
+// fwdBatch is commands a follower forwarded at some tick.
+type fwdBatch struct {
+	tick uint64
+	cmds []Command
+}
+
 // Metrics counts protocol events since the replica was created; the bench reports them.
 type Metrics struct {
 	Campaigns       uint64 // phase 1 started
@@ -98,6 +107,7 @@ type Metrics struct {
 	ChosenSlots     uint64 // slots this replica saw chosen by its own majority
 	ResentAccepts   uint64
 	Forwarded       uint64 // commands forwarded to the leader
+	Reforwarded     uint64 // commands forwarded again because the leader changed
 	Dropped         uint64 // commands given up (queue full at a forward, non-leader got a forward)
 	CatchupsSent    uint64
 	CatchupEntries  uint64 // chosen values learned from catch-up replies
@@ -294,6 +304,9 @@ func (r *Replica) Compact(slot uint64) {
 
 // flush does the per-batch work described on Ready.
 func (r *Replica) flush() {
+	if r.cfg.Mode == ModeLeader {
+		r.reforward()
+	}
 	switch {
 	case r.role == leader:
 		r.maybePropose()

@@ -1,0 +1,132 @@
+// Command sofadb is one SofaDB replica: a Multi-Paxos acceptor, proposer and learner with a
+// durable log, serving a pipelined binary protocol and HTTP. Start one per replica; see README.md
+// for a 3-replica cluster on one machine.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/replica"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "sofadb:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("sofadb", flag.ContinueOnError)
+	id := fs.Uint("id", 0, "this replica's id (1..N), a key of -peers")
+	peers := fs.String("peers", "", "peer addresses of every replica: 1=host:port,2=host:port,... (replicas authenticate to each other here)")
+	clients := fs.String("clients", "", "binary-protocol addresses of every replica: 1=host:port,... (this replica listens on its own; the others are leader hints)")
+	https := fs.String("http", "", "HTTP addresses of every replica: 1=host:port,... (used for redirects to the leader)")
+	dataDir := fs.String("data", "", "data directory (created if missing); a restart resumes from it")
+	keyFile := fs.String("cluster-key", "", "file holding the shared cluster key (at least 16 bytes; e.g. head -c 32 /dev/urandom)")
+	mode := fs.String("mode", "leader", "proposer mode: leader (elected leader, followers forward) or duel (every replica proposes its own commands)")
+	backoff := fs.Bool("backoff", true, "duel mode: randomized exponential backoff after a preemption (off shows the livelock)")
+	reads := fs.String("reads", "lease", "how GET is served: lease (leader reads locally under a lease) or log (every read through the log)")
+	redirect := fs.Bool("redirect", false, "a non-leader answers NotLeader / HTTP 307 with the leader's address instead of forwarding")
+	fsync := fs.Bool("fsync", true, "fsync before acknowledging; -fsync=false is for ablation runs only and is NOT durable")
+	tick := fs.Duration("tick", 10*time.Millisecond, "core clock tick; heartbeat and election timeouts are counted in ticks")
+	heartbeat := fs.Int("heartbeat-ticks", 2, "ticks between leader heartbeats")
+	election := fs.Int("election-ticks", 15, "ticks without a leader before an election (each replica draws [N, 2N))")
+	drift := fs.Int("lease-drift-ticks", 3, "clock-drift margin: a lease lasts election-ticks minus this after the heartbeat a majority acknowledged")
+	batch := fs.Int("batch-bytes", 256<<10, "bytes of commands per log slot; 0 disables batching (one command per slot)")
+	inflight := fs.Int("inflight-slots", 256, "slots proposed and not yet chosen (pipeline depth)")
+	inflightBytes := fs.Int("inflight-bytes", 64<<20, "bytes proposed and not yet chosen")
+	snapEvery := fs.Uint64("snapshot-every", 100_000, "applied slots between state snapshots (which let the log be truncated); 0 disables")
+	keyMax := fs.Int("key-max", 1<<10, "largest key accepted, bytes (larger: 413 / TooLarge)")
+	valueMax := fs.Int("value-max", 64<<10, "largest value accepted, bytes (larger: 413 / TooLarge)")
+	peerFrame := fs.Int("peer-frame-max", 256<<20, "largest peer frame, bytes; a snapshot must fit in one")
+	conns := fs.Int("max-conns", 4096, "client connections per API")
+	inflightReq := fs.Int("max-inflight", 4096, "requests in flight per binary connection (the reader waits beyond it)")
+	timeout := fs.Duration("request-timeout", 10*time.Second, "a request not answered by then gets Unavailable (outcome unknown)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: sofadb -id N -peers ... -clients ... -http ... -data DIR -cluster-key FILE [flags]\n\n"+
+			"Runs one SofaDB replica. Every replica gets the same -peers/-clients/-http lists. SIGINT or\n"+
+			"SIGTERM shuts it down cleanly; restarted with the same -data it resumes where it stopped.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		os.Exit(2)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	peerAddrs, err := parseAddrs("-peers", *peers)
+	if err != nil {
+		return err
+	}
+	clientAddrs, err := parseAddrs("-clients", *clients)
+	if err != nil {
+		return err
+	}
+	httpAddrs, err := parseAddrs("-http", *https)
+	if err != nil {
+		return err
+	}
+	key, err := os.ReadFile(*keyFile)
+	if err != nil {
+		return fmt.Errorf("-cluster-key: %w", err)
+	}
+	cfg := replica.DefaultConfig(paxos.ReplicaID(*id), peerAddrs, clientAddrs, httpAddrs)
+	cfg.DataDir, cfg.ClusterKey, cfg.Logger = *dataDir, bytes.TrimSpace(key), logger
+	if cfg.Core.Mode, err = paxos.ParseMode(*mode); err != nil {
+		return err
+	}
+	if cfg.ReadMode, err = replica.ParseReadMode(*reads); err != nil {
+		return err
+	}
+	cfg.Core.Backoff, cfg.Redirect, cfg.Fsync, cfg.TickInterval = *backoff, *redirect, *fsync, *tick
+	cfg.Core.HeartbeatTicks, cfg.Core.ElectionTicks, cfg.Core.LeaseDriftTicks = *heartbeat, *election, *drift
+	cfg.Core.BatchBytesMax, cfg.Core.InflightSlotsMax, cfg.Core.InflightBytesMax = *batch, *inflight, *inflightBytes
+	cfg.SnapshotEverySlots, cfg.KeyBytesMax, cfg.ValueBytesMax = *snapEvery, *keyMax, *valueMax
+	cfg.PeerFrameBytesMax, cfg.ClientConnsMax, cfg.ClientInflightMax, cfg.RequestTimeout = *peerFrame, *conns, *inflightReq, *timeout
+	cfg.ClientFrameBytesMax = max(cfg.ClientFrameBytesMax, *keyMax+*valueMax+1024)
+	s, err := replica.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return s.Run(ctx)
+}
+
+// parseAddrs reads "1=host:port,2=host:port".
+func parseAddrs(flagName, s string) (map[paxos.ReplicaID]string, error) {
+	out := map[paxos.ReplicaID]string{}
+	if s == "" {
+		return nil, fmt.Errorf("%s is required", flagName)
+	}
+	for _, part := range strings.Split(s, ",") {
+		idStr, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		n, err := strconv.ParseUint(idStr, 10, 16)
+		if !ok || err != nil || n == 0 || addr == "" {
+			return nil, fmt.Errorf("%s: %q is not id=host:port", flagName, part)
+		}
+		if _, dup := out[paxos.ReplicaID(n)]; dup {
+			return nil, fmt.Errorf("%s: replica %d listed twice", flagName, n)
+		}
+		out[paxos.ReplicaID(n)] = addr
+	}
+	return out, nil
+}

@@ -1,0 +1,159 @@
+package replica
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
+)
+
+// serveClients accepts binary-protocol connections, up to ClientConnsMax at once.
+func (s *Server) serveClients(ctx context.Context) {
+	for {
+		c, err := s.clientLn.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("client accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		select {
+		case s.connSem <- struct{}{}:
+		default:
+			s.stats.badClientConns.Add(1)
+			c.Close() // over the connection limit
+			continue
+		}
+		s.conns.Add(1)
+		go s.serveClient(ctx, c)
+	}
+}
+
+// clientConn is one pipelined binary-protocol connection. Its reader decodes requests and submits
+// them; replies come back (in completion order) through out, which the writer drains into one write
+// per wake-up. slots holds one token per request in flight, so out always has room for every reply
+// the loop will push and the loop never blocks on a slow client: the reader stops reading instead.
+// Replies that arrive after the connection died land in out and are collected with it.
+type clientConn struct {
+	s     *Server
+	c     net.Conn
+	out   chan wire.Response
+	slots chan struct{}
+	quit  chan struct{} // closed when the reader is done: the writer stops
+	dead  chan struct{} // closed by the writer when a write fails: the reader stops
+}
+
+var errClientWrite = errors.New("client connection write failed")
+
+func (s *Server) serveClient(ctx context.Context, c net.Conn) {
+	defer s.conns.Done()
+	defer func() { <-s.connSem }()
+	s.stats.clientConns.Add(1)
+	defer s.stats.clientConns.Add(-1)
+	cc := &clientConn{s: s, c: c, out: make(chan wire.Response, s.cfg.ClientInflightMax),
+		slots: make(chan struct{}, s.cfg.ClientInflightMax), quit: make(chan struct{}), dead: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		cc.writeLoop()
+		close(done)
+	}()
+	err := cc.readLoop(ctx)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
+		s.stats.badClientConns.Add(1)
+		s.log.Warn("closing client connection", "remote", c.RemoteAddr().String(), "err", err)
+	}
+	c.Close()
+	close(cc.quit)
+	<-done
+}
+
+func (cc *clientConn) readLoop(ctx context.Context) error {
+	s := cc.s
+	rd := wire.NewReader(cc.c, s.cfg.ClientFrameBytesMax, wire.ClientRequestTypes)
+	var req wire.Request
+	for {
+		_, payload, err := rd.Next()
+		if err != nil {
+			return err
+		}
+		if _, err := wire.DecodeRequest(payload, &req); err != nil {
+			return err // malformed: close, with the reason logged
+		}
+		select {
+		case cc.slots <- struct{}{}:
+		case <-cc.dead:
+			return errClientWrite
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if st := s.checkRequest(req.Op, len(req.Key), len(req.Value)); st != wire.StatusOK {
+			cc.push(wire.Response{Seq: req.Seq, Status: st})
+			continue
+		}
+		seq := req.Seq
+		r := &request{
+			cmd: paxos.Command{ClientID: req.ClientID, Seq: req.Seq, Op: req.Op,
+				Key: bytes.Clone(req.Key), Value: bytes.Clone(req.Value)},
+			deadline: time.Now().Add(s.cfg.RequestTimeout),
+		}
+		r.reply = func(resp response) {
+			out := wire.Response{Seq: seq, Status: resp.status, Value: resp.value, Leader: resp.leader}
+			if resp.status == wire.StatusNotLeader && resp.leader != 0 {
+				out.LeaderAddr = []byte(s.cfg.ClientAddrs[resp.leader])
+			}
+			cc.push(out)
+		}
+		s.submit(r)
+	}
+}
+
+// checkRequest validates what the wire decoder cannot know: this replica's limits.
+func (s *Server) checkRequest(op paxos.Op, keyLen, valueLen int) wire.Status {
+	switch {
+	case !op.Valid() || keyLen == 0:
+		return wire.StatusBadRequest
+	case keyLen > s.cfg.KeyBytesMax || valueLen > s.cfg.ValueBytesMax:
+		return wire.StatusTooLarge
+	}
+	return wire.StatusOK
+}
+
+func (cc *clientConn) push(r wire.Response) { cc.out <- r }
+
+// writeLoop sends replies, coalescing everything ready into one write.
+func (cc *clientConn) writeLoop() {
+	var buf []byte
+	for {
+		var r wire.Response
+		select {
+		case r = <-cc.out:
+		case <-cc.quit:
+			return
+		}
+		buf = wire.AppendResponseFrame(buf[:0], &r)
+		n := 1
+		for ; len(cc.out) > 0 && n < 4096; n++ {
+			r := <-cc.out
+			buf = wire.AppendResponseFrame(buf, &r)
+		}
+		cc.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := cc.c.Write(buf); err != nil {
+			close(cc.dead)
+			cc.c.Close()
+			return
+		}
+		for range n {
+			<-cc.slots
+		}
+		if cap(buf) > 4<<20 {
+			buf = nil
+		}
+	}
+}

@@ -1,0 +1,132 @@
+// Package replica is SofaDB's replica process at run time: one goroutine owns the Paxos core and
+// drives it (persist through disk/, send, apply, answer), a peer transport carries wire frames
+// between authenticated replicas, and two client APIs (a pipelined binary protocol and HTTP via
+// fasthttp) feed the same path.
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sofadb/sofadb/paxos"
+)
+
+// ReadMode says how GET is served.
+type ReadMode uint8
+
+const (
+	// ReadLease serves reads from the leader's own state while it holds a lease (majority-granted,
+	// shorter than the election timeout by a drift margin); otherwise through the log.
+	ReadLease ReadMode = iota
+	// ReadLog sends every read through the log, like a write: the baseline leases are measured against.
+	ReadLog
+)
+
+// ParseReadMode reads a ReadMode from a flag value.
+func ParseReadMode(s string) (ReadMode, error) {
+	switch s {
+	case "lease":
+		return ReadLease, nil
+	case "log":
+		return ReadLog, nil
+	}
+	return 0, fmt.Errorf("unknown read mode %q (want lease or log)", s)
+}
+
+func (m ReadMode) String() string { return [...]string{"lease", "log"}[m] }
+
+// Config is everything a replica process needs. Durations are wall-clock; the core counts ticks of
+// TickInterval.
+type Config struct {
+	ID paxos.ReplicaID
+	// PeerAddrs, ClientAddrs and HTTPAddrs map every replica (this one included) to its addresses:
+	// this replica listens on its own, dials its peers, and hands out the others as leader hints.
+	PeerAddrs   map[paxos.ReplicaID]string
+	ClientAddrs map[paxos.ReplicaID]string
+	HTTPAddrs   map[paxos.ReplicaID]string
+	DataDir     string
+	// ClusterKey authenticates peers: a replica that cannot prove it holds it is refused.
+	ClusterKey []byte
+
+	// Core is the Paxos configuration (ID and Peers are filled in from above).
+	Core         paxos.Config
+	TickInterval time.Duration
+	// Fsync off skips every fsync: for ablation runs only, and loudly logged.
+	Fsync    bool
+	ReadMode ReadMode
+	// Redirect makes a non-leader answer NotLeader (HTTP 307) with the leader's address instead of
+	// forwarding the command to the leader.
+	Redirect bool
+	// SnapshotEverySlots is how many applied slots pass between snapshots (which let the log be
+	// truncated). 0 disables snapshots.
+	SnapshotEverySlots uint64
+
+	KeyBytesMax                         int
+	ValueBytesMax                       int
+	PeerFrameBytesMax                   int // a snapshot travels in one peer frame: this bounds the state size too
+	ClientFrameBytesMax                 int
+	ClientConnsMax                      int
+	ClientInflightMax                   int // per binary connection
+	PeerQueueMax                        int // messages waiting for one peer's writer; more are dropped (Paxos tolerates loss)
+	RequestQueueMax                     int // client requests waiting for the loop; more are refused Busy
+	RequestTimeout                      time.Duration
+	HandshakeTimeout                    time.Duration
+	UnauthenticatedMax                  int // peer connections still in their handshake
+	Logger                              *slog.Logger
+	DisableHTTP, NoCloseOnSignalForTest bool
+}
+
+// DefaultConfig returns a configuration for replica id in a cluster with the given addresses.
+func DefaultConfig(id paxos.ReplicaID, peers, clients, https map[paxos.ReplicaID]string) Config {
+	var ids []paxos.ReplicaID
+	for p := range peers {
+		ids = append(ids, p)
+	}
+	core := paxos.DefaultConfig(id, ids)
+	// With a 10 ms tick: heartbeat 20 ms, election 150-300 ms, resend 40 ms.
+	core.HeartbeatTicks, core.ElectionTicks, core.ResendTicks, core.LeaseDriftTicks = 2, 15, 4, 3
+	core.InflightSlotsMax = 256
+	core.BatchBytesMax = 256 << 10
+	return Config{
+		ID: id, PeerAddrs: peers, ClientAddrs: clients, HTTPAddrs: https,
+		Core: core, TickInterval: 10 * time.Millisecond, Fsync: true, SnapshotEverySlots: 100_000,
+		KeyBytesMax: 1 << 10, ValueBytesMax: 64 << 10,
+		PeerFrameBytesMax: 256 << 20, ClientFrameBytesMax: 1 << 20,
+		ClientConnsMax: 4096, ClientInflightMax: 4096, PeerQueueMax: 1 << 16, RequestQueueMax: 1 << 16,
+		RequestTimeout: 10 * time.Second, HandshakeTimeout: 2 * time.Second, UnauthenticatedMax: 32,
+		Logger: slog.Default(),
+	}
+}
+
+// ErrConfig is returned for an unusable configuration.
+var ErrConfig = errors.New("replica: invalid config")
+
+func (c *Config) validate() error {
+	bad := func(f string, a ...any) error { return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(f, a...)) }
+	if c.PeerAddrs[c.ID] == "" || c.ClientAddrs[c.ID] == "" || (!c.DisableHTTP && c.HTTPAddrs[c.ID] == "") {
+		return bad("replica %d needs its own peer, client and HTTP addresses", c.ID)
+	}
+	for id := range c.PeerAddrs {
+		if c.ClientAddrs[id] == "" {
+			return bad("replica %d has a peer address but no client address", id)
+		}
+	}
+	switch {
+	case c.DataDir == "":
+		return bad("no data directory")
+	case len(c.ClusterKey) < 16:
+		return bad("cluster key of %d bytes: need at least 16", len(c.ClusterKey))
+	case c.TickInterval <= 0 || c.RequestTimeout <= 0 || c.HandshakeTimeout <= 0:
+		return bad("tick, request and handshake durations must be positive")
+	case c.KeyBytesMax <= 0 || c.ValueBytesMax <= 0 || c.ClientFrameBytesMax < c.KeyBytesMax+c.ValueBytesMax+64:
+		return bad("key %d / value %d limits do not fit the client frame limit %d", c.KeyBytesMax, c.ValueBytesMax, c.ClientFrameBytesMax)
+	case c.PeerFrameBytesMax <= 0 || c.ClientConnsMax <= 0 || c.ClientInflightMax <= 0 ||
+		c.PeerQueueMax <= 0 || c.RequestQueueMax <= 0 || c.UnauthenticatedMax <= 0:
+		return bad("every limit must be positive")
+	case c.Core.BatchBytesMax > c.PeerFrameBytesMax/2:
+		return bad("batch bytes %d do not fit a peer frame of %d", c.Core.BatchBytesMax, c.PeerFrameBytesMax)
+	}
+	return nil
+}

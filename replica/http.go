@@ -1,0 +1,140 @@
+package replica
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
+)
+
+func (s *Server) newHTTPServer() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:               s.handleHTTP,
+		Name:                  "sofadb",
+		NoDefaultServerHeader: true,
+		// The limit answers 413 itself; the slack lets our own check name the limit in its message.
+		MaxRequestBodySize: s.cfg.ValueBytesMax + 1024,
+		Concurrency:        s.cfg.ClientConnsMax,
+		ReadTimeout:        30 * time.Second,
+		WriteTimeout:       30 * time.Second,
+		IdleTimeout:        60 * time.Second,
+		Logger:             httpLogger{s},
+	}
+}
+
+type httpLogger struct{ s *Server }
+
+func (l httpLogger) Printf(format string, args ...any) {
+	l.s.log.Warn("http", "msg", fmt.Sprintf(format, args...))
+}
+
+var kvPrefix = []byte("/kv/")
+
+// handleHTTP serves the key-value API, /status and /metrics. A fasthttp handler must answer before
+// it returns (the RequestCtx and every slice from it are reused after), so the key and value are
+// copied before the request goes to the loop, and the handler waits for the loop's answer.
+func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx) {
+	path := ctx.Path()
+	switch {
+	case bytes.HasPrefix(path, kvPrefix):
+		s.handleKV(ctx, path[len(kvPrefix):])
+	case string(path) == "/status" && ctx.IsGet():
+		s.handleStatus(ctx)
+	case string(path) == "/metrics" && ctx.IsGet():
+		s.handleMetrics(ctx)
+	default:
+		ctx.Error("not found: use /kv/{key}, /status or /metrics\n", fasthttp.StatusNotFound)
+	}
+}
+
+func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
+	var op paxos.Op
+	switch {
+	case ctx.IsPut():
+		op = paxos.OpPut
+	case ctx.IsGet():
+		op = paxos.OpGet
+	case ctx.IsDelete():
+		op = paxos.OpDelete
+	default:
+		ctx.Response.Header.Set("Allow", "GET, PUT, DELETE")
+		ctx.Error("method not allowed: use GET, PUT or DELETE on /kv/{key}\n", fasthttp.StatusMethodNotAllowed)
+		return
+	}
+	var value []byte
+	if op == paxos.OpPut {
+		value = ctx.PostBody()
+	}
+	switch s.checkRequest(op, len(key), len(value)) {
+	case wire.StatusBadRequest:
+		ctx.Error("bad request: empty key\n", fasthttp.StatusBadRequest)
+		return
+	case wire.StatusTooLarge:
+		ctx.Error(fmt.Sprintf("too large: keys up to %d bytes, values up to %d bytes\n", s.cfg.KeyBytesMax, s.cfg.ValueBytesMax),
+			fasthttp.StatusRequestEntityTooLarge)
+		return
+	}
+	done := make(chan response, 1)
+	r := &request{
+		// One session per HTTP connection: requests on a connection are sequential, so the
+		// connection's request number is a sequence the state machine can de-duplicate on.
+		cmd: paxos.Command{ClientID: s.httpBase ^ ctx.ConnID(), Seq: ctx.ConnRequestNum(), Op: op,
+			Key: bytes.Clone(key), Value: bytes.Clone(value)},
+		deadline: time.Now().Add(s.cfg.RequestTimeout),
+		reply:    func(resp response) { done <- resp },
+	}
+	s.submit(r)
+	select {
+	case resp := <-done:
+		s.writeKV(ctx, op, key, resp)
+	case <-time.After(s.cfg.RequestTimeout + time.Second):
+		ctx.Error("timed out: the outcome is unknown\n", fasthttp.StatusGatewayTimeout)
+	}
+}
+
+func (s *Server) writeKV(ctx *fasthttp.RequestCtx, op paxos.Op, key []byte, resp response) {
+	switch resp.status {
+	case wire.StatusOK:
+		if op == paxos.OpGet {
+			ctx.SetContentType("application/octet-stream")
+			ctx.SetBody(resp.value)
+			return
+		}
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+	case wire.StatusNotFound:
+		ctx.Error("not found\n", fasthttp.StatusNotFound)
+	case wire.StatusNotLeader:
+		if addr := s.cfg.HTTPAddrs[resp.leader]; resp.leader != 0 && addr != "" {
+			ctx.Response.Header.Set("Location", "http://"+addr+"/kv/"+string(key))
+			ctx.Error(fmt.Sprintf("not the leader: replica %d is\n", resp.leader), fasthttp.StatusTemporaryRedirect)
+			return
+		}
+		ctx.Error("no leader known yet: retry\n", fasthttp.StatusServiceUnavailable)
+	case wire.StatusBusy:
+		ctx.Error("busy: retry later\n", fasthttp.StatusTooManyRequests)
+	case wire.StatusStale:
+		ctx.Error("stale request\n", fasthttp.StatusConflict)
+	default:
+		ctx.Error("unavailable: the outcome is unknown\n", fasthttp.StatusServiceUnavailable)
+	}
+}
+
+func (s *Server) handleStatus(ctx *fasthttp.RequestCtx) {
+	st, ok := s.Status()
+	if !ok {
+		ctx.Error("replica stopping\n", fasthttp.StatusServiceUnavailable)
+		return
+	}
+	body, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		ctx.Error(err.Error(), fasthttp.StatusInternalServerError)
+		return
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(body, '\n'))
+}

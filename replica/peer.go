@@ -1,0 +1,356 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
+)
+
+// transport carries peer messages over one TCP connection per pair of replicas: the replica with
+// the lower id dials, the higher accepts. A connection is trusted only after a mutual
+// challenge-response over the cluster key (wire.Hello/Challenge/Proof); after that each frame must
+// name the authenticated peer as sender and this replica as receiver, or the connection is closed.
+type transport struct {
+	s      *Server
+	self   paxos.ReplicaID
+	peers  map[paxos.ReplicaID]*peer
+	unauth chan struct{} // semaphore: connections still in their handshake
+	ln     net.Listener
+	wg     sync.WaitGroup
+
+	refused atomic.Uint64 // handshakes that failed (wrong key, unknown peer, garbage, timeout)
+}
+
+// peer is the outbound side of one peer: a bounded queue that the writer goroutine drains into the
+// current connection, coalescing everything queued into one write per wake-up.
+type peer struct {
+	t    *transport
+	id   paxos.ReplicaID
+	addr string
+
+	mu    sync.Mutex
+	queue []paxos.Message
+	conn  net.Conn
+	wake  chan struct{}
+
+	sent, dropped, reconnects atomic.Uint64
+}
+
+func newTransport(s *Server) *transport {
+	t := &transport{s: s, self: s.cfg.ID, peers: map[paxos.ReplicaID]*peer{},
+		unauth: make(chan struct{}, s.cfg.UnauthenticatedMax)}
+	for id, addr := range s.cfg.PeerAddrs {
+		if id != t.self {
+			t.peers[id] = &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1)}
+		}
+	}
+	return t
+}
+
+func (t *transport) start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", t.s.cfg.PeerAddrs[t.self])
+	if err != nil {
+		return fmt.Errorf("replica: peer listener: %w", err)
+	}
+	t.ln = ln
+	t.wg.Add(1)
+	go t.acceptLoop(ctx)
+	for _, p := range t.peers {
+		t.wg.Add(1)
+		go p.writeLoop(ctx)
+		if p.id > t.self {
+			t.wg.Add(1)
+			go p.dialLoop(ctx)
+		}
+	}
+	return nil
+}
+
+func (t *transport) stop() {
+	if t.ln != nil {
+		t.ln.Close()
+	}
+	for _, p := range t.peers {
+		p.setConn(nil)
+	}
+	t.wg.Wait()
+}
+
+// send queues m for its peer. It never blocks the loop: beyond PeerQueueMax messages are dropped,
+// which Paxos tolerates (resends, catch-up) and which is counted.
+func (t *transport) send(m *paxos.Message) {
+	p := t.peers[m.To]
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	if len(p.queue) >= t.s.cfg.PeerQueueMax {
+		p.mu.Unlock()
+		p.dropped.Add(1)
+		return
+	}
+	p.queue = append(p.queue, *m)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop drains the queue into the current connection. Messages queued while there is no
+// connection are dropped: they are stale by the time one exists, and the protocol resends.
+func (p *peer) writeLoop(ctx context.Context) {
+	defer p.t.wg.Done()
+	var spare []paxos.Message
+	var buf []byte
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		}
+		p.mu.Lock()
+		batch, conn := p.queue, p.conn
+		p.queue = spare[:0]
+		p.mu.Unlock()
+		if conn == nil {
+			p.dropped.Add(uint64(len(batch)))
+		} else {
+			buf = buf[:0]
+			for i := range batch {
+				buf = wire.AppendMessageFrame(buf, &batch[i])
+			}
+			conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := conn.Write(buf); err != nil {
+				p.t.s.log.Warn("peer write failed; reconnecting", "peer", p.id, "err", err)
+				p.closeConn(conn)
+			} else {
+				p.sent.Add(uint64(len(batch)))
+			}
+			if cap(buf) > 16<<20 {
+				buf = nil // do not keep a snapshot-sized buffer for ever
+			}
+		}
+		clear(batch) // let the entries the messages referenced go
+		spare = batch
+	}
+}
+
+func (p *peer) setConn(c net.Conn) {
+	p.mu.Lock()
+	old := p.conn
+	p.conn = c
+	p.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+}
+
+// closeConn drops c if it is still the current connection.
+func (p *peer) closeConn(c net.Conn) {
+	p.mu.Lock()
+	if p.conn == c {
+		p.conn = nil
+	}
+	p.mu.Unlock()
+	c.Close()
+}
+
+// dialLoop keeps a connection to a higher-numbered peer, reconnecting with exponential backoff.
+func (p *peer) dialLoop(ctx context.Context) {
+	defer p.t.wg.Done()
+	backoff := 20 * time.Millisecond
+	for ctx.Err() == nil {
+		conn, err := p.dial(ctx)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 20 * time.Millisecond
+		p.reconnects.Add(1)
+		p.setConn(conn.c)
+		p.t.readLoop(ctx, p, conn)
+		p.closeConn(conn.c)
+	}
+}
+
+// authConn is a connection whose handshake succeeded, with the frame reader that read it.
+type authConn struct {
+	c  net.Conn
+	rd *wire.Reader
+}
+
+func (p *peer) dial(ctx context.Context) (authConn, error) {
+	d := net.Dialer{Timeout: p.t.s.cfg.HandshakeTimeout}
+	c, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return authConn{}, err
+	}
+	c.SetDeadline(time.Now().Add(p.t.s.cfg.HandshakeTimeout))
+	rd := wire.NewReader(c, p.t.s.cfg.PeerFrameBytesMax, wire.PeerTypes)
+	if err := p.t.initiate(c, rd, p.id); err != nil {
+		c.Close()
+		p.t.refused.Add(1)
+		p.t.s.log.Warn("peer handshake failed", "peer", p.id, "addr", p.addr, "err", err)
+		return authConn{}, err
+	}
+	c.SetDeadline(time.Time{})
+	return authConn{c, rd}, nil
+}
+
+// errHandshake marks every reason a handshake is refused.
+var errHandshake = errors.New("peer handshake refused")
+
+// initiate runs the dialer's side: Hello, check the Challenge, send the Proof.
+func (t *transport) initiate(c net.Conn, rd *wire.Reader, to paxos.ReplicaID) error {
+	key := t.s.cfg.ClusterKey
+	hello := wire.Hello{From: t.self, To: to, Nonce: wire.NewNonce()}
+	if _, err := c.Write(wire.AppendHelloFrame(nil, &hello)); err != nil {
+		return err
+	}
+	typ, payload, err := rd.Next()
+	if err != nil {
+		return err
+	}
+	var ch wire.Challenge
+	if typ != wire.TypeChallenge {
+		return fmt.Errorf("%w: got %v, want a challenge", errHandshake, typ)
+	}
+	if _, err := wire.DecodeChallenge(payload, &ch); err != nil {
+		return err
+	}
+	if ch.From != to || !wire.CheckMAC(&ch.MAC, key, wire.RoleResponder, t.self, to, &hello.Nonce, &ch.Nonce) {
+		return fmt.Errorf("%w: replica at %d did not prove the cluster key", errHandshake, to)
+	}
+	proof := wire.Proof{MAC: wire.HandshakeMAC(key, wire.RoleInitiator, t.self, to, &hello.Nonce, &ch.Nonce)}
+	_, err = c.Write(wire.AppendProofFrame(nil, &proof))
+	return err
+}
+
+func (t *transport) acceptLoop(ctx context.Context) {
+	defer t.wg.Done()
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			t.s.log.Warn("peer accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		select {
+		case t.unauth <- struct{}{}:
+		default: // too many half-open connections: refuse rather than queue without bound
+			t.refused.Add(1)
+			c.Close()
+			continue
+		}
+		t.wg.Add(1)
+		go t.serveAccepted(ctx, c)
+	}
+}
+
+// serveAccepted authenticates an incoming connection and then reads it for as long as it lives.
+func (t *transport) serveAccepted(ctx context.Context, c net.Conn) {
+	defer t.wg.Done()
+	c.SetDeadline(time.Now().Add(t.s.cfg.HandshakeTimeout))
+	rd := wire.NewReader(c, t.s.cfg.PeerFrameBytesMax, wire.PeerTypes)
+	from, err := t.respond(c, rd)
+	<-t.unauth
+	if err != nil {
+		t.refused.Add(1)
+		t.s.log.Warn("refused peer connection", "remote", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	c.SetDeadline(time.Time{})
+	p := t.peers[from]
+	p.reconnects.Add(1)
+	p.setConn(c)
+	t.readLoop(ctx, p, authConn{c, rd})
+	p.closeConn(c)
+}
+
+// respond runs the accepting side: check the Hello, send a Challenge, check the Proof.
+func (t *transport) respond(c net.Conn, rd *wire.Reader) (paxos.ReplicaID, error) {
+	key := t.s.cfg.ClusterKey
+	typ, payload, err := rd.Next()
+	if err != nil {
+		return 0, err
+	}
+	var hello wire.Hello
+	if typ != wire.TypeHello {
+		return 0, fmt.Errorf("%w: got %v, want a hello", errHandshake, typ)
+	}
+	if _, err := wire.DecodeHello(payload, &hello); err != nil {
+		return 0, err
+	}
+	if hello.To != t.self || hello.From >= t.self || t.peers[hello.From] == nil {
+		return 0, fmt.Errorf("%w: hello from %d to %d", errHandshake, hello.From, hello.To)
+	}
+	ch := wire.Challenge{From: t.self, Nonce: wire.NewNonce()}
+	ch.MAC = wire.HandshakeMAC(key, wire.RoleResponder, hello.From, t.self, &hello.Nonce, &ch.Nonce)
+	if _, err := c.Write(wire.AppendChallengeFrame(nil, &ch)); err != nil {
+		return 0, err
+	}
+	if typ, payload, err = rd.Next(); err != nil {
+		return 0, err
+	}
+	var proof wire.Proof
+	if typ != wire.TypeProof {
+		return 0, fmt.Errorf("%w: got %v, want a proof", errHandshake, typ)
+	}
+	if _, err := wire.DecodeProof(payload, &proof); err != nil {
+		return 0, err
+	}
+	if !wire.CheckMAC(&proof.MAC, key, wire.RoleInitiator, hello.From, t.self, &hello.Nonce, &ch.Nonce) {
+		return 0, fmt.Errorf("%w: replica %d did not prove the cluster key", errHandshake, hello.From)
+	}
+	return hello.From, nil
+}
+
+// readLoop hands every frame of an authenticated connection to the loop. A frame that does not
+// decode, or that names another sender or receiver, closes the connection: the peer is broken or
+// not who it claimed, and the replica carries on without it.
+func (t *transport) readLoop(ctx context.Context, p *peer, ac authConn) {
+	var m paxos.Message
+	for {
+		typ, payload, err := ac.rd.Next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
+				t.s.log.Warn("closing peer connection", "peer", p.id, "err", err)
+			}
+			return
+		}
+		if typ >= wire.TypeHello {
+			t.s.log.Warn("closing peer connection: handshake frame after the handshake", "peer", p.id, "type", typ)
+			return
+		}
+		if _, err := wire.DecodeMessage(payload, &m); err != nil {
+			t.s.log.Warn("closing peer connection: bad message", "peer", p.id, "err", err)
+			return
+		}
+		if m.From != p.id || m.To != t.self {
+			t.s.log.Warn("closing peer connection: message not from its authenticated sender", "peer", p.id, "from", m.From, "to", m.To)
+			return
+		}
+		// The core keeps what Step is given, and m aliases the reader's buffer: hand over a copy.
+		if !t.s.deliver(ctx, wire.CloneMessage(&m)) {
+			return
+		}
+	}
+}

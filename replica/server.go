@@ -1,0 +1,299 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/sofadb/sofadb/disk"
+	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
+)
+
+// Server is one replica process. New opens its disk and restores the core; Run serves until the
+// context ends. Only the loop goroutine touches core, state and the pending tables; everything
+// else talks to it through bounded channels.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	store *disk.Store
+	core  *paxos.Replica
+	state *disk.State
+	tr    *transport
+
+	peerIn    chan paxos.Message
+	reqs      chan *request
+	statusReq chan chan Status
+	tickets   chan ticketItem
+	durable   chan ticketResult
+	snapDone  chan snapResult
+	bg        chan func()
+
+	// Owned by the loop.
+	pending      map[cmdKey][]*request
+	proposeBuf   []paxos.Command
+	proposeReqs  []*request
+	afterQ       []afterItem
+	ticketSeq    uint64
+	local        []paxos.Message
+	deadlines    []*request
+	readWait     []*request
+	results      []disk.Result
+	snapshotting bool
+	lastSnap     uint64
+	failed       error
+	leader       paxos.ReplicaID
+
+	clientLn net.Listener
+	httpSrv  *fasthttp.Server
+	httpLn   net.Listener
+	connSem  chan struct{}
+	conns    sync.WaitGroup
+	httpBase uint64 // HTTP requests get client ids httpBase ^ connection id
+
+	stats serverStats
+}
+
+// serverStats are counters read by /metrics from other goroutines.
+type serverStats struct {
+	byStatus       [16]atomic.Uint64 // replies by wire.Status
+	timeouts       atomic.Uint64
+	leaseReads     atomic.Uint64
+	logReads       atomic.Uint64
+	busy           atomic.Uint64
+	badClientConns atomic.Uint64
+	clientConns    atomic.Int64
+	snapshots      atomic.Uint64
+	snapshotErrors atomic.Uint64
+}
+
+type cmdKey struct{ client, seq uint64 }
+
+// request is one client operation waiting for its answer. reply must not block: binary
+// connections reserve room for every reply before submitting, HTTP handlers wait on a buffered
+// channel.
+type request struct {
+	cmd       paxos.Command
+	reply     func(response)
+	deadline  time.Time
+	readIndex uint64 // lease reads: serve once applied through here
+	done      bool
+}
+
+type response struct {
+	status wire.Status
+	value  []byte
+	leader paxos.ReplicaID
+}
+
+func (r *request) answer(s *Server, resp response) {
+	if r.done {
+		return
+	}
+	r.done = true
+	if int(resp.status) < len(s.stats.byStatus) {
+		s.stats.byStatus[resp.status].Add(1)
+	}
+	r.reply(resp)
+}
+
+type ticketItem struct {
+	seq uint64
+	t   *disk.Ticket
+}
+
+type ticketResult struct {
+	seq uint64
+	err error
+}
+
+type afterItem struct {
+	seq  uint64
+	msgs []paxos.Message
+}
+
+type snapResult struct {
+	slot uint64
+	err  error
+}
+
+// New opens the replica's data directory and rebuilds its state: the latest snapshot, then the
+// durable acceptor state the core replays from.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Core.ID = cfg.ID
+	cfg.Core.Peers = cfg.Core.Peers[:0]
+	for id := range cfg.PeerAddrs {
+		cfg.Core.Peers = append(cfg.Core.Peers, id)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	store, rec, err := disk.Open(cfg.DataDir, disk.Options{Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Core.BatchBytesMax >= store.RecordBytesMax() {
+		store.Close()
+		return nil, fmt.Errorf("%w: batch bytes %d must stay below the store's record limit %d", ErrConfig, cfg.Core.BatchBytesMax, store.RecordBytesMax())
+	}
+	state := disk.NewState()
+	if rec.Snapshot != nil {
+		if err := state.Restore(rec.Snapshot); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("replica: restore snapshot: %w", err)
+		}
+	}
+	cfg.Core.Seed ^= uint64(time.Now().UnixNano()) // a restarted replica must not replay its old timeouts
+	core, err := paxos.New(cfg.Core, &rec.Durable)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("replica", cfg.ID), store: store, core: core, state: state,
+		peerIn: make(chan paxos.Message, 4096), reqs: make(chan *request, cfg.RequestQueueMax),
+		statusReq: make(chan chan Status), tickets: make(chan ticketItem, 1<<16),
+		durable: make(chan ticketResult, 1<<16), snapDone: make(chan snapResult, 4), bg: make(chan func(), 16),
+		pending: map[cmdKey][]*request{}, lastSnap: state.Applied(),
+		connSem: make(chan struct{}, cfg.ClientConnsMax), httpBase: randomU64() | 1<<63}
+	s.tr = newTransport(s)
+	s.log.Info("replica opened", "dir", cfg.DataDir, "applied", state.Applied(), "promised", rec.Durable.Promised,
+		"slots", len(rec.Durable.Entries), "mode", cfg.Core.Mode, "reads", cfg.ReadMode, "fsync", cfg.Fsync)
+	if !cfg.Fsync {
+		s.log.Warn("FSYNC IS OFF: acknowledged writes are NOT durable; use only for ablation runs")
+	}
+	return s, nil
+}
+
+// Run serves peers and clients until ctx ends, then shuts down cleanly: listeners close, the loop
+// stops, and everything queued for the disk is synced before the store closes.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := s.listen(); err != nil {
+		s.store.Close()
+		return err
+	}
+	if err := s.tr.start(ctx); err != nil {
+		s.closeListeners()
+		s.store.Close()
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); s.waitTickets(ctx) }()
+	go func() { defer wg.Done(); s.background(ctx) }()
+	go func() { defer wg.Done(); s.serveClients(ctx) }()
+	if s.httpSrv != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.httpSrv.Serve(s.httpLn) }()
+	}
+	s.log.Info("replica serving", "peer", s.cfg.PeerAddrs[s.cfg.ID], "client", s.clientLn.Addr().String(), "http", s.cfg.HTTPAddrs[s.cfg.ID])
+	err := s.loop(ctx)
+	cancel()
+	s.closeListeners()
+	s.tr.stop()
+	wg.Wait()
+	s.conns.Wait()
+	if cerr := s.store.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	s.log.Info("replica stopped")
+	return err
+}
+
+func (s *Server) listen() error {
+	ln, err := net.Listen("tcp", s.cfg.ClientAddrs[s.cfg.ID])
+	if err != nil {
+		return fmt.Errorf("replica: client listener: %w", err)
+	}
+	s.clientLn = ln
+	if s.cfg.DisableHTTP {
+		return nil
+	}
+	hl, err := net.Listen("tcp", s.cfg.HTTPAddrs[s.cfg.ID])
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("replica: http listener: %w", err)
+	}
+	s.httpLn = hl
+	s.httpSrv = s.newHTTPServer()
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	if s.clientLn != nil {
+		s.clientLn.Close()
+	}
+	if s.httpSrv != nil {
+		s.httpSrv.Shutdown()
+	}
+}
+
+// deliver hands a peer message to the loop, blocking (and so slowing the peer's TCP stream) while
+// the loop is behind.
+func (s *Server) deliver(ctx context.Context, m paxos.Message) bool {
+	select {
+	case s.peerIn <- m:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// submit hands a client request to the loop, or refuses it Busy at once when the loop's queue is
+// full: an overloaded replica sheds load instead of queueing without bound.
+func (s *Server) submit(r *request) {
+	select {
+	case s.reqs <- r:
+	default:
+		s.stats.busy.Add(1)
+		r.answer(s, response{status: wire.StatusBusy})
+	}
+}
+
+// waitTickets resolves disk tickets in submission order and tells the loop. Order matters: a
+// resolved ticket means every earlier write is durable too, so the loop may release the messages
+// that waited for any of them.
+func (s *Server) waitTickets(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case it := <-s.tickets:
+			select {
+			case <-it.t.Done():
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case s.durable <- ticketResult{it.seq, it.t.Err()}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// background runs slow disk work (snapshots, truncation) off the loop, one job at a time.
+func (s *Server) background(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case job := <-s.bg:
+			job()
+		}
+	}
+}
+
+var errStopped = errors.New("replica stopped")
