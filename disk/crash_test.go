@@ -217,6 +217,7 @@ type crashChild struct {
 	maxAcked atomic.Uint64
 	state    *State // the snapshotter's
 	outMu    sync.Mutex
+	submitMu sync.Mutex
 }
 
 // print writes one line straight to the file descriptor: nothing is buffered in the process, so
@@ -234,13 +235,18 @@ func (c *crashChild) writer(w int) {
 		slot := c.next.Add(1)
 		rd := &paxos.Ready{MustSync: true, Entries: []paxos.Entry{{Slot: slot, Ballot: 1,
 			Cmds: []paxos.Command{{ClientID: uint64(w), Seq: slot, Op: paxos.OpPut, Key: []byte("k"), Value: []byte(crashValue(slot))}}}}}
-		if i%16 == 0 {
-			rd.Promised = paxos.MakeBallot(c.round.Add(1), 1)
-		}
 		if i%8 == 0 {
 			rd.ChosenTo = slot
 		}
-		if err := c.s.Persist(rd).Wait(); err != nil {
+		// Like the runtime's single loop, submit promises in ballot order: the store keeps the
+		// last promise it was given, so concurrent submitters racing would make it go back.
+		c.submitMu.Lock()
+		if i%16 == 0 {
+			rd.Promised = paxos.MakeBallot(c.round.Add(1), 1)
+		}
+		tk := c.s.Persist(rd)
+		c.submitMu.Unlock()
+		if err := tk.Wait(); err != nil {
 			fmt.Fprintln(os.Stderr, "child persist:", err)
 			os.Exit(3)
 		}
