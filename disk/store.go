@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -20,7 +21,7 @@ var ErrCorrupt = errors.New("disk: corrupt record")
 // ErrTooLarge resolves the ticket of a record with a value over RecordBytesMax. It is a
 // configuration error (the core's batch bytes against Options.MemTableBytes), so it fails only
 // that ticket (in order, nothing of the record written) and the store carries on.
-var ErrTooLarge = errors.New("disk: record larger than one badger batch")
+var ErrTooLarge = errors.New("disk: record over RecordBytesMax")
 
 // Options configures a Store. A zero field takes its default.
 type Options struct {
@@ -86,6 +87,7 @@ type Store struct {
 	snap        snapPointer // the durable snapshot (gen 0: none)
 	truncatedTo uint64      // slot keys at or below it are deleted or queued for deletion
 
+	closed    atomic.Bool // set when Close begins: SaveSnapshot and Truncate refuse from then on
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -285,10 +287,21 @@ func (s *Store) Stats() Stats {
 // whose store failed must stop acknowledging and restart from what is on disk.
 func (s *Store) Err() error { return s.c.failure() }
 
+// usable is the error SaveSnapshot and Truncate refuse with: the sticky failure or ErrClosed.
+func (s *Store) usable() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return s.Err()
+}
+
 // Close syncs everything queued, stops the flusher and closes badger. Tickets submitted after
 // Close began resolve with ErrClosed. Close is idempotent.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.snapMu.Lock() // let a SaveSnapshot in progress finish
+		s.snapMu.Unlock()
 		s.Sync().Wait() // a failure is already sticky and reported by Err
 		s.c.close()
 		s.closeErr = s.db.Close()

@@ -414,3 +414,25 @@ func TestStatsCountGroupsSyncsAndRecords(t *testing.T) {
 		t.Fatalf("histograms: %d syncs, max records per sync %d", st.SyncLatencyNs.TotalCount(), st.RecordsPerSync.Max())
 	}
 }
+
+func TestEveryEntryPointRefusesAfterClose(t *testing.T) {
+	s, _, err := Open(t.TempDir(), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Persist(&paxos.Ready{MustSync: true}).Wait(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Persist after Close: %v", err)
+	}
+	if err := s.SaveSnapshot(NewState().AppendSnapshot(nil)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("SaveSnapshot after Close: %v", err)
+	}
+	if err := s.Truncate(0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Truncate after Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
