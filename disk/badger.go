@@ -78,15 +78,18 @@ const opOverheadBytes = 256
 
 // badgerBackend is the production backend: one badger transaction per group (more when a group
 // exceeds badger's batch limit), and DB.Sync plus the rotated-file syncs described on sync.
-// write and sync are called only from the flusher goroutine; so are the rotation fields.
+// write runs on the committer's writer goroutine, sync on its syncer, possibly at the same time.
 type badgerBackend struct {
 	db            *badger.DB
 	dir           string
 	memTableBytes int64
 
-	memFid    int   // newest memtable WAL (.mem) seen at the last check
-	vlogFid   int   // newest value log file (.vlog) seen at the last check
-	fillBytes int64 // upper bound on memtable arena bytes written since the last check
+	memFid  int // newest memtable WAL (.mem) seen at the last check; syncer-owned
+	vlogFid int // newest value log file (.vlog) seen at the last check; syncer-owned
+
+	// fillBytes bounds from above the memtable arena bytes of every write that completed since the
+	// last check: the writer adds when a write returns, the check swaps it to 0 before probing.
+	fillBytes atomic.Int64
 
 	rotatedSyncs atomic.Uint64 // read by Stats
 }
@@ -95,12 +98,13 @@ func (b *badgerBackend) write(ops []op) error {
 	if len(ops) == 0 {
 		return nil
 	}
+	fill := int64(opOverheadBytes)
+	defer func() { b.fillBytes.Add(fill) }()
 	txn := b.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
-	b.fillBytes += opOverheadBytes
 	for i := range ops {
 		o := &ops[i]
-		b.fillBytes += int64(len(o.key)+len(o.value)) + opOverheadBytes
+		fill += int64(len(o.key)+len(o.value)) + opOverheadBytes
 		err := txnApply(txn, o)
 		if errors.Is(err, badger.ErrTxnTooBig) {
 			// The group is bigger than one badger batch: commit what fits and go on. Atomicity
@@ -109,7 +113,7 @@ func (b *badgerBackend) write(ops []op) error {
 				return err
 			}
 			txn = b.db.NewTransaction(true)
-			b.fillBytes += opOverheadBytes
+			fill += opOverheadBytes
 			err = txnApply(txn, o)
 		}
 		if err != nil {
@@ -144,15 +148,17 @@ func (b *badgerBackend) sync() error {
 //
 // The cheap check is two stats of the next file numbers, which badger assigns consecutively. A
 // rotation always creates the next file, and a rotated-out WAL is deleted only after it is flushed
-// to a synced table, which needs a whole memtable of writes after it was created. So when neither
-// next file exists and less than a memtable's worth (fillBytes, an upper bound) was written since
-// the last check, no rotation happened. Only the flusher writes, and it is here, so nothing rotates
-// during the check. The value log is checked the same way, defensively: no value reaches it (see
-// badgerOptions), and its files are deleted only by value-log GC, which SofaDB never runs.
+// to a synced table, which needs a whole memtable of writes after it was created, so after the
+// last check's probe. So when neither next file exists and less than a memtable's worth
+// (fillBytes) was written since the last check, no WAL the writes before this sync landed in was
+// rotated out unseen. A rotation racing the check (the writer runs concurrently) happens after
+// DB.Sync, so it rotates out a file DB.Sync covered up to the writes this sync answers for; the
+// next check finds it. The value log is checked the same way, defensively: no value reaches it
+// (see badgerOptions), and its files are deleted only by value-log GC, which SofaDB never runs.
 func (b *badgerBackend) syncRotated() error {
-	scan := b.fillBytes >= b.memTableBytes ||
+	fill := b.fillBytes.Swap(0) // before the probes: a write completing later counts next time
+	scan := fill >= b.memTableBytes ||
 		exists(memPath(b.dir, b.memFid+1)) || exists(vlogPath(b.dir, b.vlogFid+1))
-	b.fillBytes = 0
 	if !scan {
 		return nil
 	}

@@ -28,26 +28,29 @@ type op struct {
 }
 
 // backend is what the group committer writes through: badger in production, a fault-injecting fake
-// in tests. Both methods are called from the flusher goroutine only, one call at a time.
+// in tests. write is called only from the committer's writer goroutine and sync only from its
+// syncer goroutine, so one write and one sync may run at the same time.
 type backend interface {
 	// write applies ops in order as one batch; nothing is durable until a later sync returns nil.
 	write(ops []op) error
-	// sync makes every write that returned before it durable.
+	// sync makes durable every write that returned before sync was called; writes that run
+	// during it may or may not be covered, and the committer never counts on them.
 	sync() error
 }
 
 // Ticket is the promise a submission gets: it resolves once the record is written and, if the
-// record asked for it, synced. Tickets resolve in submission order, so a resolved ticket of a record
-// that asked for sync proves every earlier record durable too; the runtime therefore only ever
-// waits on its oldest outstanding ticket.
+// record asked for it, synced. Tickets resolve in submission order, so a ticket resolved with nil
+// for a record that asked for sync proves every earlier record durable too; the runtime therefore
+// only ever waits on its oldest outstanding ticket.
 type Ticket struct {
 	done chan struct{}
 	err  error // written once, before done is closed
 
-	ops       []op // released by the flusher once written
+	ops       []op // released once written
 	mustSync  bool
 	sizeBytes int
-	seq       uint64 // submission order, from 1; 0 for a ticket refused at submission
+	refused   error  // set at submission: the record is not written and resolves, in order, with it
+	seq       uint64 // submission order, from 1; 0 for a ticket resolved at submission
 }
 
 func newTicket(ops []op, mustSync bool, sizeBytes int) *Ticket {
@@ -57,8 +60,8 @@ func newTicket(ops []op, mustSync bool, sizeBytes int) *Ticket {
 // Done is closed when the ticket is resolved: select on it beside the network and the tick.
 func (t *Ticket) Done() <-chan struct{} { return t.done }
 
-// Err is the ticket's result once Done is closed: nil, or an error wrapping ErrFailed or ErrClosed.
-// Before that it returns ErrPending.
+// Err is the ticket's result once Done is closed: nil, or an error wrapping ErrFailed, ErrClosed
+// or ErrTooLarge. Before that it returns ErrPending.
 func (t *Ticket) Err() error {
 	select {
 	case <-t.done:
@@ -80,34 +83,49 @@ func (t *Ticket) resolve(err error) {
 	close(t.done)
 }
 
-// committer is the group commit of pebble's record/log_writer.go: many submitters, one flusher, one
-// fsync. Submitters append to a bounded queue; the flusher takes everything queued at once, writes it
-// as one batch, syncs once if any record asks for it, and resolves the batch's tickets in order.
+// committer is the group commit of pebble's record/log_writer.go (many submitters, few fsyncs),
+// split in two stages so that a group's badger write overlaps the previous group's fsync:
 //
-// Concurrency: mu guards the queue, the sticky error and the closing flag. The flusher holds mu only
-// to swap the queue out, never across a write or a sync, so submitters keep queueing (the next
-// group) while a sync is in flight. stats has its own lock (see stats.go).
+//   - the writer goroutine takes everything queued, writes it as one badger batch and hands the
+//     group to the syncer;
+//   - the syncer goroutine takes every group written so far, syncs once if any record asks for
+//     it, and resolves their tickets in submission order. Only the syncer resolves queued tickets,
+//     which is what keeps resolution in order, failures included.
+//
+// Why two stages: at 64 writers a group's badger write costs about a quarter of its fsync here
+// (77 µs against 296 µs), and a single flusher would do both in turn. Interleaved A/B runs on
+// the shared 2-core machine, under load, gave a median group-commit/sync-each ratio of 22x with
+// the stages against 13x without. One writer and one syncer still mean one write and one fsync
+// at a time, and only the syncer resolves tickets.
+//
+// Concurrency: mu guards the fields under it; ops belongs to the writer, resolvedSeq to the
+// syncer, and stats has its own lock. Neither stage holds mu across a write, a sync or a resolve,
+// so submitters keep queueing while both stages work.
 type committer struct {
 	be            backend
-	queueMax      int // records queued (not yet taken by the flusher) before submit blocks
+	queueMax      int // records queued (not yet taken by the writer) before submit blocks
 	queueBytesMax int // bytes queued before submit blocks
 
-	mu          sync.Mutex
-	work        sync.Cond // signalled when the queue becomes non-empty or closing is set
-	space       sync.Cond // broadcast when the flusher empties the queue or the store fails
-	queue       []*Ticket
-	queuedBytes int
-	err         error // sticky: ErrFailed wrapping the first write or sync error
-	closing     bool
-	seq         uint64 // last sequence number given to a queued ticket
+	mu           sync.Mutex
+	work         sync.Cond // writer waits: queue non-empty or closing
+	space        sync.Cond // submitters wait: room in the queue
+	writtenCond  sync.Cond // syncer waits for groups; writer waits for room among them
+	queue        []*Ticket
+	queuedBytes  int
+	written      [][]*Ticket // groups written (or skipped after a failure), not yet resolved
+	writtenCount int         // records in written
+	err          error       // sticky: ErrFailed wrapping the first write or sync error
+	closing      bool
+	writerDone   bool
+	seq          uint64 // last sequence number given to a queued ticket
 
-	// resolvedSeq is the last ticket sequence number resolved. Invariant: the flusher resolves
-	// seq == resolvedSeq+1 and nothing else; owned by the flusher goroutine.
+	ops []op // the writer's reusable batch of ops; owned by the writer goroutine
+
+	// resolvedSeq is the last ticket sequence number resolved. Invariant: the syncer resolves
+	// seq == resolvedSeq+1 and nothing else. Owned by the syncer goroutine.
 	resolvedSeq uint64
 
-	spare   []*Ticket // the flusher's second queue buffer, swapped with queue on each take
-	ops     []op      // the flusher's reusable batch of ops
-	stopped chan struct{}
+	stopped chan struct{} // closed when the syncer, the last stage, exits
 	stats   stats
 }
 
@@ -116,27 +134,26 @@ func newCommitter(be backend, queueMax, queueBytesMax int) *committer {
 		stopped: make(chan struct{})}
 	c.work.L = &c.mu
 	c.space.L = &c.mu
+	c.writtenCond.L = &c.mu
 	c.stats.init()
-	go c.run()
+	go c.writeLoop()
+	go c.syncLoop()
 	return c
 }
 
 // submit queues a record and returns its ticket. It blocks while the queue is full (queueMax
-// records or queueBytesMax bytes not yet taken by the flusher): a full queue means the disk is
+// records or queueBytesMax bytes not yet taken by the writer): a full queue means the disk is
 // behind, and the caller, which cannot release its replies before the disk catches up anyway, is
-// the right thing to slow down. It never blocks forever: a failed or closing committer resolves the
-// ticket at once. A record larger than queueBytesMax is admitted when the queue is empty.
+// the right thing to slow down. A record larger than queueBytesMax is admitted when the queue is
+// empty. After a failure the queue drains without writing, so submit never blocks for long; the
+// ticket resolves, in order, with the sticky error. After close began it resolves at once with
+// ErrClosed.
 func (c *committer) submit(t *Ticket) *Ticket {
 	c.mu.Lock()
-	for c.err == nil && !c.closing && c.full(t.sizeBytes) {
+	for !c.closing && c.full(t.sizeBytes) {
 		c.space.Wait()
 	}
-	switch {
-	case c.err != nil:
-		c.mu.Unlock()
-		t.resolve(c.err)
-		return t
-	case c.closing:
+	if c.closing {
 		c.mu.Unlock()
 		t.resolve(ErrClosed)
 		return t
@@ -146,7 +163,7 @@ func (c *committer) submit(t *Ticket) *Ticket {
 	c.queue = append(c.queue, t)
 	c.queuedBytes += t.sizeBytes
 	if len(c.queue) == 1 {
-		c.work.Signal() // the flusher sleeps only on an empty queue
+		c.work.Signal() // the writer sleeps only on an empty queue
 	}
 	c.mu.Unlock()
 	return t
@@ -159,91 +176,146 @@ func (c *committer) full(sizeBytes int) bool {
 	return len(c.queue) >= c.queueMax || c.queuedBytes+sizeBytes > c.queueBytesMax
 }
 
-// run is the flusher goroutine: it alone calls the backend, so writes and syncs never overlap and a
-// sync covers exactly the writes that returned before it.
-func (c *committer) run() {
-	defer close(c.stopped)
+// writeLoop is the writer stage: it alone calls be.write, one group at a time, in queue order.
+func (c *committer) writeLoop() {
 	for {
-		batch, closing := c.take()
-		if len(batch) > 0 {
-			c.flush(batch)
-		}
-		if closing && len(batch) == 0 {
+		batch, failed, closing := c.take()
+		if len(batch) == 0 && closing {
+			c.mu.Lock()
+			c.writerDone = true
+			c.writtenCond.Signal()
+			c.mu.Unlock()
 			return
 		}
+		if failed == nil {
+			c.write(batch) // a failure becomes sticky: the syncer fails the group
+		}
+		c.handOver(batch)
 	}
 }
 
 // take waits for work and swaps the whole queue out. Records submitted after take returns belong to
-// the next group, so a sync never acknowledges a record it might not cover.
-func (c *committer) take() (batch []*Ticket, closing bool) {
+// the next group.
+func (c *committer) take() (batch []*Ticket, failed error, closing bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.queue) == 0 && !c.closing && c.err == nil {
+	for len(c.queue) == 0 && !c.closing {
 		c.work.Wait()
 	}
 	batch = c.queue
-	c.queue, c.spare = c.spare[:0], nil
-	c.queuedBytes = 0
+	c.queue, c.queuedBytes = nil, 0
 	c.space.Broadcast()
-	return batch, c.closing || c.err != nil
+	return batch, c.err, c.closing
 }
 
-// flush writes one group, syncs it if asked, and resolves its tickets in submission order.
-func (c *committer) flush(batch []*Ticket) {
+// write writes one group's records (not the refused ones) as one batch. A failure becomes sticky at
+// once, so the writer writes nothing after it.
+func (c *committer) write(batch []*Ticket) {
 	c.ops = c.ops[:0]
-	mustSync, sizeBytes := false, 0
 	for _, t := range batch {
-		c.ops = append(c.ops, t.ops...)
-		mustSync = mustSync || t.mustSync
-		sizeBytes += t.sizeBytes
+		if t.refused == nil {
+			c.ops = append(c.ops, t.ops...)
+		}
 	}
 	err := c.be.write(c.ops)
-	if err != nil {
-		err = fmt.Errorf("%w: write: %w", ErrFailed, err)
-	} else if mustSync {
-		start := time.Now()
-		if err = c.be.sync(); err != nil {
-			err = fmt.Errorf("%w: sync: %w", ErrFailed, err)
-		}
-		c.stats.recordSync(time.Since(start), len(batch))
-	}
 	clear(c.ops) // drop references to the records' memory
-	c.stats.recordBatch(len(batch), sizeBytes, err != nil)
-	for _, t := range batch {
-		c.resolveInOrder(t, err)
-	}
-	clear(batch)
-	c.mu.Lock()
-	c.spare = batch[:0]
 	if err != nil {
-		c.failLocked(err)
+		c.setFailure(fmt.Errorf("%w: write: %w", ErrFailed, err))
+	}
+}
+
+// setFailure makes err the sticky failure unless one is already set.
+func (c *committer) setFailure(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
 	}
 	c.mu.Unlock()
 }
 
-// failLocked makes err sticky and fails, in order, every ticket queued behind the failed group. It
-// runs after the failed group's own tickets are resolved and under mu, so no ticket submitted later
-// can resolve before an earlier one: resolution stays in submission order even on failure.
-func (c *committer) failLocked(err error) {
-	c.err = err
-	for _, t := range c.queue {
-		c.resolveInOrder(t, err)
+// handOver gives a written group to the syncer, waiting while the groups written but not yet
+// synced already hold queueMax records: the writer runs at most that far ahead of the fsyncs.
+func (c *committer) handOver(batch []*Ticket) {
+	c.mu.Lock()
+	for c.writtenCount >= c.queueMax {
+		c.writtenCond.Wait()
 	}
-	clear(c.queue)
-	c.queue, c.queuedBytes = c.queue[:0], 0
-	c.work.Signal()
-	c.space.Broadcast()
+	c.written = append(c.written, batch)
+	c.writtenCount += len(batch)
+	c.writtenCond.Broadcast()
+	c.mu.Unlock()
+}
+
+// syncLoop is the syncer stage: it alone calls be.sync and resolves queued tickets.
+func (c *committer) syncLoop() {
+	defer close(c.stopped)
+	for {
+		groups, failed, done := c.takeWritten()
+		if len(groups) == 0 && done {
+			return
+		}
+		c.syncAndResolve(groups, failed)
+	}
+}
+
+// takeWritten waits for written groups and takes them all: one sync will cover every one of them,
+// since each was written before the sync is called.
+func (c *committer) takeWritten() (groups [][]*Ticket, failed error, done bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.written) == 0 && !c.writerDone {
+		c.writtenCond.Wait()
+	}
+	groups = c.written
+	c.written, c.writtenCount = nil, 0
+	c.writtenCond.Broadcast()
+	return groups, c.err, c.writerDone
+}
+
+// syncAndResolve syncs the groups if any record asks for it and resolves every ticket in order. A
+// sticky failure (from any write, or this sync) fails every ticket not yet resolved.
+func (c *committer) syncAndResolve(groups [][]*Ticket, err error) {
+	records, sizeBytes, mustSync := 0, 0, false
+	for _, g := range groups {
+		records += len(g)
+		for _, t := range g {
+			if t.refused == nil {
+				sizeBytes += t.sizeBytes
+				mustSync = mustSync || t.mustSync
+			}
+		}
+	}
+	if err == nil && mustSync {
+		start := time.Now()
+		if err = c.be.sync(); err != nil {
+			err = fmt.Errorf("%w: sync: %w", ErrFailed, err)
+			c.setFailure(err)
+		}
+		c.stats.recordSync(time.Since(start), records)
+	}
+	failures := 0
+	for _, g := range groups {
+		for _, t := range g {
+			if c.resolveInOrder(t, err) != nil {
+				failures++
+			}
+		}
+	}
+	c.stats.recordGroups(len(groups), records, failures, sizeBytes)
 }
 
 // resolveInOrder resolves a queued ticket, asserting the order promise the runtime relies on to
 // release promises and accept replies: a broken order would acknowledge a vote before its sync.
-func (c *committer) resolveInOrder(t *Ticket, err error) {
+func (c *committer) resolveInOrder(t *Ticket, err error) error {
 	if t.seq != c.resolvedSeq+1 {
 		panic(fmt.Sprintf("disk: resolving ticket %d after ticket %d", t.seq, c.resolvedSeq))
 	}
 	c.resolvedSeq = t.seq
+	if err == nil {
+		err = t.refused
+	}
 	t.resolve(err)
+	return err
 }
 
 // failure is the sticky error, or nil while the committer is healthy.
@@ -253,7 +325,7 @@ func (c *committer) failure() error {
 	return c.err
 }
 
-// close stops accepting records, lets the flusher write and sync what is queued, and waits for it.
+// close stops accepting records, lets both stages write and sync what is queued, and waits.
 func (c *committer) close() {
 	c.mu.Lock()
 	c.closing = true

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"sync"
+	"time"
 )
 
 var (
@@ -24,8 +25,9 @@ type fakeDisk struct {
 	syncs    int
 	crashed  bool
 
-	failWriteAt int // 1-based write call that fails; 0 = never
-	failSyncAt  int // 1-based sync call that fails; 0 = never
+	failWriteAt int           // 1-based write call that fails; 0 = never
+	failSyncAt  int           // 1-based sync call that fails; 0 = never
+	syncTime    time.Duration // how long a sync takes: writes keep landing meanwhile
 
 	// When set, sync sends on syncEntered and then waits for syncRelease before syncing.
 	syncEntered chan int
@@ -63,15 +65,22 @@ func applyOp(m map[string]string, o op) {
 	}
 }
 
+// sync covers exactly the writes that returned before it was called: writes that land while it is
+// held are left unsynced, the strictest model the backend contract allows.
 func (f *fakeDisk) sync() error {
 	f.mu.Lock()
 	f.syncs++
 	n, entered, release := f.syncs, f.syncEntered, f.syncRelease
+	covered := len(f.unsynced)
 	f.mu.Unlock()
 	if entered != nil {
 		entered <- n
 		<-release
 	}
+	f.mu.Lock()
+	syncTime := f.syncTime
+	f.mu.Unlock()
+	time.Sleep(syncTime)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.crashed {
@@ -80,10 +89,10 @@ func (f *fakeDisk) sync() error {
 	if n == f.failSyncAt {
 		return errInjectedSync
 	}
-	for _, o := range f.unsynced {
+	for _, o := range f.unsynced[:covered] {
 		applyOp(f.synced, o)
 	}
-	f.unsynced = f.unsynced[:0]
+	f.unsynced = append(f.unsynced[:0], f.unsynced[covered:]...)
 	return nil
 }
 
@@ -106,6 +115,16 @@ func (f *fakeDisk) crash() map[string]string {
 	defer f.mu.Unlock()
 	f.crashed = true
 	return maps.Clone(f.synced)
+}
+
+// waitWrites waits until n write calls have returned.
+func (f *fakeDisk) waitWrites(n int) {
+	for {
+		if writes, _ := f.counts(); writes >= n {
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 }
 
 func (f *fakeDisk) counts() (writes, syncs int) {

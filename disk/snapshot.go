@@ -79,7 +79,7 @@ func snapshotSlot(data []byte) (uint64, error) {
 //
 // data is read until SaveSnapshot returns and never kept: the caller may reuse it afterwards. It
 // is safe to call from a goroutine other than the runtime loop (snapshots can be tens of MB); one
-// runs at a time. Errors: ErrBadSnapshot, ErrSnapshotOlder, or the store's sticky failure.
+// runs at a time. Errors: ErrBadSnapshot, ErrSnapshotOlder, ErrClosed, or the sticky failure.
 func (s *Store) SaveSnapshot(data []byte) error {
 	slot, err := snapshotSlot(data)
 	if err != nil {
@@ -87,6 +87,9 @@ func (s *Store) SaveSnapshot(data []byte) error {
 	}
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	old := s.snap
 	s.mu.Unlock()
@@ -239,10 +242,12 @@ func (s *Store) SnapshotSlot() uint64 {
 // Space comes back through badger's compactions, which drop deleted and overwritten keys; the
 // value log needs no garbage collection because no value is ever stored in it (badgerOptions).
 //
-// A slot record still queued (not yet written) when Truncate scans the stored keys is not deleted;
-// it is at or below the snapshot, so Open ignores it and the next Open's truncation resumes below it.
+// It scans the stored slot keys it deletes (a key-only iteration from where the last truncation
+// stopped), so its cost grows with the slots deleted, not with the log. A slot record still queued
+// (not yet written) during that scan is not deleted; it is at or below the snapshot, so Open
+// ignores it, and truncation after the next Open resumes below it.
 func (s *Store) Truncate(upTo uint64) error {
-	if err := s.Err(); err != nil {
+	if err := s.usable(); err != nil {
 		return err
 	}
 	s.mu.Lock()

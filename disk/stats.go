@@ -19,15 +19,16 @@ const (
 // Stats is a consistent copy of the group committer's counters and histograms since Open. The
 // histograms are private copies: the caller may read, merge or reset them freely.
 type Stats struct {
-	// Batches is the number of groups written (each one badger write, synced or not).
+	// Batches is the number of groups written (each one badger write), synced or not.
 	Batches uint64
-	// Syncs is the number of fsyncs (DB.Sync plus any rotated-file syncs, as one step).
+	// Syncs is the number of sync steps (DB.Sync plus any rotated-file fsyncs, timed as one).
 	Syncs uint64
-	// Records is the number of tickets resolved by the flusher (successfully or not).
+	// Records is the number of queued tickets resolved (successfully or not).
 	Records uint64
-	// Bytes is the number of key and value bytes handed to badger by the flusher.
+	// Bytes is the number of key and value bytes handed to badger.
 	Bytes uint64
-	// Failures is the number of failed groups: at most 1, since a failure is sticky.
+	// Failures is the number of those records resolved with an error: the sticky failure, or a
+	// refusal (ErrTooLarge). Records minus Failures were acknowledged.
 	Failures uint64
 	// RotatedSyncs counts extra fsyncs of badger files rotated out since the previous sync (see
 	// badgerBackend.sync): a closed WAL or value log that badger's DB.Sync no longer covers.
@@ -40,7 +41,7 @@ type Stats struct {
 	RecordsPerSync *hdrhistogram.Histogram
 }
 
-// stats is owned by the flusher, which records into it; Stats() takes copies. hdrhistogram is not
+// stats is recorded into by the syncer; Stats() takes copies. hdrhistogram is not
 // goroutine-safe, so mu guards every access; recording under it costs tens of nanoseconds per group.
 type stats struct {
 	mu             sync.Mutex
@@ -66,14 +67,12 @@ func (st *stats) recordSync(d time.Duration, records int) {
 	st.mu.Unlock()
 }
 
-func (st *stats) recordBatch(records, sizeBytes int, failed bool) {
+func (st *stats) recordGroups(groups, records, failures, sizeBytes int) {
 	st.mu.Lock()
-	st.s.Batches++
+	st.s.Batches += uint64(groups)
 	st.s.Records += uint64(records)
+	st.s.Failures += uint64(failures)
 	st.s.Bytes += uint64(sizeBytes)
-	if failed {
-		st.s.Failures++
-	}
 	st.mu.Unlock()
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -17,10 +18,10 @@ import (
 // data directory was damaged or written by something else. Nothing is guessed or skipped.
 var ErrCorrupt = errors.New("disk: corrupt record")
 
-// ErrTooLarge resolves the ticket of a record with one value larger than badger accepts in a
-// single batch (RecordBytesMax). It is a configuration error (the core's batch bytes against
-// Options.MemTableBytes), so it fails only that ticket, at once, and the store carries on.
-var ErrTooLarge = errors.New("disk: record larger than one badger batch")
+// ErrTooLarge resolves the ticket of a record with a value over RecordBytesMax. It is a
+// configuration error (the core's batch bytes against Options.MemTableBytes), so it fails only
+// that ticket (in order, nothing of the record written) and the store carries on.
+var ErrTooLarge = errors.New("disk: record over RecordBytesMax")
 
 // Options configures a Store. A zero field takes its default.
 type Options struct {
@@ -86,6 +87,7 @@ type Store struct {
 	snap        snapPointer // the durable snapshot (gen 0: none)
 	truncatedTo uint64      // slot keys at or below it are deleted or queued for deletion
 
+	closed    atomic.Bool // set when Close begins: SaveSnapshot and Truncate refuse from then on
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -229,8 +231,9 @@ func lowestSlot(txn *badger.Txn) (uint64, error) {
 //
 // Call it for every Ready that has something to persist or AfterSync messages: an empty Ready
 // still gets a ticket, ordered behind every earlier one. Persist blocks while the queue is full
-// (see Options.QueueRecordsMax); on a failed or closed store the ticket resolves at once with the
-// error. A record with a value over RecordBytesMax resolves at once with ErrTooLarge.
+// (see Options.QueueRecordsMax). On a failed store the ticket resolves, in order, with the sticky
+// error; after Close began, at once with ErrClosed. A record with a value over RecordBytesMax
+// resolves, in order, with ErrTooLarge.
 func (s *Store) Persist(rd *paxos.Ready) *Ticket {
 	var b recordBuilder
 	b.grow(rd)
@@ -264,11 +267,10 @@ func (s *Store) RecordBytesMax() int { return s.recordBytesMax }
 func (s *Store) submit(b *recordBuilder, mustSync bool) *Ticket {
 	ops := b.ops()
 	for i := range ops {
-		if len(ops[i].key)+len(ops[i].value) > s.recordBytesMax {
+		if n := len(ops[i].key) + len(ops[i].value); n > s.recordBytesMax {
 			t := newTicket(nil, false, 0)
-			t.resolve(fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge,
-				len(ops[i].key)+len(ops[i].value), s.recordBytesMax))
-			return t
+			t.refused = fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, n, s.recordBytesMax)
+			return s.c.submit(t) // resolves in order, like every ticket
 		}
 	}
 	return s.c.submit(newTicket(ops, mustSync, len(b.buf)))
@@ -285,10 +287,21 @@ func (s *Store) Stats() Stats {
 // whose store failed must stop acknowledging and restart from what is on disk.
 func (s *Store) Err() error { return s.c.failure() }
 
+// usable is the error SaveSnapshot and Truncate refuse with: the sticky failure or ErrClosed.
+func (s *Store) usable() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return s.Err()
+}
+
 // Close syncs everything queued, stops the flusher and closes badger. Tickets submitted after
 // Close began resolve with ErrClosed. Close is idempotent.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.snapMu.Lock() // let a SaveSnapshot in progress finish
+		s.snapMu.Unlock()
 		s.Sync().Wait() // a failure is already sticky and reported by Err
 		s.c.close()
 		s.closeErr = s.db.Close()
