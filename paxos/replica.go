@@ -287,7 +287,18 @@ func (r *Replica) Ready() Ready {
 	rd := r.rd
 	rd.Leader = r.leader
 	r.rd = Ready{}
+	r.assertf(rd.MustSync || (rd.Promised == 0 && !hasVote(rd.Entries)),
+		"a promise or vote to persist without MustSync: its reply could leave before it is durable")
 	return rd
+}
+
+func hasVote(entries []Entry) bool {
+	for i := range entries {
+		if !entries[i].Chosen {
+			return true
+		}
+	}
+	return false
 }
 
 // Advance tells the replica the Ready it returned has been handled. It exists for the Ready/Advance

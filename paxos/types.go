@@ -182,7 +182,7 @@ type Durable struct {
 	// Applied is the slot the application's durable state has applied through (its snapshot).
 	Applied uint64
 	// ChosenTo is the persisted chosen prefix: every slot up to it holds its chosen value in Entries
-	// (or is at most Applied). Persisted lazily, so it may lag.
+	// (or is at most Applied, so a store may report max(mark, Applied)). Persisted lazily: it may lag.
 	ChosenTo uint64
 	// Entries are the persisted slots above Applied, in slot order.
 	Entries []Entry
@@ -193,7 +193,8 @@ type Durable struct {
 // send AfterSync only once that persist is durable, install Snapshot and then apply Committed in
 // order, answer Dropped, and drop durable slots up to CompactTo. Then call Advance.
 type Ready struct {
-	// Promised is the acceptor's new promised ballot, or 0 when it did not change.
+	// Promised is the acceptor's new promised ballot, or 0 when it did not change. Readies must be
+	// persisted in the order they were returned: a later promise is always higher.
 	Promised Ballot
 	// Entries are slots to persist: votes (Chosen false) or values learned chosen (Chosen true).
 	Entries []Entry
@@ -217,6 +218,8 @@ type Ready struct {
 	// SendSnapshot lists peers whose next needed slot is truncated: send them a snapshot.
 	SendSnapshot []ReplicaID
 	// CompactTo, when non-zero, says durable slots up to it are no longer needed and may be deleted.
+	// It never exceeds the slot last passed to Replica.Compact, which the caller passes only once its
+	// snapshot through that slot is durable.
 	CompactTo uint64
 }
 
