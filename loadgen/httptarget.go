@@ -56,7 +56,7 @@ type queuedCall struct {
 func NewHTTPTarget(clock *Clock, addrs []string, codec httpCodec, o TargetOptions) *HTTPTarget {
 	t := &HTTPTarget{clock: clock, addrs: addrs, codec: codec, timeout: o.Timeout, conns: o.Connections,
 		pick: picker{policy: o.Policy, n: len(addrs)}, stop: make(chan struct{})}
-	for i, addr := range addrs {
+	for _, addr := range addrs {
 		t.clients = append(t.clients, &fasthttp.HostClient{
 			Addr: addr, Name: "sofadb-loadgen", MaxConns: o.Connections,
 			MaxIdemponentCallAttempts: 1,         // never retry: see the type's comment
@@ -66,6 +66,9 @@ func NewHTTPTarget(clock *Clock, addrs []string, codec httpCodec, o TargetOption
 		})
 		// A queue holds every call the generator can have outstanding, so Go never blocks.
 		t.queues = append(t.queues, make(chan queuedCall, o.MaxInflight))
+	}
+	// Started only now: the goroutines read t.queues, which the loop above was still growing.
+	for i := range addrs {
 		for range o.Connections {
 			t.wg.Add(1)
 			go t.serve(i)
