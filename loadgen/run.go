@@ -301,28 +301,52 @@ func (r *run) inWindow(c *Call) bool {
 	return c.DueNs >= r.measureFromNs && c.DueNs < r.measureToNs
 }
 
+// preloadRounds bounds how often preload retries the keys whose write failed. Preload is setup, not
+// measurement, so unlike the run it retries: a first write that meets a follower or a busy leader
+// must not fail the run.
+const preloadRounds = 5
+
 // preload writes every key once, closed loop and unmeasured, so that a read-heavy run does not
 // measure misses. It keeps up to MaxInflight writes outstanding.
 func (r *run) preload(ctx context.Context) error {
+	keys := make([]uint64, r.cfg.Workload.Keys)
+	for i := range keys {
+		keys[i] = uint64(i)
+	}
+	var lastErr error
+	for round := range preloadRounds {
+		if round > 0 {
+			time.Sleep(redialBackoff)
+		}
+		var err error
+		if keys, lastErr, err = r.preloadRound(ctx, keys); err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %d of %d keys still failing after %d rounds, last: %v", ErrPreload, len(keys),
+		r.cfg.Workload.Keys, preloadRounds, lastErr)
+}
+
+// preloadRound writes keys and returns those whose write failed.
+func (r *run) preloadRound(ctx context.Context, keys []uint64) (failed []uint64, lastErr, err error) {
 	w := &r.cfg.Workload
 	done := make(chan *Call, r.cfg.MaxInflight)
 	filler := makeFiller(r.cfg.Seed)
-	var failed int64
-	var firstErr error
 	outstanding := 0
 	wait := func() {
 		c := <-done
 		outstanding--
 		if !c.Class.Success() {
-			failed++
-			if firstErr == nil {
-				firstErr = fmt.Errorf("%v: %v", c.Class, c.Err)
-			}
+			failed = append(failed, c.KeyIndex)
+			lastErr = fmt.Errorf("%v: %v", c.Class, c.Err)
 		}
 	}
-	for k := range w.Keys {
+	for _, k := range keys {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		if outstanding == r.cfg.MaxInflight {
 			wait()
@@ -336,10 +360,7 @@ func (r *run) preload(ctx context.Context) error {
 	for outstanding > 0 {
 		wait()
 	}
-	if failed > 0 {
-		return fmt.Errorf("%w: %d of %d writes failed, first: %v", ErrPreload, failed, w.Keys, firstErr)
-	}
-	return nil
+	return failed, lastErr, nil
 }
 
 // makeFiller draws the filler that pads values, printable so that history lines stay readable.
