@@ -45,6 +45,8 @@ type HTTPTarget struct {
 	stop    chan struct{}
 	closed  atomic.Bool
 	wg      sync.WaitGroup
+	busy    []atomic.Int32 // per replica: connections carrying a request
+	waits   atomic.Int64   // calls that found every connection of their replica busy
 }
 
 type queuedCall struct {
@@ -55,7 +57,7 @@ type queuedCall struct {
 // NewHTTPTarget starts the connection goroutines for every replica in addrs.
 func NewHTTPTarget(clock *Clock, addrs []string, codec httpCodec, o TargetOptions) *HTTPTarget {
 	t := &HTTPTarget{clock: clock, addrs: addrs, codec: codec, timeout: o.Timeout, conns: o.Connections,
-		pick: picker{policy: o.Policy, n: len(addrs)}, stop: make(chan struct{})}
+		pick: picker{policy: o.Policy, n: len(addrs)}, stop: make(chan struct{}), busy: make([]atomic.Int32, len(addrs))}
 	for _, addr := range addrs {
 		t.clients = append(t.clients, &fasthttp.HostClient{
 			Addr: addr, Name: "sofadb-loadgen", MaxConns: o.Connections,
@@ -86,14 +88,22 @@ func (t *HTTPTarget) Concurrency() int {
 	return t.conns * len(t.addrs)
 }
 
+// QueueWaits is how many calls had to wait for a free connection; their wait is in their lag, and
+// the summary names it as the cause when the lag is too high.
+func (t *HTTPTarget) QueueWaits() int64 { return t.waits.Load() }
+
 // Go queues c for the replica the policy picks.
 func (t *HTTPTarget) Go(c *Call, done chan<- *Call) {
 	if t.closed.Load() {
 		t.fail(c, done, ClassConnection, ErrClosed)
 		return
 	}
+	i := t.pick.pick()
+	if int(t.busy[i].Load())+len(t.queues[i]) >= t.conns {
+		t.waits.Add(1) // it will wait in the queue for a connection: lag the summary must explain
+	}
 	select {
-	case t.queues[t.pick.pick()] <- queuedCall{c, done}:
+	case t.queues[i] <- queuedCall{c, done}:
 	default: // only if the caller broke its in-flight bound
 		t.fail(c, done, ClassConnection, errors.New("loadgen: http queue full"))
 	}
@@ -117,7 +127,9 @@ func (t *HTTPTarget) serve(i int) {
 	for {
 		select {
 		case q := <-t.queues[i]:
+			t.busy[i].Add(1)
 			t.do(i, req, resp, q)
+			t.busy[i].Add(-1)
 		case <-t.stop:
 			for { // answer whatever is still queued, so every call completes once
 				select {

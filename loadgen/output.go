@@ -47,6 +47,9 @@ func (r *run) openOutputs() error {
 	if err := os.MkdirAll(r.cfg.OutDir, 0o755); err != nil {
 		return fmt.Errorf("loadgen: output directory: %w", err)
 	}
+	if err := removeStaleResults(r.cfg.OutDir); err != nil {
+		return err
+	}
 	o := &outputs{empty: newHist()}
 	var err error
 	if o.hlog, err = os.Create(filepath.Join(r.cfg.OutDir, IntervalsFile)); err != nil {
@@ -66,6 +69,23 @@ func (r *run) openOutputs() error {
 			return fmt.Errorf("loadgen: %w", err)
 		}
 		r.history = &historyFile{f: f}
+	}
+	return nil
+}
+
+// removeStaleResults deletes the result files an earlier run left in dir, so that a file this run
+// does not write (history.jsonl without --history, errors-put.hgrm without errors) cannot be
+// mistaken for one of its results. Only the generator's own file names are touched.
+func removeStaleResults(dir string) error {
+	hgrms, err := filepath.Glob(filepath.Join(dir, "*.hgrm"))
+	if err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	for _, name := range append(hgrms, filepath.Join(dir, SummaryFile), filepath.Join(dir, IntervalsFile),
+		filepath.Join(dir, TimeseriesFile), filepath.Join(dir, HistoryFile)) {
+		if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("loadgen: %w", err)
+		}
 	}
 	return nil
 }

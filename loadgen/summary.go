@@ -85,6 +85,7 @@ type Summary struct {
 	Lag                 Dist  `json:"lag"` // actual send - intended send
 	InflightLimitHits   int64 `json:"inflight_limit_hits"`
 	WorkerQueueFullHits int64 `json:"worker_queue_full_hits"`
+	TargetQueueWaits    int64 `json:"target_queue_waits"` // calls that waited for a free connection (HTTP)
 	PeakInflight        int64 `json:"peak_inflight"`
 	MaxInflight         int   `json:"max_inflight"`
 	HistogramOverflow   int64 `json:"histogram_overflow"`
@@ -167,7 +168,7 @@ func (r *run) summarize() *Summary {
 	secs := r.cfg.Duration.Seconds()
 	s := &Summary{TargetOpsPerSec: r.cfg.RateOpsPerSec, Planned: r.planned, Unsent: r.unsent,
 		Lag: distOf(total.lag), InflightLimitHits: r.inflightHits.Load(),
-		WorkerQueueFullHits: r.queueFullHits.Load(), PeakInflight: r.peakInflight.Load(),
+		WorkerQueueFullHits: r.queueFullHits.Load(), TargetQueueWaits: r.targetQueueWaits(), PeakInflight: r.peakInflight.Load(),
 		MaxInflight: r.cfg.MaxInflight, HistogramOverflow: total.overflow, Ops: map[string]*OpSummary{},
 		ErrorSamples: r.samples.snapshot(), Manifest: r.manifest(), Warnings: []string{}}
 	s.LagP99Ns = s.Lag.P99Ns
@@ -241,10 +242,20 @@ func (r *run) lagCause(s *Summary) string {
 	switch {
 	case s.InflightLimitHits > 0:
 		return "sends waited for in-flight slots"
+	case s.TargetQueueWaits > 0:
+		return "sends waited for a free connection (HTTP carries one request per connection): raise --connections"
 	case s.WorkerQueueFullHits > 0:
 		return "every worker was busy: the generator is short of CPU or --workers"
 	}
 	return "the dispatcher woke late: the generator is short of CPU"
+}
+
+// targetQueueWaits asks the target how many calls waited for a connection, if it can tell.
+func (r *run) targetQueueWaits() int64 {
+	if q, ok := r.target.(interface{ QueueWaits() int64 }); ok {
+		return q.QueueWaits()
+	}
+	return 0
 }
 
 // warnings flags what does not invalidate a run but may explain it.
