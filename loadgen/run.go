@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,6 +98,10 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	r.writeLogHeader()
 	r.execute(ctx)
 	sum := r.summarize()
+	if ctx.Err() != nil { // rates assume the whole window was run: say it was not
+		sum.Valid = false
+		sum.InvalidReason = strings.TrimPrefix(sum.InvalidReason+"; interrupted before the end of the run", "; ")
+	}
 	return sum, r.writeResults(sum)
 }
 
