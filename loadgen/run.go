@@ -61,7 +61,9 @@ type run struct {
 	history   *historyFile
 	samples   errorSamples
 	out       *outputs // nil without --out
-	total     *recSet  // the measured window, merged after the workers exit
+
+	queueWaitsBase int64   // the target's connection waits before the run (preload)
+	total          *recSet // the measured window, merged after the workers exit
 }
 
 // Run performs one run: connect, optionally preload, wait for the next whole second, offer the
@@ -94,6 +96,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, err
 	}
 	defer r.closeOutputs()
+	r.queueWaitsBase = r.targetQueueWaits()
 	r.alignStart()
 	r.writeLogHeader()
 	r.execute(ctx)

@@ -242,7 +242,7 @@ func (r *run) lagCause(s *Summary) string {
 	switch {
 	case s.InflightLimitHits > 0:
 		return "sends waited for in-flight slots"
-	case s.TargetQueueWaits > 0:
+	case float64(s.TargetQueueWaits) > inflightHitShareMax*float64(s.Sent):
 		return "sends waited for a free connection (HTTP carries one request per connection): raise --connections"
 	case s.WorkerQueueFullHits > 0:
 		return "every worker was busy: the generator is short of CPU or --workers"
@@ -250,10 +250,10 @@ func (r *run) lagCause(s *Summary) string {
 	return "the dispatcher woke late: the generator is short of CPU"
 }
 
-// targetQueueWaits asks the target how many calls waited for a connection, if it can tell.
+// targetQueueWaits asks the target how many calls of the run waited for a connection, if it can tell.
 func (r *run) targetQueueWaits() int64 {
 	if q, ok := r.target.(interface{ QueueWaits() int64 }); ok {
-		return q.QueueWaits()
+		return q.QueueWaits() - r.queueWaitsBase // the preload's waits are not the run's
 	}
 	return 0
 }
