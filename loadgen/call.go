@@ -24,6 +24,7 @@ const (
 var classNames = [numClasses]string{"ok", "not_found", "timeout", "not_leader", "connection", "busy",
 	"unavailable", "rejected", "server"}
 
+// String is the class as summary.json and history.jsonl spell it.
 func (c Class) String() string {
 	if c < numClasses {
 		return classNames[c]

@@ -171,8 +171,8 @@ func (r *run) execute(ctx context.Context) {
 
 // dispatch walks the plan: every step whose time has come is given an in-flight slot and a call, and
 // handed to the workers in batches. It sleeps only when nothing is due, and then once, until the next
-// step: with a timer resolution near a millisecond, sleeping per request would cap the rate near
-// 1000/s and hide the lag. It sends every step due before the end of the measured window, until the
+// step (see fineSleep): even with a sleep that wakes 70 us late, sleeping per request would cap the
+// rate and turn the generator's own overhead into lag. It sends every step due before the end of the measured window, until the
 // dispatch deadline; steps still unsent then are counted.
 func (r *run) dispatch() {
 	defer close(r.batches)
@@ -213,17 +213,35 @@ func (r *run) shift(s Step) Step {
 	return s
 }
 
+// fineSleepMax is the longest wait the dispatcher sleeps with fineSleep; a longer one first sleeps on
+// a timer (which a stop can interrupt) until this close to the wake-up time.
+const fineSleepMax = 2 * time.Millisecond
+
+// sleepUntil sleeps once, until dueNs but at least MinSleep, and reports whether the run was stopped
+// meanwhile. MinSleep bounds the dispatcher's wake-ups per second, and so its CPU: each costs a
+// syscall and a hand-over of the runtime's P.
 func (r *run) sleepUntil(timer *time.Timer, dueNs int64) (stopped bool) {
-	d := time.Duration(dueNs - r.clock.Now())
-	if d <= 0 {
+	now := r.clock.Now()
+	if dueNs <= now {
 		return false
 	}
-	timer.Reset(d)
+	wakeNs := max(dueNs, now+int64(r.cfg.MinSleep))
+	if d := time.Duration(wakeNs - now); d > fineSleepMax {
+		timer.Reset(d - fineSleepMax)
+		select {
+		case <-timer.C:
+		case <-r.stop:
+			return true
+		}
+	}
+	if d := time.Duration(wakeNs - r.clock.Now()); d > 0 {
+		fineSleep(d)
+	}
 	select {
-	case <-timer.C:
-		return false
 	case <-r.stop:
 		return true
+	default:
+		return false
 	}
 }
 

@@ -27,6 +27,7 @@ func ParseArrival(s string) (Arrival, error) {
 	return 0, fmt.Errorf("%w: arrival %q (want poisson or uniform)", ErrBadConfig, s)
 }
 
+// String is the --arrival spelling, for the manifest and logs.
 func (a Arrival) String() string {
 	switch a {
 	case Uniform:

@@ -130,6 +130,7 @@ type Manifest struct {
 	TimeoutNs   int64   `json:"timeout_ns"`
 	Workers     int     `json:"workers"`
 	MaxLagP99Ns int64   `json:"max_lag_p99_ns"`
+	MinSleepNs  int64   `json:"min_sleep_ns"`
 }
 
 func (r *run) manifest() Manifest {
@@ -144,7 +145,7 @@ func (r *run) manifest() Manifest {
 		KeyDist: c.Workload.KeyDist.String(), Keys: c.Workload.Keys, KeyBytes: c.Workload.KeyBytes,
 		ValueBytes: c.Workload.ValueBytes, Preload: c.Preload, Connections: c.Connections,
 		MaxInflight: c.MaxInflight, Policy: c.Policy.String(), TimeoutNs: int64(c.Timeout),
-		Workers: c.Workers, MaxLagP99Ns: int64(c.MaxLagP99)}
+		Workers: c.Workers, MaxLagP99Ns: int64(c.MaxLagP99), MinSleepNs: int64(c.MinSleep)}
 	if c.Workload.KeyDist == KeysZipf {
 		m.ZipfTheta = c.Workload.ZipfTheta
 	}

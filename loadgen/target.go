@@ -38,6 +38,7 @@ func ParsePolicy(s string) (Policy, error) {
 	return 0, fmt.Errorf("%w: policy %q (want leader, round-robin or random)", ErrBadConfig, s)
 }
 
+// String is the --policy spelling, for the manifest.
 func (p Policy) String() string {
 	switch p {
 	case PolicyLeader:

@@ -56,6 +56,7 @@ func ParseKeyDist(s string) (KeyDist, error) {
 	return 0, fmt.Errorf("%w: key distribution %q (want uniform or zipf)", ErrBadConfig, s)
 }
 
+// String is the --key-dist spelling, for the manifest.
 func (d KeyDist) String() string {
 	if d == KeysZipf {
 		return "zipf"

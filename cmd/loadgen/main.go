@@ -106,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, error) {
 	fs.StringVar(&policy, "policy", "leader", "replica choice: leader (follow redirects and hints), round-robin, or random")
 	fs.DurationVar(&c.Timeout, "timeout", loadgen.DefaultTimeout, "per-request timeout; a request not answered by then is recorded as a timeout")
 	fs.IntVar(&c.Workers, "workers", 0, "goroutines issuing requests and recording completions (default: GOMAXPROCS, here "+fmt.Sprint(runtime.GOMAXPROCS(0))+")")
+	fs.DurationVar(&c.MinSleep, "min-sleep", loadgen.DefaultMinSleep, "dispatcher's shortest sleep between sends: lower keeps send times closer to the schedule for more CPU (1ns: as close as the kernel allows, about 0.1 ms)")
 	fs.DurationVar(&c.MaxLagP99, "max-lag-p99", loadgen.DefaultMaxLagP99, "validity threshold: the run is invalid if the p99 of (actual - intended send time) exceeds it")
 	fs.StringVar(&c.OutDir, "out", "", "directory for the result files (created); empty: summary on stderr only")
 	fs.BoolVar(&c.History, "history", false, "also write history.jsonl (every call's send and return time, input and output) for linearizability checking; needs --out")
