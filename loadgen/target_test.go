@@ -70,6 +70,40 @@ func TestSofaTarget(t *testing.T) {
 	expect(t, issue(t, tg, paxos.OpGet, "k1", ""), ClassConnection, "")
 }
 
+// TestSofaTargetReconnects: after its replica restarts, a broken connection is redialled in the
+// background; calls fail as connection errors until then, and succeed after.
+func TestSofaTargetReconnects(t *testing.T) {
+	s := startSofa(t)
+	o := opts()
+	o.Connections = 1
+	tg, err := NewSofaTarget(NewClock(time.Now()), []string{s.Addr()}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	expect(t, issue(t, tg, paxos.OpPut, "k", "v"), ClassOK, "")
+	addr := s.Addr()
+	s.Close()
+	expect(t, issue(t, tg, paxos.OpGet, "k", ""), ClassConnection, "")
+	expect(t, issue(t, tg, paxos.OpGet, "k", ""), ClassConnection, "") // redial pending: fails at once
+	s2, err := sofatest.StartAt(addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s again: %v", addr, err)
+	}
+	defer s2.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		c := issue(t, tg, paxos.OpGet, "k", "")
+		if c.Class == ClassNotFound { // the restarted server has lost its data, but it answers
+			return
+		}
+		if c.Class != ClassConnection || time.Now().After(deadline) {
+			t.Fatalf("after the restart: %v (%v), want the connection back", c.Class, c.Err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func startSofa(t *testing.T) *sofatest.Server {
 	s, err := sofatest.Start()
 	if err != nil {

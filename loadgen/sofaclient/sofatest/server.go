@@ -29,9 +29,13 @@ type Server struct {
 	wg         sync.WaitGroup
 }
 
-// Start listens on a loopback port.
-func Start() (*Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// Start listens on a free loopback port.
+func Start() (*Server, error) { return StartAt("127.0.0.1:0") }
+
+// StartAt listens on addr: a test restarts a "replica" on the address it had, to exercise
+// reconnection. Its data starts empty, as after a crash without persistence.
+func StartAt(addr string) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
