@@ -39,8 +39,9 @@ const historyIDBytes = 16
 //
 // call_ns is the actual send time and return_ns the completion, both ns after the run's zero. A get
 // carries "found" and "output" (the id of the value read). "unknown" marks a mutation whose outcome
-// the client cannot know (timeout, broken connection): a checker must let it take effect at any
-// later time (porcupine: return time math.MaxInt64).
+// the client cannot know (timeout, broken connection, unavailable): a checker must let it take effect
+// at any later time (porcupine: return time math.MaxInt64). Other failed mutations were refused
+// (not leader, busy, rejected) and did not happen.
 func (w *worker) appendHistory(c *Call) {
 	t0 := w.r.t0Ns
 	b := append(w.hist, `{"id":`...)
@@ -75,7 +76,7 @@ func (w *worker) appendHistory(c *Call) {
 		b = append(b, `,"output":`...)
 		b = append(b, out...)
 	}
-	unknown := c.Op.Mutates() && (c.Class == ClassTimeout || c.Class == ClassConnection)
+	unknown := c.Op.Mutates() && outcomeUnknown(c.Class)
 	b = append(b, `,"unknown":`...)
 	b = strconv.AppendBool(b, unknown)
 	b = append(b, "}\n"...)
@@ -83,6 +84,13 @@ func (w *worker) appendHistory(c *Call) {
 	if len(w.hist) >= historyFlushBytes {
 		w.flushHistory()
 	}
+}
+
+// outcomeUnknown says whether a failed mutation may still have been applied: nothing came back
+// (timeout, connection), or the server said so (unavailable: no quorum, the proposal may still be
+// chosen).
+func outcomeUnknown(c Class) bool {
+	return c == ClassTimeout || c == ClassConnection || c == ClassUnavailable
 }
 
 func (w *worker) flushHistory() {
