@@ -12,7 +12,8 @@ import (
 // measuring the generator's own ceiling. It answers every call after ServiceNs of work; the work
 // happens only outside stalls, windows of StallForNs that start every StallEveryNs on the run clock
 // (a frozen server: a call that arrives or is being worked on during a stall finishes that much
-// later). It stores nothing: reads answer OK with an empty value.
+// later). It stores nothing: reads answer OK with an empty value, so only its write-only histories
+// make sense to a linearizability checker.
 //
 // Completion times are computed, not observed: a call is stamped done at exactly the instant the
 // model says, and delivered when a timer fires at or after it. The generator's accounting is then

@@ -19,7 +19,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/anishathalye/porcupine"
 	"github.com/sofadb/sofadb/loadgen"
+	"github.com/sofadb/sofadb/loadgen/lincheck"
 )
 
 const usageHead = `loadgen: an open-loop load generator. Requests are due on a fixed schedule whatever the
@@ -27,6 +29,7 @@ service does, and latency is measured from when each request was due, so a stall
 percentiles (no coordinated omission).
 
 Usage: loadgen --target URL --rate OPS [flags]
+       loadgen --check-history DIR/history.jsonl [--check-timeout 60s]
 
 Targets:
   sofa://host:port,host:port,...       SofaDB binary protocol (pipelined TCP)
@@ -49,13 +52,16 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) int {
-	cfg, quiet, err := parseFlags(args, stderr)
+	cfg, quiet, check, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "loadgen:", err)
 		return 2
+	}
+	if check.path != "" {
+		return checkHistory(check.path, check.timeout, stderr)
 	}
 	if !quiet {
 		cfg.Progress = stderr
@@ -76,7 +82,13 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, error) {
+// checkFlags are the flags of the history-checking mode.
+type checkFlags struct {
+	path    string
+	timeout time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, checkFlags, error) {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -87,6 +99,7 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, error) {
 	var arrival, workload, keyDist, policy string
 	var keys uint64
 	var quiet bool
+	var check checkFlags
 	fs.StringVar(&c.TargetURL, "target", "", "system under test: sofa://, sofa-http://, etcd:// or fake:// URL (required)")
 	fs.Float64Var(&c.RateOpsPerSec, "rate", 0, "offered load in ops/s, all operations together (required)")
 	fs.StringVar(&arrival, "arrival", "poisson", "arrival process: poisson or uniform")
@@ -111,11 +124,16 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, error) {
 	fs.StringVar(&c.OutDir, "out", "", "directory for the result files (created); empty: summary on stderr only")
 	fs.BoolVar(&c.History, "history", false, "also write history.jsonl (every call's send and return time, input and output) for linearizability checking; needs --out")
 	fs.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
+	fs.StringVar(&check.path, "check-history", "", "instead of a run: check this history.jsonl for linearizability (porcupine); exit 0 if linearizable, 1 if not or undecided")
+	fs.DurationVar(&check.timeout, "check-timeout", time.Minute, "time budget of --check-history; running out counts as a failure")
 	if err := fs.Parse(args); err != nil {
-		return c, false, err
+		return c, false, check, err
 	}
 	if fs.NArg() > 0 {
-		return c, false, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return c, false, check, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if check.path != "" {
+		return c, quiet, check, nil
 	}
 	var err error
 	var errs []error
@@ -132,7 +150,29 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, error) {
 	if c.TargetURL == "" || c.RateOpsPerSec == 0 {
 		errs = append(errs, errors.New("--target and --rate are required (loadgen -h for help)"))
 	}
-	return c, quiet, errors.Join(errs...)
+	return c, quiet, check, errors.Join(errs...)
+}
+
+// checkHistory runs the linearizability check on a history file.
+func checkHistory(path string, timeout time.Duration, stderr io.Writer) int {
+	f, err := os.Open(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 2
+	}
+	defer f.Close()
+	recs, err := lincheck.Read(f)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 2
+	}
+	start := time.Now()
+	res := lincheck.Check(recs, timeout)
+	fmt.Fprintf(stderr, "%s: %d operations, %s in %s\n", path, len(recs), res, time.Since(start).Round(time.Millisecond))
+	if res != porcupine.Ok {
+		return 1
+	}
+	return 0
 }
 
 // nonZero lists the error classes that occurred, " (timeout 3, not_leader 1)", or "" when none did.

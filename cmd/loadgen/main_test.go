@@ -21,13 +21,29 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 		"connections": "per replica", "max-inflight": "requests", "duration": "Go syntax with a unit"}
 	for _, name := range []string{"target", "rate", "arrival", "seed", "warmup", "duration", "interval",
 		"workload", "keys", "key-dist", "zipf-theta", "key-size", "value-size", "preload", "connections",
-		"max-inflight", "policy", "timeout", "workers", "min-sleep", "max-lag-p99", "out", "history", "quiet"} {
+		"max-inflight", "policy", "timeout", "workers", "min-sleep", "max-lag-p99", "out", "history", "quiet", "check-history", "check-timeout"} {
 		if !strings.Contains(help, "  -"+name+" ") && !strings.Contains(help, "  -"+name+"\n") {
 			t.Errorf("-h does not document -%s", name)
 		}
 		if unit, ok := units[name]; ok && !strings.Contains(help, unit) {
 			t.Errorf("-h does not give the unit of -%s (%s)", name, unit)
 		}
+	}
+}
+
+// TestCheckHistory: a run's history checks as linearizable (exit 0).
+func TestCheckHistory(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	if code := run([]string{"--target", "fake://", "--rate", "500", "--warmup", "0s", "--duration", "200ms",
+		"--workload", "write", "--keys", "10", "--quiet", "--history", "--max-lag-p99", "200ms", "--out", dir}, &out); code != 0 {
+		t.Fatalf("run exited %d: %s", code, out.String())
+	}
+	if code := run([]string{"--check-history", filepath.Join(dir, "history.jsonl")}, &out); code != 0 {
+		t.Fatalf("check exited %d: %s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "Ok") {
+		t.Fatalf("check output %q does not say Ok", out.String())
 	}
 }
 
@@ -50,6 +66,9 @@ func TestRunWritesSummary(t *testing.T) {
 	}
 	if err := json.Unmarshal(b, &s); err != nil || !s.Valid || s.Sent != 300 {
 		t.Fatalf("summary %+v (%v), want valid with 300 sent", s, err)
+	}
+	if code := run([]string{"--check-history", filepath.Join(dir, "history.jsonl")}, &out); code != 2 {
+		t.Fatalf("checking a history the run did not write exited %d, want 2", code)
 	}
 	if code := run([]string{"--target", "nope://x", "--rate", "10"}, &out); code != 2 {
 		t.Fatalf("bad target exited %d, want 2", code)
