@@ -17,6 +17,12 @@ import (
 // a whole burst while another idles.
 const batchCallsMax = 128
 
+// batchQueuePerWorker sizes the dispatcher-to-workers queue. With sub-millisecond wake-ups a batch
+// holds only a few calls, so the queue must cover a worker descheduled for a few milliseconds by a
+// busy machine (the first version, 4 per worker, blocked the dispatcher several times a run at 10k
+// ops/s); the in-flight bound, not this queue, limits what is outstanding.
+const batchQueuePerWorker = 64
+
 // drainGrace is how long after the last timeout the run waits for answers before calling the
 // remaining calls lost. Targets time calls out themselves, so only a broken target gets this far.
 const drainGrace = time.Second
@@ -138,7 +144,7 @@ func (r *run) alignStart() {
 
 // execute runs the dispatcher, the workers and the collector to the end of the drain.
 func (r *run) execute(ctx context.Context) {
-	r.batches = make(chan []*Call, 4*r.cfg.Workers)
+	r.batches = make(chan []*Call, batchQueuePerWorker*r.cfg.Workers)
 	quit := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range r.cfg.Workers {
