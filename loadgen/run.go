@@ -47,8 +47,9 @@ type run struct {
 	// (capacity 1), so the dispatcher waiting for a slot cannot miss its wake-up.
 	inflight      atomic.Int64
 	slotFreed     chan struct{}
-	inflightHits  atomic.Int64 // calls that found the bound reached and had to wait
-	queueFullHits atomic.Int64 // batches that found every worker busy
+	inflightHits  atomic.Int64 // calls that waited for a slot held by calls at the target
+	queueFullHits atomic.Int64 // waits caused by workers behind: a full queue, or slots held by it
+	queued        atomic.Int64 // calls handed to the workers' queue and not yet taken
 	peakInflight  atomic.Int64
 
 	// dispatchOver is closed at the dispatch deadline: the end of the measured window plus MaxLagP99.
@@ -256,7 +257,13 @@ func (r *run) sleepUntil(timer *time.Timer, dueNs int64) (stopped bool) {
 // wait, and the hit is counted so the summary can blame the bound rather than the service.
 func (r *run) acquireSlot(batch *[]*Call) bool {
 	if r.inflight.Load() >= r.maxInflight {
-		r.inflightHits.Add(1)
+		// Slots held mostly by calls the workers have not even issued mean the workers are behind,
+		// not the target: count the wait as theirs, so the summary blames the right part.
+		if 2*r.queued.Load() >= r.maxInflight {
+			r.queueFullHits.Add(1)
+		} else {
+			r.inflightHits.Add(1)
+		}
 		if !r.flush(batch) { // calls that already hold slots go out before we wait
 			return false
 		}
@@ -291,6 +298,8 @@ func (r *run) flush(batch *[]*Call) bool {
 	if len(*batch) == 0 {
 		return true
 	}
+	n := int64(len(*batch))
+	r.queued.Add(n)
 	select {
 	case r.batches <- *batch:
 	default:
@@ -298,6 +307,7 @@ func (r *run) flush(batch *[]*Call) bool {
 		select {
 		case r.batches <- *batch:
 		case <-r.stop:
+			r.queued.Add(-n)
 			return false
 		}
 	}

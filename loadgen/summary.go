@@ -84,8 +84,8 @@ type Summary struct {
 	LagP99Ns            int64 `json:"lag_p99_ns"`
 	Lag                 Dist  `json:"lag"` // actual send - intended send
 	InflightLimitHits   int64 `json:"inflight_limit_hits"`
-	WorkerQueueFullHits int64 `json:"worker_queue_full_hits"`
-	TargetQueueWaits    int64 `json:"target_queue_waits"` // calls that waited for a free connection (HTTP)
+	WorkerQueueFullHits int64 `json:"worker_queue_full_hits"` // dispatcher waits caused by workers behind
+	TargetQueueWaits    int64 `json:"target_queue_waits"`     // calls that waited for a free connection (HTTP)
 	PeakInflight        int64 `json:"peak_inflight"`
 	MaxInflight         int   `json:"max_inflight"`
 	HistogramOverflow   int64 `json:"histogram_overflow"`

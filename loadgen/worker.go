@@ -42,6 +42,7 @@ func (w *worker) loop(quit <-chan struct{}) {
 				batches = nil
 				continue
 			}
+			w.r.queued.Add(-int64(len(b)))
 			for _, c := range b {
 				w.issue(c)
 			}
