@@ -27,7 +27,7 @@ type Config struct {
 	Workload Workload
 	Preload  bool // write every key once before the run, so reads find values
 
-	Connections int           // per replica; default 4
+	Connections int           // per replica; default 4 for sofa://, 64 for HTTP targets
 	MaxInflight int           // bound on calls sent and not completed; default 1024
 	Policy      Policy        // which replica gets a call; default PolicyLeader
 	Timeout     time.Duration // per call; default 1 s
@@ -52,11 +52,14 @@ type Config struct {
 const (
 	DefaultDuration    = 30 * time.Second
 	DefaultInterval    = time.Second
-	DefaultConnections = 4
-	DefaultMaxInflight = 1024
-	DefaultTimeout     = time.Second
-	DefaultMaxLagP99   = 5 * time.Millisecond
-	DefaultMinSleep    = 250 * time.Microsecond
+	DefaultConnections = 4 // sofa://: each connection pipelines any number of requests
+	// DefaultHTTPConnections is the HTTP default: HTTP/1.1 carries one request per connection, so
+	// connections bound what is in flight (64 at 2 ms is 32k ops/s per replica).
+	DefaultHTTPConnections = 64
+	DefaultMaxInflight     = 1024
+	DefaultTimeout         = time.Second
+	DefaultMaxLagP99       = 5 * time.Millisecond
+	DefaultMinSleep        = 250 * time.Microsecond
 )
 
 func (c *Config) applyDefaults() {
@@ -71,6 +74,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Connections == 0 {
 		c.Connections = DefaultConnections
+		if spec, err := ParseTarget(c.TargetURL); err == nil && (spec.Scheme == SchemeSofaHTTP || spec.Scheme == SchemeEtcd) {
+			c.Connections = DefaultHTTPConnections
+		}
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight

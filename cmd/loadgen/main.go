@@ -114,7 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, checkFla
 	fs.IntVar(&c.Workload.KeyBytes, "key-size", 16, "key size in bytes")
 	fs.IntVar(&c.Workload.ValueBytes, "value-size", 128, "value size in bytes (>= 16 keeps every written value unique for --history)")
 	fs.BoolVar(&c.Preload, "preload", false, "write every key once before the run (closed loop, unmeasured) so reads find values")
-	fs.IntVar(&c.Connections, "connections", loadgen.DefaultConnections, "connections per replica (HTTP: also the requests each replica can have in flight)")
+	fs.IntVar(&c.Connections, "connections", 0, fmt.Sprintf("connections per replica; HTTP carries one request per connection, so for sofa-http:// and etcd:// this bounds the requests in flight per replica (default %d for sofa://, %d for HTTP targets)", loadgen.DefaultConnections, loadgen.DefaultHTTPConnections))
 	fs.IntVar(&c.MaxInflight, "max-inflight", loadgen.DefaultMaxInflight, "bound on requests sent and not completed; a request due when it is reached waits (counted, shown in latency)")
 	fs.StringVar(&policy, "policy", "leader", "replica choice: leader (follow redirects and hints), round-robin, or random")
 	fs.DurationVar(&c.Timeout, "timeout", loadgen.DefaultTimeout, "per-request timeout; a request not answered by then is recorded as a timeout")
