@@ -54,8 +54,19 @@ type queuedCall struct {
 	done chan<- *Call
 }
 
-// NewHTTPTarget starts the connection goroutines for every replica in addrs.
-func NewHTTPTarget(clock *Clock, addrs []string, codec httpCodec, o TargetOptions) *HTTPTarget {
+// NewSofaHTTPTarget sends calls to SofaDB's HTTP API (PUT, GET, DELETE /kv/{key}) on every replica
+// in addrs.
+func NewSofaHTTPTarget(clock *Clock, addrs []string, o TargetOptions) *HTTPTarget {
+	return newHTTPTarget(clock, addrs, sofaHTTPCodec{}, o)
+}
+
+// NewEtcdTarget sends calls to etcd v3's JSON gateway on every member in addrs.
+func NewEtcdTarget(clock *Clock, addrs []string, o TargetOptions) *HTTPTarget {
+	return newHTTPTarget(clock, addrs, etcdCodec{}, o)
+}
+
+// newHTTPTarget starts the connection goroutines for every replica in addrs.
+func newHTTPTarget(clock *Clock, addrs []string, codec httpCodec, o TargetOptions) *HTTPTarget {
 	t := &HTTPTarget{clock: clock, addrs: addrs, codec: codec, timeout: o.Timeout, conns: o.Connections,
 		pick: picker{policy: o.Policy, n: len(addrs)}, stop: make(chan struct{}), busy: make([]atomic.Int32, len(addrs))}
 	for _, addr := range addrs {

@@ -142,9 +142,9 @@ func ParseTarget(s string) (TargetSpec, error) {
 func (s TargetSpec) Open(clock *Clock, o TargetOptions) (Target, error) {
 	switch s.Scheme {
 	case SchemeSofaHTTP:
-		return NewHTTPTarget(clock, s.Addrs, sofaHTTPCodec{}, o), nil
+		return NewSofaHTTPTarget(clock, s.Addrs, o), nil
 	case SchemeEtcd:
-		return NewHTTPTarget(clock, s.Addrs, etcdCodec{}, o), nil
+		return NewEtcdTarget(clock, s.Addrs, o), nil
 	case SchemeSofa:
 		return openSofa(clock, s.Addrs, o)
 	case SchemeFake:

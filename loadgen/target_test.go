@@ -182,7 +182,7 @@ func TestSofaHTTPTarget(t *testing.T) {
 	follower.mu.Lock()
 	follower.leader = leader.addr()
 	follower.mu.Unlock()
-	tg := NewHTTPTarget(NewClock(time.Now()), []string{follower.addr(), leader.addr()}, sofaHTTPCodec{}, opts())
+	tg := NewSofaHTTPTarget(NewClock(time.Now()), []string{follower.addr(), leader.addr()}, opts())
 	defer tg.Close()
 	expect(t, issue(t, tg, paxos.OpPut, "k1", "v"), ClassNotLeader, "")
 	kvSemantics(t, tg)
@@ -227,7 +227,7 @@ func etcdHandler(s *kvServer, ctx *fasthttp.RequestCtx) {
 // etcd 3.4 answers them.
 func TestEtcdTarget(t *testing.T) {
 	s := startHTTP(t, etcdHandler)
-	tg := NewHTTPTarget(NewClock(time.Now()), []string{s.addr()}, etcdCodec{}, opts())
+	tg := NewEtcdTarget(NewClock(time.Now()), []string{s.addr()}, opts())
 	defer tg.Close()
 	kvSemantics(t, tg)
 }
