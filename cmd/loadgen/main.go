@@ -1,0 +1,174 @@
+// Command loadgen offers an open-loop load to a SofaDB cluster (or etcd, or an in-process fake) and
+// writes what it measured. It is a thin shell over package loadgen: flags in, Run, exit status out.
+//
+// Exit status: 0 for a valid run, 1 when the run happened but its summary says valid: false (the
+// generator could not offer the load it claims), 2 for a configuration error or a failed run.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sofadb/sofadb/loadgen"
+)
+
+const usageHead = `loadgen: an open-loop load generator. Requests are due on a fixed schedule whatever the
+service does, and latency is measured from when each request was due, so a stall shows in the
+percentiles (no coordinated omission).
+
+Usage: loadgen --target URL --rate OPS [flags]
+
+Targets:
+  sofa://host:port,host:port,...       SofaDB binary protocol (pipelined TCP)
+  sofa-http://host:port,...            SofaDB HTTP API (PUT/GET/DELETE /kv/{key})
+  etcd://host:port,...                 etcd v3 JSON gateway (/v3/kv/put, /v3/kv/range)
+  fake://?service=1ms&stall=200ms&stall-every=1s
+                                       in-process fake; no query = instant answers
+                                       (measures the generator's own ceiling)
+
+Output (--out DIR): summary.json, latency-<op>.hgrm, service-<op>.hgrm, lag.hgrm,
+intervals.hlog, timeseries.csv, history.jsonl (with --history). Durations are in ns,
+.hgrm files in ms. Exit status: 0 valid run, 1 run done but invalid, 2 error.
+Duration flags take Go syntax with a unit: 500us, 100ms, 30s, 2m. Sizes are bytes.
+
+Flags:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	cfg, quiet, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 2
+	}
+	if !quiet {
+		cfg.Progress = stderr
+		fmt.Fprintf(stderr, "loadgen: %s at %.0f ops/s (%s, seed %d), warm-up %s, duration %s\n",
+			cfg.TargetURL, cfg.RateOpsPerSec, cfg.Arrival, cfg.Seed, cfg.Warmup, cfg.Duration)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	sum, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 2
+	}
+	printSummary(stderr, sum, cfg.OutDir)
+	if !sum.Valid {
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, error) {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageHead)
+		fs.PrintDefaults()
+	}
+	var c loadgen.Config
+	var arrival, workload, keyDist, policy string
+	var keys uint64
+	var quiet bool
+	fs.StringVar(&c.TargetURL, "target", "", "system under test: sofa://, sofa-http://, etcd:// or fake:// URL (required)")
+	fs.Float64Var(&c.RateOpsPerSec, "rate", 0, "offered load in ops/s, all operations together (required)")
+	fs.StringVar(&arrival, "arrival", "poisson", "arrival process: poisson or uniform")
+	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the arrival and workload streams; the same seed replays the same plan")
+	fs.DurationVar(&c.Warmup, "warmup", 5*time.Second, "warm-up before the measured window: sent and logged, excluded from the summary")
+	fs.DurationVar(&c.Duration, "duration", loadgen.DefaultDuration, "measured window")
+	fs.DurationVar(&c.Interval, "interval", loadgen.DefaultInterval, "length of each interval histogram in intervals.hlog and row in timeseries.csv (100ms for failover runs)")
+	fs.StringVar(&workload, "workload", "write", "operation mix: write (100% put), read (100% get), ycsb-a (50/50 get/put), ycsb-b (95/5), ycsb-c (100% get)")
+	fs.Uint64Var(&keys, "keys", 100_000, "number of distinct keys")
+	fs.StringVar(&keyDist, "key-dist", "uniform", "key popularity: uniform or zipf")
+	fs.Float64Var(&c.Workload.ZipfTheta, "zipf-theta", 0.99, "Zipf exponent for --key-dist zipf, in (0, 1) (YCSB: 0.99)")
+	fs.IntVar(&c.Workload.KeyBytes, "key-size", 16, "key size in bytes")
+	fs.IntVar(&c.Workload.ValueBytes, "value-size", 128, "value size in bytes (>= 16 keeps every written value unique for --history)")
+	fs.BoolVar(&c.Preload, "preload", false, "write every key once before the run (closed loop, unmeasured) so reads find values")
+	fs.IntVar(&c.Connections, "connections", loadgen.DefaultConnections, "connections per replica (HTTP: also the requests each replica can have in flight)")
+	fs.IntVar(&c.MaxInflight, "max-inflight", loadgen.DefaultMaxInflight, "bound on requests sent and not completed; a request due when it is reached waits (counted, shown in latency)")
+	fs.StringVar(&policy, "policy", "leader", "replica choice: leader (follow redirects and hints), round-robin, or random")
+	fs.DurationVar(&c.Timeout, "timeout", loadgen.DefaultTimeout, "per-request timeout; a request not answered by then is recorded as a timeout")
+	fs.IntVar(&c.Workers, "workers", 0, "goroutines issuing requests and recording completions (default: GOMAXPROCS, here "+fmt.Sprint(runtime.GOMAXPROCS(0))+")")
+	fs.DurationVar(&c.MaxLagP99, "max-lag-p99", loadgen.DefaultMaxLagP99, "validity threshold: the run is invalid if the p99 of (actual - intended send time) exceeds it")
+	fs.StringVar(&c.OutDir, "out", "", "directory for the result files (created); empty: summary on stderr only")
+	fs.BoolVar(&c.History, "history", false, "also write history.jsonl (every call's send and return time, input and output) for linearizability checking; needs --out")
+	fs.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
+	if err := fs.Parse(args); err != nil {
+		return c, false, err
+	}
+	if fs.NArg() > 0 {
+		return c, false, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	var err error
+	var errs []error
+	c.Arrival, err = loadgen.ParseArrival(arrival)
+	errs = append(errs, err)
+	c.Workload.Mix, err = loadgen.ParseMix(workload)
+	errs = append(errs, err)
+	c.Workload.KeyDist, err = loadgen.ParseKeyDist(keyDist)
+	errs = append(errs, err)
+	c.Policy, err = loadgen.ParsePolicy(policy)
+	errs = append(errs, err)
+	c.Workload.Keys = keys
+	c.Command = append([]string{"loadgen"}, args...)
+	if c.TargetURL == "" || c.RateOpsPerSec == 0 {
+		errs = append(errs, errors.New("--target and --rate are required (loadgen -h for help)"))
+	}
+	return c, quiet, errors.Join(errs...)
+}
+
+// nonZero lists the error classes that occurred, " (timeout 3, not_leader 1)", or "" when none did.
+func nonZero(byClass map[string]int64) string {
+	var parts []string
+	for class, n := range byClass {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", class, n))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	sort.Strings(parts)
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+func printSummary(w io.Writer, s *loadgen.Summary, outDir string) {
+	ms := func(ns int64) string { return fmt.Sprintf("%.3fms", float64(ns)/1e6) }
+	fmt.Fprintf(w, "\ntarget %.0f ops/s  sent %.1f ops/s  completed %.1f ops/s  errors %.1f ops/s  lost %d\n",
+		s.TargetOpsPerSec, s.SentOpsPerSec, s.CompletedOpsPerSec, s.ErrorOpsPerSec, s.Lost)
+	fmt.Fprintf(w, "lag p50 %s p99 %s max %s  in-flight peak %d of %d, limit hits %d\n",
+		ms(s.Lag.P50Ns), ms(s.Lag.P99Ns), ms(s.Lag.MaxNs), s.PeakInflight, s.MaxInflight, s.InflightLimitHits)
+	for name, o := range s.Ops {
+		fmt.Fprintf(w, "%-4s n=%d  latency p50 %s p90 %s p99 %s p99.9 %s max %s  service p99 %s  errors %d%s\n",
+			name, o.Count, ms(o.P50Ns), ms(o.P90Ns), ms(o.P99Ns), ms(o.P999Ns), ms(o.MaxNs), ms(o.Service.P99Ns),
+			o.Errors, nonZero(o.ErrorsByClass))
+	}
+	for _, warn := range s.Warnings {
+		fmt.Fprintln(w, "warning:", warn)
+	}
+	if s.Valid {
+		fmt.Fprintln(w, "valid: true")
+	} else {
+		fmt.Fprintln(w, "valid: false:", s.InvalidReason)
+	}
+	if outDir != "" {
+		fmt.Fprintln(w, "results in", outDir)
+	}
+}

@@ -1,0 +1,107 @@
+package loadgen
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+)
+
+// Config is one run. Run fills zero fields with the defaults named on them, so a Config literal in
+// a test only says what the test is about.
+type Config struct {
+	// TargetURL names the system under test: sofa://h:p,..., sofa-http://h:p,..., etcd://h:p,...
+	// or fake://?service=1ms (see ParseTarget).
+	TargetURL string
+	// NewTarget, when set, builds the target instead of TargetURL (tests, embedding).
+	NewTarget func(*Clock) (Target, error)
+
+	RateOpsPerSec float64 // offered load; required
+	Arrival       Arrival // default Poisson
+	Seed          uint64  // seeds the arrival and workload streams; 0 is a valid seed
+
+	Warmup   time.Duration // sent and logged, excluded from the summary; default 0
+	Duration time.Duration // measured window; default 30 s
+	Interval time.Duration // interval histogram length; default 1 s
+
+	Workload Workload
+	Preload  bool // write every key once before the run, so reads find values
+
+	Connections int           // per replica; default 4
+	MaxInflight int           // bound on calls sent and not completed; default 1024
+	Policy      Policy        // which replica gets a call; default PolicyLeader
+	Timeout     time.Duration // per call; default 1 s
+	Workers     int           // goroutines issuing and recording; default GOMAXPROCS
+
+	// MaxLagP99 is the validity threshold on the generator's own lateness: a run whose send lag
+	// p99 exceeds it is invalid. Default 5 ms: five times this machine's timer resolution.
+	MaxLagP99 time.Duration
+
+	OutDir   string    // where the result files go; empty: no files
+	History  bool      // write history.jsonl (needs OutDir)
+	Progress io.Writer // live progress once a second; nil: silent
+	Command  []string  // the command line, recorded in the manifest
+}
+
+// Defaults, exported so the command's -h text and the code cannot disagree.
+const (
+	DefaultDuration    = 30 * time.Second
+	DefaultInterval    = time.Second
+	DefaultConnections = 4
+	DefaultMaxInflight = 1024
+	DefaultTimeout     = time.Second
+	DefaultMaxLagP99   = 5 * time.Millisecond
+)
+
+func (c *Config) applyDefaults() {
+	if c.Arrival == 0 {
+		c.Arrival = Poisson
+	}
+	if c.Duration == 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.Interval == 0 {
+		c.Interval = DefaultInterval
+	}
+	if c.Connections == 0 {
+		c.Connections = DefaultConnections
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.Policy == 0 {
+		c.Policy = PolicyLeader
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Workers == 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.MaxLagP99 == 0 {
+		c.MaxLagP99 = DefaultMaxLagP99
+	}
+	if c.Workload.KeyDist == 0 {
+		c.Workload.KeyDist = KeysUniform
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.TargetURL == "" && c.NewTarget == nil:
+		return fmt.Errorf("%w: no target", ErrBadConfig)
+	case !(c.RateOpsPerSec > 0):
+		return fmt.Errorf("%w: --rate must be above 0 ops/s", ErrBadConfig)
+	case c.Duration < 0 || c.Warmup < 0:
+		return fmt.Errorf("%w: negative duration", ErrBadConfig)
+	case c.Interval < time.Millisecond:
+		return fmt.Errorf("%w: --interval must be at least 1ms", ErrBadConfig)
+	case c.Connections < 1 || c.MaxInflight < 1 || c.Workers < 1:
+		return fmt.Errorf("%w: --connections, --max-inflight and --workers must be at least 1", ErrBadConfig)
+	case c.Timeout <= 0:
+		return fmt.Errorf("%w: --timeout must be above 0", ErrBadConfig)
+	case c.History && c.OutDir == "":
+		return fmt.Errorf("%w: --history needs --out", ErrBadConfig)
+	}
+	return c.Workload.Validate()
+}
