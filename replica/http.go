@@ -62,8 +62,9 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 	case ctx.IsDelete():
 		op = paxos.OpDelete
 	default:
-		ctx.Response.Header.Set("Allow", "GET, PUT, DELETE")
+		// ctx.Error resets the response, headers included: set Allow after it.
 		ctx.Error("method not allowed: use GET, PUT or DELETE on /kv/{key}\n", fasthttp.StatusMethodNotAllowed)
+		ctx.Response.Header.Set("Allow", "GET, PUT, DELETE")
 		return
 	}
 	var value []byte
@@ -110,8 +111,9 @@ func (s *Server) writeKV(ctx *fasthttp.RequestCtx, op paxos.Op, key []byte, resp
 		ctx.Error("not found\n", fasthttp.StatusNotFound)
 	case wire.StatusNotLeader:
 		if addr := s.cfg.HTTPAddrs[resp.leader]; resp.leader != 0 && addr != "" {
-			ctx.Response.Header.Set("Location", "http://"+addr+"/kv/"+string(key))
+			// ctx.Error resets the response, headers included: set Location after it.
 			ctx.Error(fmt.Sprintf("not the leader: replica %d is\n", resp.leader), fasthttp.StatusTemporaryRedirect)
+			ctx.Response.Header.Set("Location", "http://"+addr+"/kv/"+string(key))
 			return
 		}
 		ctx.Error("no leader known yet: retry\n", fasthttp.StatusServiceUnavailable)
