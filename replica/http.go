@@ -3,7 +3,9 @@ package replica
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -24,6 +26,26 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        60 * time.Second,
 		Logger:             httpLogger{s},
+		ErrorHandler:       s.httpError,
+	}
+}
+
+// httpError answers a request fasthttp could not read. Its default handler answers 400 "Error when
+// parsing request" to everything, a body over MaxRequestBodySize included; the API promises 413 for
+// a value over the limit, and a message that says what was wrong.
+func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ctx.Error(fmt.Sprintf("too large: keys up to %d bytes, values up to %d bytes\n", s.cfg.KeyBytesMax, s.cfg.ValueBytesMax),
+			fasthttp.StatusRequestEntityTooLarge)
+	case errors.As(err, &small):
+		ctx.Error("request header too large\n", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		ctx.Error("request timeout\n", fasthttp.StatusRequestTimeout)
+	default:
+		ctx.Error("bad request: "+err.Error()+"\n", fasthttp.StatusBadRequest)
 	}
 }
 
