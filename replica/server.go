@@ -188,11 +188,15 @@ func (s *Server) Run(ctx context.Context) error {
 		s.store.Close()
 		return err
 	}
+	// Binary client connections are closed once the loop has stopped (and answered what it could):
+	// an idle client must not hold up the shutdown.
+	clientCtx, closeClients := context.WithCancel(context.Background())
+	defer closeClients()
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); s.waitTickets(ctx) }()
 	go func() { defer wg.Done(); s.background(ctx) }()
-	go func() { defer wg.Done(); s.serveClients(ctx) }()
+	go func() { defer wg.Done(); s.serveClients(clientCtx) }()
 	if s.httpSrv != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.httpSrv.Serve(s.httpLn) }()
@@ -200,6 +204,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("replica serving", "peer", s.cfg.PeerAddrs[s.cfg.ID], "client", s.clientLn.Addr().String(), "http", s.cfg.HTTPAddrs[s.cfg.ID])
 	err := s.loop(ctx)
 	cancel()
+	closeClients()
 	s.closeListeners()
 	s.tr.stop()
 	wg.Wait()
