@@ -161,8 +161,9 @@ func (p *Proc) Kill() error {
 	return nil
 }
 
-// Stop sends SIGTERM and waits for the clean shutdown; a process that is not gone within 10 s is
-// killed and reported, since a replica that cannot shut down is a bug.
+// Stop sends SIGTERM and waits for the clean shutdown; a process that is not gone within 10 s gets
+// SIGQUIT (its goroutine stacks go to its log) and is reported, since a replica that cannot shut
+// down is a bug.
 func (p *Proc) Stop() error {
 	exited, err := p.signal(syscall.SIGTERM)
 	if err != nil {
@@ -176,8 +177,15 @@ func (p *Proc) Stop() error {
 		return nil
 	case <-time.After(stopTimeout):
 	}
-	p.Kill()
-	return fmt.Errorf("cluster: %s ignored SIGTERM for %v and was killed; log %s", p.Name, stopTimeout, p.LogPath)
+	// SIGQUIT makes the Go runtime write every goroutine's stack to the log before it exits: the
+	// story of what the shutdown was waiting for.
+	p.signal(syscall.SIGQUIT)
+	select {
+	case <-exited:
+	case <-time.After(2 * time.Second):
+		p.Kill()
+	}
+	return fmt.Errorf("cluster: %s ignored SIGTERM for %v and was stopped with SIGQUIT (goroutine stacks in its log %s)", p.Name, stopTimeout, p.LogPath)
 }
 
 // Restart starts the stopped or killed process again with the same arguments (ports, data
