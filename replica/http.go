@@ -115,6 +115,16 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 	select {
 	case resp := <-done:
 		s.writeKV(ctx, op, key, resp)
+	case <-s.stopped:
+		// The loop is gone and will not answer a request it had not taken yet; fasthttp's
+		// Shutdown waits for this handler, so answer now: with the loop's answer if it made it
+		// (pending requests are failed before the loop returns), else "unknown".
+		select {
+		case resp := <-done:
+			s.writeKV(ctx, op, key, resp)
+		default:
+			ctx.Error("replica stopping: the outcome is unknown\n", fasthttp.StatusServiceUnavailable)
+		}
 	case <-time.After(s.cfg.RequestTimeout + time.Second):
 		ctx.Error("timed out: the outcome is unknown\n", fasthttp.StatusGatewayTimeout)
 	}
