@@ -268,3 +268,23 @@ func (p *Proc) LogTail(n int) string {
 	lines := strings.Split(strings.TrimRight(p.Log(), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// PID is the running process's id, or 0 when it is not running.
+func (p *Proc) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// CPUTime is the CPU time (user and system) the running process has used so far: sampled before
+// and after a measurement, it tells whether a replica was CPU-bound.
+func (p *Proc) CPUTime() (time.Duration, error) {
+	pid := p.PID()
+	if pid == 0 {
+		return 0, fmt.Errorf("%w: %s", ErrNotRunning, p.Name)
+	}
+	return processCPUTime(pid)
+}
