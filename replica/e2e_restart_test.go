@@ -91,6 +91,10 @@ func restart(t *testing.T, snapshot bool, flags ...string) {
 	}
 	writeAll(t, dial(t, c.ClientAddr(leader)), want, puts, nil)
 
+	// Converged first, so the follower's applied slot does not move after it is sampled.
+	if _, err := c.WaitConverged(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	stopped, err := c.Status(follower)
 	if err != nil {
 		t.Fatal(err)

@@ -389,9 +389,10 @@ func (c *Cluster) LogPaths() []string {
 	return out
 }
 
-// Close stops every process (SIGTERM, then SIGKILL for one that does not stop within 10 s),
-// then removes the directory, unless it is to be kept: then it reports where the logs are.
-// Calling it again does nothing.
+// Close stops every process (SIGTERM, then SIGQUIT for one that does not stop within 10 s),
+// then removes the directory, unless it is to be kept: then it reports where the logs are. A
+// process that did not shut down cleanly, or whose log reports a data race (a replica built with
+// SOFADB_BUILD_FLAGS=-race), is an error, and keeps the directory. Calling it again does nothing.
 func (c *Cluster) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -415,6 +416,14 @@ func (c *Cluster) Close() error {
 		}()
 	}
 	wg.Wait()
+	for _, p := range c.procs() {
+		if strings.Contains(p.Log(), "WARNING: DATA RACE") {
+			errs = append(errs, fmt.Errorf("cluster: %s reported a data race; log %s", p.Name, p.LogPath))
+		}
+	}
+	if len(errs) > 0 {
+		c.KeepOnClose()
+	}
 	c.mu.Lock()
 	keep := c.keep
 	c.mu.Unlock()
@@ -433,12 +442,13 @@ type TB interface {
 	Cleanup(func())
 	Failed() bool
 	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
 	Fatalf(format string, args ...any)
 }
 
 // StartT starts a cluster for a test: it fails the test if the cluster does not start, and
 // registers a cleanup that closes the cluster, keeping the directory and printing the log paths
-// when the test failed.
+// when the test failed. A replica that does not shut down cleanly at the end fails the test.
 func StartT(tb TB, o Options) *Cluster {
 	tb.Helper()
 	if o.Logf == nil {
@@ -453,7 +463,7 @@ func StartT(tb TB, o Options) *Cluster {
 			c.KeepOnClose()
 		}
 		if err := c.Close(); err != nil {
-			tb.Logf("cluster close: %v", err)
+			tb.Errorf("cluster close: %v", err)
 		}
 	})
 	return c
