@@ -4,7 +4,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -185,6 +187,41 @@ type sample struct {
 	applied uint64
 	cpu     []time.Duration // per replica, by id
 	self    time.Duration   // this process (the load generator)
+	machine cpuTimes        // the whole machine, every session on it included
+}
+
+// cpuTimes are the machine-wide counters of /proc/stat's "cpu" line, in USER_HZ ticks.
+type cpuTimes struct{ total, idle, iowait uint64 }
+
+// readCPUTimes reads /proc/stat; outside Linux it returns zeros and the report says nothing.
+func readCPUTimes() cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	var ct cpuTimes
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseUint(f, 10, 64)
+		ct.total += v
+		switch i {
+		case 3:
+			ct.idle = v
+		case 4:
+			ct.iowait = v
+		}
+	}
+	return ct
+}
+
+// busy is the share of the machine's CPU time that was not idle between a and b, and the share
+// spent waiting for IO.
+func busy(a, b cpuTimes) (busyPct, iowaitPct float64) {
+	total := float64(b.total - a.total)
+	if total == 0 {
+		return 0, 0
+	}
+	return 100 * (1 - float64((b.idle-a.idle)+(b.iowait-a.iowait))/total), 100 * float64(b.iowait-a.iowait) / total
 }
 
 func takeSample(c *cluster.Cluster, leader int) (sample, error) {
@@ -205,6 +242,7 @@ func takeSample(c *cluster.Cluster, leader int) (sample, error) {
 		return sample{}, err
 	}
 	s.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	s.machine = readCPUTimes()
 	return s, nil
 }
 
@@ -250,6 +288,8 @@ func benchThroughput(b *testing.B, fsync bool, load loadFunc) {
 		cpu = append(cpu, fmt.Sprintf("r%d%s %.0f%%", i+1, role, 100*(s1.cpu[i]-s0.cpu[i]).Seconds()/secs))
 	}
 	cpu = append(cpu, fmt.Sprintf("client %.0f%%", 100*(s1.self-s0.self).Seconds()/secs))
+	busyPct, iowaitPct := busy(s0.machine, s1.machine)
+	cpu = append(cpu, fmt.Sprintf("machine busy %.0f%% of all cores, iowait %.0f%%", busyPct, iowaitPct))
 	b.Logf("%.0f writes/s over %.1fs (p50 %.2f ms, p99 %.2f ms, max %.1f ms, %d errors); leader: %.0f slots/s, %d syncs (%.0f/s), %.1f records/sync (p99 %d), sync p50 %.2f ms p99 %.2f ms; CPU (%% of one core): %v",
 		rate, secs, float64(hist.ValueAtQuantile(50))/1e6, float64(hist.ValueAtQuantile(99))/1e6, float64(hist.Max())/1e6, errs.Load(),
 		float64(s1.applied-s0.applied)/secs, syncs, float64(syncs)/secs, perSync, s1.disk.RecordsSyncP99,
