@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -479,10 +480,12 @@ func WriteKeyFile(path string) error {
 	return os.WriteFile(path, []byte(hex.EncodeToString(k[:])+"\n"), 0o600)
 }
 
-// FreePorts returns n distinct loopback TCP ports that were free a moment ago. They are found by
-// listening on port 0 with every listener open at once (so the n ports are distinct), then closed
-// for the replicas to take; another program could grab one in between, which a start would report
-// as a listen error.
+// FreePorts returns n distinct loopback TCP ports that were free a moment ago, for replicas to
+// listen on. They are drawn below the kernel's ephemeral range (net.ipv4.ip_local_port_range), so
+// no outgoing connection on the machine takes one between now and the replica's listen, nor while
+// a killed replica is down; each is checked by listening on it, with all n listeners open at once
+// so they are distinct, and then closed. Another program could still bind one in between, which a
+// start reports as a listen error. Without that range (not Linux), ports come from port 0.
 func FreePorts(n int) ([]int, error) {
 	var lns []net.Listener
 	defer func() {
@@ -490,8 +493,18 @@ func FreePorts(n int) ([]int, error) {
 			ln.Close()
 		}
 	}()
+	lo, hi := 10000, ephemeralStart()
 	ports := make([]int, 0, n)
-	for range n {
+	for tries := 0; len(ports) < n && hi-lo > 1000 && tries < 100*n; tries++ {
+		port := lo + mathrand.IntN(hi-lo)
+		ln, err := net.Listen("tcp", loopback(port))
+		if err != nil {
+			continue // taken
+		}
+		lns = append(lns, ln)
+		ports = append(ports, port)
+	}
+	for len(ports) < n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
@@ -500,4 +513,21 @@ func FreePorts(n int) ([]int, error) {
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// ephemeralStart is the first port the kernel hands to outgoing connections (0 if unknown).
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return lo
 }
