@@ -1,12 +1,16 @@
 package cluster_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/sofadb/sofadb/bench/cluster"
+	"github.com/sofadb/sofadb/loadgen/sofaclient"
+	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
 )
 
 func TestMain(m *testing.M) {
@@ -19,6 +23,9 @@ func TestMain(m *testing.M) {
 // found, a SIGKILLed leader is replaced and comes back, a crash is told apart from a stop, and
 // Close removes the directory.
 func TestLauncherLifecycle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts replica processes")
+	}
 	c, err := cluster.Start(cluster.Options{N: 3, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
@@ -76,5 +83,49 @@ func TestLauncherLifecycle(t *testing.T) {
 	}
 	if _, err := os.Stat(c.Dir); os.Getenv("SOFADB_CLUSTER_KEEP") == "" && !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Close left %s: %v", c.Dir, err)
+	}
+}
+
+// TestLauncherFiveReplicas runs a 5-replica cluster that loses two replicas (its leader among
+// them), still commits through the remaining majority, and takes both back.
+func TestLauncherFiveReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts replica processes")
+	}
+	c := cluster.StartT(t, cluster.Options{N: 5})
+	leader, err := c.WaitLeader(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := leader%5 + 1
+	for _, id := range []int{leader, other} {
+		if err := c.Kill(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.WaitLeader(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	survivor := c.Live()[0]
+	conn, err := sofaclient.Dial(c.ClientAddr(survivor), sofaclient.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	res, err := conn.Do(context.Background(), paxos.OpPut, []byte("k"), []byte("v"))
+	if err != nil || res.Status != wire.StatusOK {
+		t.Fatalf("put with 3 of 5 replicas: %+v %v", res, err)
+	}
+	for _, id := range []int{leader, other} {
+		if err := c.Restart(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sts, err := c.WaitConverged(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sts) != 5 || sts[0].Keys != 1 {
+		t.Fatalf("after restarts: %d replicas converged with %d keys, want 5 with 1", len(sts), sts[0].Keys)
 	}
 }
