@@ -55,6 +55,8 @@ var errClientWrite = errors.New("client connection write failed")
 func (s *Server) serveClient(ctx context.Context, c net.Conn) {
 	defer s.conns.Done()
 	defer func() { <-s.connSem }()
+	// The reader blocks in Read: closing the connection is what ends it at shutdown.
+	defer context.AfterFunc(ctx, func() { c.Close() })()
 	s.stats.clientConns.Add(1)
 	defer s.stats.clientConns.Add(-1)
 	cc := &clientConn{s: s, c: c, out: make(chan wire.Response, s.cfg.ClientInflightMax),

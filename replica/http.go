@@ -3,7 +3,9 @@ package replica
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -24,6 +26,26 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        60 * time.Second,
 		Logger:             httpLogger{s},
+		ErrorHandler:       s.httpError,
+	}
+}
+
+// httpError answers a request fasthttp could not read. Its default handler answers 400 "Error when
+// parsing request" to everything, a body over MaxRequestBodySize included; the API promises 413 for
+// a value over the limit, and a message that says what was wrong.
+func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ctx.Error(fmt.Sprintf("too large: keys up to %d bytes, values up to %d bytes\n", s.cfg.KeyBytesMax, s.cfg.ValueBytesMax),
+			fasthttp.StatusRequestEntityTooLarge)
+	case errors.As(err, &small):
+		ctx.Error("request header too large\n", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		ctx.Error("request timeout\n", fasthttp.StatusRequestTimeout)
+	default:
+		ctx.Error("bad request: "+err.Error()+"\n", fasthttp.StatusBadRequest)
 	}
 }
 
@@ -62,8 +84,9 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 	case ctx.IsDelete():
 		op = paxos.OpDelete
 	default:
-		ctx.Response.Header.Set("Allow", "GET, PUT, DELETE")
+		// ctx.Error resets the response, headers included: set Allow after it.
 		ctx.Error("method not allowed: use GET, PUT or DELETE on /kv/{key}\n", fasthttp.StatusMethodNotAllowed)
+		ctx.Response.Header.Set("Allow", "GET, PUT, DELETE")
 		return
 	}
 	var value []byte
@@ -92,6 +115,16 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 	select {
 	case resp := <-done:
 		s.writeKV(ctx, op, key, resp)
+	case <-s.stopped:
+		// The loop is gone and will not answer a request it had not taken yet; fasthttp's
+		// Shutdown waits for this handler, so answer now: with the loop's answer if it made it
+		// (pending requests are failed before the loop returns), else "unknown".
+		select {
+		case resp := <-done:
+			s.writeKV(ctx, op, key, resp)
+		default:
+			ctx.Error("replica stopping: the outcome is unknown\n", fasthttp.StatusServiceUnavailable)
+		}
 	case <-time.After(s.cfg.RequestTimeout + time.Second):
 		ctx.Error("timed out: the outcome is unknown\n", fasthttp.StatusGatewayTimeout)
 	}
@@ -110,8 +143,9 @@ func (s *Server) writeKV(ctx *fasthttp.RequestCtx, op paxos.Op, key []byte, resp
 		ctx.Error("not found\n", fasthttp.StatusNotFound)
 	case wire.StatusNotLeader:
 		if addr := s.cfg.HTTPAddrs[resp.leader]; resp.leader != 0 && addr != "" {
-			ctx.Response.Header.Set("Location", "http://"+addr+"/kv/"+string(key))
+			// ctx.Error resets the response, headers included: set Location after it.
 			ctx.Error(fmt.Sprintf("not the leader: replica %d is\n", resp.leader), fasthttp.StatusTemporaryRedirect)
+			ctx.Response.Header.Set("Location", "http://"+addr+"/kv/"+string(key))
 			return
 		}
 		ctx.Error("no leader known yet: retry\n", fasthttp.StatusServiceUnavailable)

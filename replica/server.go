@@ -35,6 +35,7 @@ type Server struct {
 	durable   chan ticketResult
 	snapDone  chan snapResult
 	bg        chan func()
+	stopped   chan struct{} // closed when the loop has returned: nobody answers requests any more
 
 	// Owned by the loop.
 	pending      map[cmdKey][]*request
@@ -162,7 +163,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger.With("replica", cfg.ID), store: store, core: core, state: state,
 		peerIn: make(chan paxos.Message, 4096), reqs: make(chan *request, cfg.RequestQueueMax),
 		statusReq: make(chan chan Status), tickets: make(chan ticketItem, 1<<16),
-		durable: make(chan ticketResult, 1<<16), snapDone: make(chan snapResult, 4), bg: make(chan func(), 16),
+		durable: make(chan ticketResult, 1<<16), snapDone: make(chan snapResult, 4), bg: make(chan func(), 16), stopped: make(chan struct{}),
 		pending: map[cmdKey][]*request{}, lastSnap: state.Applied(),
 		connSem: make(chan struct{}, cfg.ClientConnsMax), httpBase: randomU64() | 1<<63}
 	s.tr = newTransport(s)
@@ -188,18 +189,24 @@ func (s *Server) Run(ctx context.Context) error {
 		s.store.Close()
 		return err
 	}
+	// Binary client connections are closed once the loop has stopped (and answered what it could):
+	// an idle client must not hold up the shutdown.
+	clientCtx, closeClients := context.WithCancel(context.Background())
+	defer closeClients()
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); s.waitTickets(ctx) }()
 	go func() { defer wg.Done(); s.background(ctx) }()
-	go func() { defer wg.Done(); s.serveClients(ctx) }()
+	go func() { defer wg.Done(); s.serveClients(clientCtx) }()
 	if s.httpSrv != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.httpSrv.Serve(s.httpLn) }()
 	}
 	s.log.Info("replica serving", "peer", s.cfg.PeerAddrs[s.cfg.ID], "client", s.clientLn.Addr().String(), "http", s.cfg.HTTPAddrs[s.cfg.ID])
 	err := s.loop(ctx)
+	close(s.stopped)
 	cancel()
+	closeClients()
 	s.closeListeners()
 	s.tr.stop()
 	wg.Wait()

@@ -1,0 +1,208 @@
+package replica_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sofadb/sofadb/bench/cluster"
+	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
+)
+
+const refusedMetric = "sofadb_peer_handshakes_refused_total"
+
+// metric reads one /metrics sample of a replica, failing the test if it cannot.
+func metric(t *testing.T, p *cluster.Proc, name string) float64 {
+	t.Helper()
+	v, err := p.Metric(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// peerHandshake dials addr and plays the initiator's side of the handshake as replica from to
+// replica to, proving key (which may be wrong). It returns the connection, open, after the Proof
+// is sent, and whether the responder's Challenge proved key.
+func peerHandshake(t *testing.T, addr string, from, to paxos.ReplicaID, key []byte) (net.Conn, bool) {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	hello := wire.Hello{From: from, To: to, Nonce: wire.NewNonce()}
+	if _, err := nc.Write(wire.AppendHelloFrame(nil, &hello)); err != nil {
+		t.Fatal(err)
+	}
+	rd := wire.NewReader(nc, 1<<20, wire.PeerTypes)
+	typ, payload, err := rd.Next()
+	if err != nil || typ != wire.TypeChallenge {
+		t.Fatalf("hello from %d to %d: got %v %v, want a challenge", from, to, typ, err)
+	}
+	var ch wire.Challenge
+	if _, err := wire.DecodeChallenge(payload, &ch); err != nil {
+		t.Fatal(err)
+	}
+	responderOK := ch.From == to && wire.CheckMAC(&ch.MAC, key, wire.RoleResponder, from, to, &hello.Nonce, &ch.Nonce)
+	proof := wire.Proof{MAC: wire.HandshakeMAC(key, wire.RoleInitiator, from, to, &hello.Nonce, &ch.Nonce)}
+	if _, err := nc.Write(wire.AppendProofFrame(nil, &proof)); err != nil {
+		t.Fatal(err)
+	}
+	return nc, responderOK
+}
+
+// expectClosed reads nc until the server closes it; a read that times out instead fails the test.
+func expectClosed(t *testing.T, nc net.Conn, within time.Duration, what string) {
+	t.Helper()
+	nc.SetReadDeadline(time.Now().Add(within))
+	buf := make([]byte, 4096)
+	for {
+		_, err := nc.Read(buf)
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("%s: connection still open after %v", what, within)
+		}
+		return
+	}
+}
+
+// waitLog polls a process's log until it contains every one of want.
+func waitLog(t *testing.T, p *cluster.Proc, what string, want ...string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, fmt.Sprintf("%s: %s log to contain %q", what, p.Name, want), func() bool {
+		log := p.Log()
+		for _, w := range want {
+			if !strings.Contains(log, w) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// clusterServes checks that every replica answers /status with every peer link up, and that a
+// write through each replica is applied and read back through the next one.
+func clusterServes(t *testing.T, c *cluster.Cluster, tag string) {
+	t.Helper()
+	if err := c.CheckAlive(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitLeader(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "every peer link up", func() bool {
+		for _, id := range c.IDs() {
+			st, err := c.Status(id)
+			if err != nil {
+				return false
+			}
+			for _, p := range st.Peers {
+				if !p.Connected {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	for _, id := range c.IDs() {
+		key, val := fmt.Sprintf("%s-%d", tag, id), fmt.Sprintf("served by %d", id)
+		expect(t, "put "+key, do(t, dial(t, c.ClientAddr(id)), paxos.OpPut, key, val), wire.StatusOK, "")
+		expect(t, "get "+key, do(t, dial(t, c.ClientAddr(id%c.N()+1)), paxos.OpGet, key, ""), wire.StatusOK, val)
+	}
+}
+
+// TestE2EPeerAuth checks that only a peer holding the cluster key gets in: a raw connection that
+// completes the handshake with the right key is taken as replica 1's link (the positive control
+// that makes the refusal meaningful), the same with a wrong key is closed, logged and counted; and
+// a whole process started as replica 1 with a wrong key file connects to no one while the cluster
+// keeps serving.
+func TestE2EPeerAuth(t *testing.T) {
+	c, _ := startCluster(t, 3)
+	key, err := os.ReadFile(c.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key = bytes.TrimSpace(key)
+	wrong := []byte(strings.Repeat("not the cluster key ", 3))
+	r3 := c.Replica(3)
+
+	// (a) Raw peers claiming to be replica 1, at replica 3 (a higher id accepts from a lower one).
+	peer1Reconnects := func() uint64 {
+		st, err := r3.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range st.Peers {
+			if p.ID == 1 {
+				return p.Reconnects
+			}
+		}
+		t.Fatal("replica 3 has no peer 1")
+		return 0
+	}
+	refused0, reconnects0 := metric(t, r3, refusedMetric), peer1Reconnects()
+	nc, responderOK := peerHandshake(t, r3.PeerAddr, 1, 3, key)
+	if !responderOK {
+		t.Fatal("replica 3's challenge does not prove the cluster key")
+	}
+	waitFor(t, 5*time.Second, "the right key's connection to be taken as replica 1's link", func() bool {
+		return peer1Reconnects() > reconnects0
+	})
+	nc.Close()
+	if got := metric(t, r3, refusedMetric); got != refused0 {
+		t.Fatalf("a handshake with the right key counted as refused (%v -> %v)", refused0, got)
+	}
+
+	nc, responderOK = peerHandshake(t, r3.PeerAddr, 1, 3, wrong)
+	if responderOK {
+		t.Fatal("a challenge checked with the wrong key passed")
+	}
+	expectClosed(t, nc, 3*time.Second, "handshake with a wrong key")
+	nc.Close()
+	waitFor(t, 5*time.Second, "the refusal to be counted", func() bool { return metric(t, r3, refusedMetric) > refused0 })
+	waitLog(t, r3, "wrong key", "refused peer connection", "replica 1 did not prove the cluster key")
+	clusterServes(t, c, "after-raw")
+
+	// (b) A fourth process that claims to be replica 1, without the key.
+	wrongFile := filepath.Join(t.TempDir(), "wrong.key")
+	if err := cluster.WriteKeyFile(wrongFile); err != nil {
+		t.Fatal(err)
+	}
+	base := map[int]float64{2: metric(t, c.Replica(2), refusedMetric), 3: metric(t, r3, refusedMetric)}
+	intruder, err := c.StartExtra(1, wrongFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// It dials 2 and 3 (the ids above its own); both refuse it, and it refuses them.
+	waitFor(t, 10*time.Second, "replicas 2 and 3 to refuse the intruder", func() bool {
+		return metric(t, c.Replica(2), refusedMetric) > base[2] && metric(t, r3, refusedMetric) > base[3]
+	})
+	waitLog(t, intruder, "intruder", "peer handshake failed", "did not prove the cluster key")
+	st, err := intruder.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range st.Peers {
+		if p.Connected {
+			t.Errorf("intruder connected to replica %d", p.ID)
+		}
+	}
+	if st.Role == "leader" || st.Commit != 0 || st.Applied != 0 {
+		t.Errorf("intruder: role %s commit %d applied %d; it must learn nothing", st.Role, st.Commit, st.Applied)
+	}
+	clusterServes(t, c, "with-intruder")
+	if err := intruder.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}

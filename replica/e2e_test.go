@@ -1,0 +1,340 @@
+package replica_test
+
+// End-to-end tests of the replica server (issue 4): real sofadb processes on 127.0.0.1, started by
+// bench/cluster from the built binary, driven through both client APIs, crashed with SIGKILL and
+// stopped with SIGTERM. Every test is named TestE2E... so `go test -run E2E ./replica` selects them.
+// They run one after another: elections are timed in tens of milliseconds, and on a 2-core machine
+// parallel clusters would only test the scheduler.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/sofadb/sofadb/bench/cluster"
+	"github.com/sofadb/sofadb/loadgen/sofaclient"
+	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	cluster.RemoveBinary()
+	os.Exit(code)
+}
+
+// startCluster starts an n-replica cluster with extra flags and waits for its leader.
+func startCluster(t *testing.T, n int, flags ...string) (*cluster.Cluster, int) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: starts replica processes")
+	}
+	c := cluster.StartT(t, cluster.Options{N: n, Flags: flags})
+	leader, err := c.WaitLeader(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, leader
+}
+
+// dial opens a binary-protocol connection that the test closes at its end.
+func dial(t *testing.T, addr string) *sofaclient.Conn {
+	t.Helper()
+	conn, err := sofaclient.Dial(addr, sofaclient.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// do sends one binary request and fails the test on a transport error.
+func do(t *testing.T, conn *sofaclient.Conn, op paxos.Op, key, value string) *sofaclient.Result {
+	t.Helper()
+	res, err := conn.Do(context.Background(), op, []byte(key), []byte(value))
+	if err != nil {
+		t.Fatalf("%v %q: %v", op, key, err)
+	}
+	return res
+}
+
+// expect checks a binary result's status (and, for a get that found its key, the value).
+func expect(t *testing.T, what string, res *sofaclient.Result, status wire.Status, value string) {
+	t.Helper()
+	if res.Status != status || (status == wire.StatusOK && value != "" && string(res.Value) != value) {
+		t.Fatalf("%s: status %v value %q, want %v %q", what, res.Status, res.Value, status, value)
+	}
+}
+
+// httpClient is the tests' HTTP client: one fasthttp.HostClient per replica address, never
+// retrying (a retried PUT could apply twice and would hide failover errors) and never following a
+// redirect on its own (callers decide, as the server's documentation tells them to).
+type httpClient struct {
+	timeout time.Duration
+	mu      sync.Mutex
+	hosts   map[string]*fasthttp.HostClient
+}
+
+func newHTTPClient(timeout time.Duration) *httpClient {
+	return &httpClient{timeout: timeout, hosts: map[string]*fasthttp.HostClient{}}
+}
+
+func (h *httpClient) host(addr string) *fasthttp.HostClient {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hc := h.hosts[addr]
+	if hc == nil {
+		hc = &fasthttp.HostClient{Addr: addr, MaxIdemponentCallAttempts: 1, MaxConns: 64,
+			MaxConnWaitTimeout: h.timeout, ReadTimeout: h.timeout, WriteTimeout: h.timeout,
+			DisablePathNormalizing: true}
+		h.hosts[addr] = hc
+	}
+	return hc
+}
+
+// httpResult is a response copied out of fasthttp's pooled objects.
+type httpResult struct {
+	code     int
+	body     string
+	location string
+	allow    string
+}
+
+func (h *httpClient) do(method, addr, path string, body []byte) (httpResult, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(method)
+	req.SetRequestURI("http://" + addr + path)
+	if body != nil {
+		req.SetBody(body)
+	}
+	if err := h.host(addr).DoTimeout(req, resp, h.timeout); err != nil {
+		return httpResult{}, err
+	}
+	return httpResult{code: resp.StatusCode(), body: string(resp.Body()),
+		location: string(resp.Header.Peek("Location")), allow: string(resp.Header.Peek("Allow"))}, nil
+}
+
+// mustHTTP sends one request and checks the status code and, when want != "", the body.
+func (h *httpClient) mustHTTP(t *testing.T, method, addr, path string, body []byte, code int, want string) httpResult {
+	t.Helper()
+	r, err := h.do(method, addr, path, body)
+	if err != nil {
+		t.Fatalf("%s http://%s%s: %v", method, addr, path, err)
+	}
+	if r.code != code || (want != "" && r.body != want) {
+		t.Fatalf("%s http://%s%s: %d %q, want %d %q", method, addr, path, r.code, r.body, code, want)
+	}
+	return r
+}
+
+// TestE2EAPIs writes and reads through both APIs on every replica of a 3-process cluster (followers
+// forward to the leader by default), and checks every documented refusal: 413 and TooLarge for a
+// key or value over the limit, 400 and BadRequest for an empty key, 405 for a bad method.
+func TestE2EAPIs(t *testing.T) {
+	c, leader := startCluster(t, 3)
+	ctx := context.Background()
+
+	// Binary protocol: a put through each replica is readable through every replica.
+	conns := map[int]*sofaclient.Conn{}
+	for _, id := range c.IDs() {
+		conns[id] = dial(t, c.ClientAddr(id))
+	}
+	for _, id := range c.IDs() {
+		key, val := fmt.Sprintf("bin-%d", id), fmt.Sprintf("value written through replica %d", id)
+		expect(t, "put "+key, do(t, conns[id], paxos.OpPut, key, val), wire.StatusOK, "")
+		for _, r := range c.IDs() {
+			expect(t, fmt.Sprintf("get %s at %d", key, r), do(t, conns[r], paxos.OpGet, key, ""), wire.StatusOK, val)
+		}
+	}
+	follower := leader%3 + 1
+	expect(t, "delete at follower", do(t, conns[follower], paxos.OpDelete, "bin-1", ""), wire.StatusOK, "")
+	for _, r := range c.IDs() {
+		expect(t, "get deleted", do(t, conns[r], paxos.OpGet, "bin-1", ""), wire.StatusNotFound, "")
+	}
+	expect(t, "overwrite", do(t, conns[leader], paxos.OpPut, "bin-2", "second"), wire.StatusOK, "")
+	expect(t, "get overwritten", do(t, conns[follower], paxos.OpGet, "bin-2", ""), wire.StatusOK, "second")
+	expect(t, "key over the limit", do(t, conns[follower], paxos.OpPut, strings.Repeat("k", 1025), "v"), wire.StatusTooLarge, "")
+	expect(t, "value over the limit", do(t, conns[follower], paxos.OpPut, "big", strings.Repeat("v", 64<<10+1)), wire.StatusTooLarge, "")
+	expect(t, "value at the limit", do(t, conns[follower], paxos.OpPut, "big", strings.Repeat("v", 64<<10)), wire.StatusOK, "")
+	expect(t, "empty key", do(t, conns[follower], paxos.OpPut, "", "v"), wire.StatusBadRequest, "")
+	// Refusals do not cost the connection: it still serves.
+	expect(t, "after refusals", do(t, conns[follower], paxos.OpGet, "bin-2", ""), wire.StatusOK, "second")
+
+	// Pipelining: many requests in flight on one connection, each answered by its own seq.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []string
+	for i := range 200 {
+		wg.Add(1)
+		conns[follower].Go(paxos.OpPut, fmt.Appendf(nil, "pipe-%d", i%20), fmt.Appendf(nil, "%d", i), func(resp *wire.Response, err error) {
+			defer wg.Done()
+			if err != nil || resp.Status != wire.StatusOK {
+				mu.Lock()
+				failures = append(failures, fmt.Sprintf("put %d: %v %v", i, resp, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("pipelined puts failed: %v", failures)
+	}
+	res, err := conns[leader].Do(ctx, paxos.OpGet, []byte("pipe-7"), nil)
+	if err != nil || res.Status != wire.StatusOK || string(res.Value) != "187" {
+		t.Fatalf("pipe-7 after 200 pipelined puts (10 per key, in order on one connection): %+v %v, want 187", res, err)
+	}
+
+	// HTTP: the same through every replica.
+	h := newHTTPClient(5 * time.Second)
+	for _, id := range c.IDs() {
+		key, val := fmt.Sprintf("/kv/http-%d", id), fmt.Sprintf("http value via %d", id)
+		h.mustHTTP(t, "PUT", c.HTTPAddr(id), key, []byte(val), 204, "")
+		for _, r := range c.IDs() {
+			h.mustHTTP(t, "GET", c.HTTPAddr(r), key, nil, 200, val)
+		}
+	}
+	// Both APIs share one state.
+	h.mustHTTP(t, "GET", c.HTTPAddr(follower), "/kv/bin-2", nil, 200, "second")
+	expect(t, "binary get of an HTTP put", do(t, conns[follower], paxos.OpGet, "http-3", ""), wire.StatusOK, "http value via 3")
+	h.mustHTTP(t, "DELETE", c.HTTPAddr(follower), "/kv/http-1", nil, 204, "")
+	for _, r := range c.IDs() {
+		h.mustHTTP(t, "GET", c.HTTPAddr(r), "/kv/http-1", nil, 404, "")
+	}
+	h.mustHTTP(t, "GET", c.HTTPAddr(leader), "/kv/never-written", nil, 404, "")
+
+	r := h.mustHTTP(t, "PUT", c.HTTPAddr(follower), "/kv/big", bytes.Repeat([]byte("v"), 64<<10+1), 413, "")
+	if !strings.Contains(r.body, "values up to 65536 bytes") {
+		t.Errorf("413 for a value says %q; want the limit named", r.body)
+	}
+	r = h.mustHTTP(t, "PUT", c.HTTPAddr(leader), "/kv/"+strings.Repeat("k", 1025), []byte("v"), 413, "")
+	if !strings.Contains(r.body, "keys up to 1024 bytes") {
+		t.Errorf("413 for a key says %q; want the limit named", r.body)
+	}
+	r = h.mustHTTP(t, "PUT", c.HTTPAddr(leader), "/kv/", []byte("v"), 400, "")
+	if !strings.Contains(r.body, "empty key") {
+		t.Errorf("400 for an empty key says %q", r.body)
+	}
+	r = h.mustHTTP(t, "POST", c.HTTPAddr(leader), "/kv/x", []byte("v"), 405, "")
+	if !strings.Contains(r.body, "method not allowed") || r.allow != "GET, PUT, DELETE" {
+		t.Errorf("405 says %q, Allow %q", r.body, r.allow)
+	}
+	h.mustHTTP(t, "GET", c.HTTPAddr(leader), "/nothing-here", nil, 404, "")
+	// A body announced far over the limit is refused by fasthttp's own limit, still with 413, before
+	// it is sent (a client that sends it anyway gets its connection reset mid-write).
+	head := rawExchange(t, c.HTTPAddr(leader), "PUT /kv/huge HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+	if !strings.HasPrefix(head, "HTTP/1.1 413") || !strings.Contains(head, "values up to 65536 bytes") {
+		t.Errorf("1 MiB value announced: answer %q, want 413 naming the limit", head)
+	}
+
+	// /status tells a consistent story once the writes are applied everywhere.
+	sts, err := c.WaitConverged(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range sts {
+		if int(st.Leader) != leader || st.Applied == 0 || st.Commit < st.Applied || st.Keys != sts[0].Keys {
+			t.Errorf("replica %d status: leader %d applied %d commit %d keys %d", st.ID, st.Leader, st.Applied, st.Commit, st.Keys)
+		}
+		if st.Disk.Syncs == 0 || !st.Fsync {
+			t.Errorf("replica %d: fsync %v, %d syncs: writes must have been synced", st.ID, st.Fsync, st.Disk.Syncs)
+		}
+	}
+	if err := c.CheckAlive(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestE2ERedirect runs a cluster in -redirect mode: a follower answers HTTP 307 with the leader's
+// address in Location (and the binary protocol NotLeader with the leader's client address), and
+// following the redirect succeeds.
+func TestE2ERedirect(t *testing.T) {
+	c, leader := startCluster(t, 3, "-redirect")
+	follower := leader%3 + 1
+	h := newHTTPClient(5 * time.Second)
+
+	r := h.mustHTTP(t, "PUT", c.HTTPAddr(follower), "/kv/r1", []byte("redirected"), 307, "")
+	wantLoc := "http://" + c.HTTPAddr(leader) + "/kv/r1"
+	if r.location != wantLoc || !strings.Contains(r.body, fmt.Sprintf("replica %d", leader)) {
+		t.Fatalf("307: Location %q body %q, want %q naming replica %d", r.location, r.body, wantLoc, leader)
+	}
+	r = h.followRedirects(t, "PUT", c.HTTPAddr(follower), "/kv/r2", []byte("followed"))
+	if r.code != 204 {
+		t.Fatalf("PUT following redirects: %d %q", r.code, r.body)
+	}
+	// The value the redirected PUT did not write is absent; the followed one is there.
+	h.mustHTTP(t, "GET", c.HTTPAddr(leader), "/kv/r1", nil, 404, "")
+	h.mustHTTP(t, "GET", c.HTTPAddr(leader), "/kv/r2", nil, 200, "followed")
+	h.mustHTTP(t, "GET", c.HTTPAddr(follower), "/kv/r2", nil, 307, "")
+	if r := h.followRedirects(t, "GET", c.HTTPAddr(follower), "/kv/r2", nil); r.code != 200 || r.body != "followed" {
+		t.Fatalf("GET following redirects: %d %q", r.code, r.body)
+	}
+	h.mustHTTP(t, "DELETE", c.HTTPAddr(follower), "/kv/r2", nil, 307, "")
+
+	conn := dial(t, c.ClientAddr(follower))
+	res := do(t, conn, paxos.OpPut, "b1", "v")
+	if res.Status != wire.StatusNotLeader || int(res.Leader) != leader || res.LeaderAddr != c.ClientAddr(leader) {
+		t.Fatalf("binary put at a follower in redirect mode: %+v, want NotLeader naming %d at %s", res, leader, c.ClientAddr(leader))
+	}
+	lc := dial(t, res.LeaderAddr)
+	expect(t, "put at the hinted leader", do(t, lc, paxos.OpPut, "b1", "v"), wire.StatusOK, "")
+	expect(t, "get at the hinted leader", do(t, lc, paxos.OpGet, "b1", ""), wire.StatusOK, "v")
+}
+
+// rawExchange writes req on a fresh TCP connection and returns what comes back until the server
+// closes it (or 5 s pass).
+func rawExchange(t *testing.T, addr, req string) string {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(nc)
+	return string(b)
+}
+
+// followRedirects sends a request and follows up to three 307s to their Location.
+func (h *httpClient) followRedirects(t *testing.T, method, addr, path string, body []byte) httpResult {
+	t.Helper()
+	for range 3 {
+		r, err := h.do(method, addr, path, body)
+		if err != nil {
+			t.Fatalf("%s http://%s%s: %v", method, addr, path, err)
+		}
+		if r.code != 307 {
+			return r
+		}
+		addr, path, err = splitLocation(r.location)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Fatalf("%s %s: more than three redirects", method, path)
+	return httpResult{}
+}
+
+// splitLocation splits "http://host:port/path" into the address and the path.
+func splitLocation(loc string) (addr, path string, err error) {
+	rest, ok := strings.CutPrefix(loc, "http://")
+	i := strings.IndexByte(rest, '/')
+	if !ok || i < 0 {
+		return "", "", errors.New("bad Location " + loc)
+	}
+	return rest[:i], rest[i:], nil
+}
