@@ -83,50 +83,77 @@ func Operations(recs []Record) []porcupine.Operation {
 }
 
 // Model is a key-value store of registers, partitioned by key (each key is checked alone, which is
-// what keeps checking tractable).
-var Model = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byKey := map[string][]porcupine.Operation{}
-		var keys []string
-		for _, op := range history {
-			k := op.Input.(input).key
-			if _, ok := byKey[k]; !ok {
-				keys = append(keys, k)
+// what keeps checking tractable). A key's value before the history is unknown (a preload, an earlier
+// run): the first read of a key the history has not written fixes it.
+var Model = newModel(false)
+
+// EmptyModel is Model for a history that starts from an empty store (a fresh cluster): every key is
+// absent until written, so a read that misses an acknowledged write is caught even as a key's first read.
+var EmptyModel = newModel(true)
+
+func newModel(startsEmpty bool) porcupine.Model {
+	return porcupine.Model{
+		Partition: partitionByKey,
+		Init:      func() any { return register{known: startsEmpty} },
+		Step: func(state, in, out any) (bool, any) {
+			s, i := state.(register), in.(input)
+			switch i.op {
+			case "put":
+				return true, register{known: true, present: true, value: i.value}
+			case "delete":
+				return true, register{known: true}
 			}
-			byKey[k] = append(byKey[k], op)
+			o := out.(output)
+			if !s.known {
+				return true, register{known: true, present: o.found, value: o.value}
+			}
+			return o.found == s.present && (!o.found || o.value == s.value), s
+		},
+		DescribeOperation: func(in, out any) string {
+			i, o := in.(input), out.(output)
+			if i.op == "get" {
+				return fmt.Sprintf("get(%s) -> %v %q", i.key, o.found, o.value)
+			}
+			return fmt.Sprintf("%s(%s, %q)", i.op, i.key, i.value)
+		},
+		DescribeState: func(state any) string {
+			switch s := state.(register); {
+			case !s.known:
+				return "unknown"
+			case !s.present:
+				return "absent"
+			default:
+				return s.value
+			}
+		},
+	}
+}
+
+func partitionByKey(history []porcupine.Operation) [][]porcupine.Operation {
+	byKey := map[string][]porcupine.Operation{}
+	var keys []string
+	for _, op := range history {
+		k := op.Input.(input).key
+		if _, ok := byKey[k]; !ok {
+			keys = append(keys, k)
 		}
-		out := make([][]porcupine.Operation, 0, len(keys))
-		for _, k := range keys {
-			out = append(out, byKey[k])
-		}
-		return out
-	},
-	Init: func() any { return register{} },
-	Step: func(state, in, out any) (bool, any) {
-		s, i := state.(register), in.(input)
-		switch i.op {
-		case "put":
-			return true, register{known: true, present: true, value: i.value}
-		case "delete":
-			return true, register{known: true}
-		}
-		o := out.(output)
-		if !s.known {
-			return true, register{known: true, present: o.found, value: o.value}
-		}
-		return o.found == s.present && (!o.found || o.value == s.value), s
-	},
-	DescribeOperation: func(in, out any) string {
-		i, o := in.(input), out.(output)
-		if i.op == "get" {
-			return fmt.Sprintf("get(%s) -> %v %q", i.key, o.found, o.value)
-		}
-		return fmt.Sprintf("%s(%s, %q)", i.op, i.key, i.value)
-	},
+		byKey[k] = append(byKey[k], op)
+	}
+	out := make([][]porcupine.Operation, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, byKey[k])
+	}
+	return out
 }
 
 // Check reports whether recs are linearizable: porcupine.Ok, Illegal, or Unknown when timeout ran
 // out first (treat Unknown as a failure: nothing was proven).
 func Check(recs []Record, timeout time.Duration) porcupine.CheckResult {
 	return porcupine.CheckOperationsTimeout(Model, Operations(recs), timeout)
+}
+
+// CheckVerbose checks recs against model (Model or EmptyModel) and also returns what porcupine
+// needs to draw the history (porcupine.VisualizePath) when it is not linearizable.
+func CheckVerbose(model porcupine.Model, recs []Record, timeout time.Duration) (porcupine.CheckResult, porcupine.LinearizationInfo) {
+	return porcupine.CheckOperationsVerbose(model, Operations(recs), timeout)
 }

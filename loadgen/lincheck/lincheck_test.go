@@ -37,3 +37,32 @@ func TestRegisterSemantics(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyModelCatchesWhatAFreshStoreForbids: starting from an empty store, a read that misses an
+// acknowledged write, a value nobody wrote, or a read after delete is illegal even as a key's first
+// read, while a write whose outcome is unknown may land late or never.
+func TestEmptyModelCatchesWhatAFreshStoreForbids(t *testing.T) {
+	cases := []struct {
+		name string
+		recs []Record
+		want porcupine.CheckResult
+	}{
+		{"stale read", []Record{rec("put", "k", "a", 0, 1, "ok", false, ""), rec("put", "k", "b", 2, 3, "ok", false, ""),
+			rec("get", "k", "", 4, 5, "ok", true, "a")}, porcupine.Illegal},
+		{"lost write", []Record{rec("put", "k", "a", 0, 1, "ok", false, ""), rec("get", "k", "", 2, 3, "not_found", false, "")}, porcupine.Illegal},
+		{"phantom value", []Record{rec("put", "k", "a", 0, 1, "ok", false, ""), rec("get", "k", "", 2, 3, "ok", true, "z")}, porcupine.Illegal},
+		{"value before any write", []Record{rec("get", "k", "", 0, 1, "ok", true, "z")}, porcupine.Illegal},
+		{"deleted then read", []Record{rec("put", "k", "a", 0, 1, "ok", false, ""), rec("delete", "k", "", 2, 3, "ok", false, ""),
+			rec("get", "k", "", 4, 5, "ok", true, "a")}, porcupine.Illegal},
+		{"unknown write seen late", []Record{rec("put", "k", "a", 0, 1, "timeout", false, ""), rec("get", "k", "", 2, 3, "not_found", false, ""),
+			rec("get", "k", "", 4, 5, "ok", true, "a")}, porcupine.Ok},
+		{"unknown write never seen", []Record{rec("put", "k", "a", 0, 1, "ok", false, ""), rec("put", "k", "b", 0, 1, "timeout", false, ""),
+			rec("get", "k", "", 4, 5, "ok", true, "a")}, porcupine.Ok},
+		{"other key unaffected", []Record{rec("put", "x", "a", 0, 1, "ok", false, ""), rec("get", "k", "", 2, 3, "not_found", false, "")}, porcupine.Ok},
+	}
+	for _, c := range cases {
+		if got, _ := CheckVerbose(EmptyModel, c.recs, 5*time.Second); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
