@@ -52,7 +52,7 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 type httpLogger struct{ s *Server }
 
 func (l httpLogger) Printf(format string, args ...any) {
-	l.s.log.Warn("http", "msg", fmt.Sprintf(format, args...))
+	l.s.log.Warn("http: " + fmt.Sprintf(format, args...))
 }
 
 var kvPrefix = []byte("/kv/")

@@ -57,7 +57,7 @@ func (s *Server) loop(ctx context.Context) error {
 		for i := 0; i < 8; i++ {
 			rd := s.core.Ready()
 			if rd.Empty() {
-				s.leader = rd.Leader
+				s.noteLeader(rd.Leader)
 				break
 			}
 			s.handle(&rd)
@@ -65,6 +65,17 @@ func (s *Server) loop(ctx context.Context) error {
 			s.stepLocal()
 		}
 	}
+}
+
+// noteLeader logs every change of leader, so a failover can be reconstructed from the logs.
+func (s *Server) noteLeader(l paxos.ReplicaID) {
+	if l == s.leader {
+		return
+	}
+	st := s.core.Status()
+	s.log.Info("leader changed", "from", s.leader, "to", l, "role", st.Role, "ballot", st.Ballot,
+		"promised", st.Promised, "commit", st.Commit)
+	s.leader = l
 }
 
 // stepLocal delivers the replica's messages to itself (promises and votes of its own acceptor).
@@ -147,7 +158,7 @@ func (s *Server) unregister(r *request) {
 
 // handle does what a Ready asks, in the order the contract requires.
 func (s *Server) handle(rd *paxos.Ready) {
-	s.leader = rd.Leader
+	s.noteLeader(rd.Leader)
 	if rd.Snapshot != nil {
 		s.installSnapshot(rd.Snapshot)
 	}
