@@ -92,11 +92,18 @@ type badgerBackend struct {
 	fillBytes atomic.Int64
 
 	rotatedSyncs atomic.Uint64 // read by Stats
+
+	fault func(step string) error // Options.Fault
 }
 
 func (b *badgerBackend) write(ops []op) error {
 	if len(ops) == 0 {
 		return nil
+	}
+	if b.fault != nil {
+		if err := b.fault("write"); err != nil {
+			return err
+		}
 	}
 	fill := int64(opOverheadBytes)
 	defer func() { b.fillBytes.Add(fill) }()
@@ -137,6 +144,11 @@ func txnApply(txn *badger.Txn, o *op) error {
 // acknowledged while still only in the page cache. So after DB.Sync, sync finds the files rotated
 // out since the last check and fsyncs them too.
 func (b *badgerBackend) sync() error {
+	if b.fault != nil {
+		if err := b.fault("sync"); err != nil {
+			return err
+		}
+	}
 	if err := b.db.Sync(); err != nil {
 		return err
 	}

@@ -37,6 +37,11 @@ type Options struct {
 	SnapshotChunkBytes int
 	// Logger receives badger's warnings and errors. Default slog.Default().
 	Logger *slog.Logger
+	// Fault, when set, is called before every group write ("write") and every fsync ("sync"); an
+	// error it returns is what that step returns, as if the disk had said it (ENOSPC, EIO). It is
+	// fault injection for the runtime's tests: the store takes its failure path exactly as it
+	// would for the real error.
+	Fault func(step string) error
 }
 
 func (o Options) withDefaults() Options {
@@ -104,7 +109,7 @@ func Open(dir string, opt Options) (*Store, Recovered, error) {
 	// Below the value threshold, so no value goes to the value log; and at most half a batch.
 	recordBytesMax := int(min(db.MaxBatchSize()/2, valueThresholdBytes(opt)-1))
 	s := &Store{db: db, opt: opt, recordBytesMax: recordBytesMax,
-		be: &badgerBackend{db: db, dir: dir, memTableBytes: opt.MemTableBytes}}
+		be: &badgerBackend{db: db, dir: dir, memTableBytes: opt.MemTableBytes, fault: opt.Fault}}
 	rec, err := s.open()
 	if err != nil {
 		db.Close()

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sofadb/sofadb/disk"
 	"github.com/sofadb/sofadb/paxos"
 )
 
@@ -63,19 +64,22 @@ type Config struct {
 	// truncated). 0 disables snapshots.
 	SnapshotEverySlots uint64
 
-	KeyBytesMax                         int
-	ValueBytesMax                       int
-	PeerFrameBytesMax                   int // a snapshot travels in one peer frame: this bounds the state size too
-	ClientFrameBytesMax                 int
-	ClientConnsMax                      int
-	ClientInflightMax                   int // per binary connection
-	PeerQueueMax                        int // messages waiting for one peer's writer; more are dropped (Paxos tolerates loss)
-	RequestQueueMax                     int // client requests waiting for the loop; more are refused Busy
-	RequestTimeout                      time.Duration
-	HandshakeTimeout                    time.Duration
-	UnauthenticatedMax                  int // peer connections still in their handshake
-	Logger                              *slog.Logger
-	DisableHTTP, NoCloseOnSignalForTest bool
+	KeyBytesMax         int
+	ValueBytesMax       int
+	PeerFrameBytesMax   int // a snapshot travels in one peer frame: this bounds the state size too
+	ClientFrameBytesMax int
+	ClientConnsMax      int
+	ClientInflightMax   int // per binary connection
+	PeerQueueMax        int // messages waiting for one peer's writer; more are dropped (Paxos tolerates loss)
+	RequestQueueMax     int // client requests waiting for the loop; more are refused Busy
+	RequestTimeout      time.Duration
+	HandshakeTimeout    time.Duration
+	UnauthenticatedMax  int // peer connections still in their handshake
+	Logger              *slog.Logger
+	// Disk configures the store (queue bounds, memtable size, fault injection in tests); its
+	// Logger defaults to Logger.
+	Disk        disk.Options
+	DisableHTTP bool
 }
 
 // DefaultConfig returns a configuration for replica id in a cluster with the given addresses.

@@ -139,7 +139,10 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	store, rec, err := disk.Open(cfg.DataDir, disk.Options{Logger: cfg.Logger})
+	if cfg.Disk.Logger == nil {
+		cfg.Disk.Logger = cfg.Logger
+	}
+	store, rec, err := disk.Open(cfg.DataDir, cfg.Disk)
 	if err != nil {
 		return nil, err
 	}
