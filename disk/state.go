@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 
 	"github.com/sofadb/sofadb/paxos"
@@ -222,6 +223,22 @@ func (h *hashState) command(c *paxos.Command) {
 }
 
 func (h *hashState) sum() uint64 { return h.fnv.Sum64() }
+
+// Clone returns an independent copy of the state, so a snapshot can be encoded on another
+// goroutine while this one keeps applying: the loop pays only for copying the maps. Values are
+// shared, which is safe because a stored value is never modified (a put stores a fresh copy).
+func (s *State) Clone() *State {
+	c := &State{applied: s.applied, digest: s.digest, kv: maps.Clone(s.kv),
+		sessions: make(map[uint64]*session, len(s.sessions))}
+	c.lru.Init()
+	for e := s.lru.Back(); e != nil; e = e.Prev() {
+		ss := *e.Value.(*session)
+		cs := &ss
+		cs.elem = c.lru.PushFront(cs)
+		c.sessions[cs.client] = cs
+	}
+	return c
+}
 
 // snapshotVersion is written first in every snapshot so a format change is detected, not misread.
 const snapshotVersion = 1

@@ -44,7 +44,7 @@ func (s *Server) serveClients(ctx context.Context) {
 type clientConn struct {
 	s     *Server
 	c     net.Conn
-	out   chan wire.Response
+	out   chan []wire.Response
 	slots chan struct{}
 	quit  chan struct{} // closed when the reader is done: the writer stops
 	dead  chan struct{} // closed by the writer when a write fails: the reader stops
@@ -59,7 +59,7 @@ func (s *Server) serveClient(ctx context.Context, c net.Conn) {
 	defer context.AfterFunc(ctx, func() { c.Close() })()
 	s.stats.clientConns.Add(1)
 	defer s.stats.clientConns.Add(-1)
-	cc := &clientConn{s: s, c: c, out: make(chan wire.Response, s.cfg.ClientInflightMax),
+	cc := &clientConn{s: s, c: c, out: make(chan []wire.Response, s.cfg.ClientInflightMax),
 		slots: make(chan struct{}, s.cfg.ClientInflightMax), quit: make(chan struct{}), dead: make(chan struct{})}
 	done := make(chan struct{})
 	go func() {
@@ -105,14 +105,31 @@ func (cc *clientConn) readLoop(ctx context.Context) error {
 				Key: bytes.Clone(req.Key), Value: bytes.Clone(req.Value)},
 			deadline: time.Now().Add(s.cfg.RequestTimeout),
 		}
+		// Replies come from the loop, which gathers them per connection and hands each connection
+		// one batch per iteration (see flushReplies); only Busy is answered here, by submit.
 		r.reply = func(resp response) {
 			out := wire.Response{Seq: seq, Status: resp.status, Value: resp.value, Leader: resp.leader}
 			if resp.status == wire.StatusNotLeader && resp.leader != 0 {
 				out.LeaderAddr = []byte(s.cfg.ClientAddrs[resp.leader])
 			}
-			cc.push(out)
+			s.replies[cc] = append(s.replies[cc], out)
 		}
-		s.submit(r)
+		select {
+		case s.reqs <- r:
+		default:
+			s.stats.busy.Add(1)
+			cc.push(wire.Response{Seq: seq, Status: wire.StatusBusy})
+		}
+	}
+}
+
+// flushReplies hands every binary connection the replies gathered in this loop iteration, one
+// batch each: the connection's writer then sends them in one write. Never blocks: each reply has a
+// slot reserved by the reader, and a batch holds at least one reply.
+func (s *Server) flushReplies() {
+	for cc, batch := range s.replies {
+		cc.out <- batch
+		delete(s.replies, cc)
 	}
 }
 
@@ -127,23 +144,29 @@ func (s *Server) checkRequest(op paxos.Op, keyLen, valueLen int) wire.Status {
 	return wire.StatusOK
 }
 
-func (cc *clientConn) push(r wire.Response) { cc.out <- r }
+func (cc *clientConn) push(r wire.Response) { cc.out <- []wire.Response{r} }
 
-// writeLoop sends replies, coalescing everything ready into one write.
+// writeLoop sends replies, coalescing every batch ready into one write.
 func (cc *clientConn) writeLoop() {
 	var buf []byte
 	for {
-		var r wire.Response
+		var batch []wire.Response
 		select {
-		case r = <-cc.out:
+		case batch = <-cc.out:
 		case <-cc.quit:
 			return
 		}
-		buf = wire.AppendResponseFrame(buf[:0], &r)
-		n := 1
-		for ; len(cc.out) > 0 && n < 4096; n++ {
-			r := <-cc.out
-			buf = wire.AppendResponseFrame(buf, &r)
+		buf = buf[:0]
+		n := 0
+		for {
+			for i := range batch {
+				buf = wire.AppendResponseFrame(buf, &batch[i])
+			}
+			n += len(batch)
+			if len(cc.out) == 0 || n >= 4096 {
+				break
+			}
+			batch = <-cc.out
 		}
 		cc.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := cc.c.Write(buf); err != nil {

@@ -60,9 +60,12 @@ type Config struct {
 	// Redirect makes a non-leader answer NotLeader (HTTP 307) with the leader's address instead of
 	// forwarding the command to the leader.
 	Redirect bool
-	// SnapshotEverySlots is how many applied slots pass between snapshots (which let the log be
-	// truncated). 0 disables snapshots.
+	// SnapshotEverySlots and SnapshotEveryBytes say how many applied slots, or bytes of applied
+	// commands, pass between snapshots (which let the log be truncated, in memory and on disk):
+	// whichever comes first. With batching a slot can hold many commands, so the byte bound is what
+	// keeps a busy replica's memory flat. 0 disables that trigger; both 0 disables snapshots.
 	SnapshotEverySlots uint64
+	SnapshotEveryBytes uint64
 
 	KeyBytesMax         int
 	ValueBytesMax       int
@@ -95,7 +98,7 @@ func DefaultConfig(id paxos.ReplicaID, peers, clients, https map[paxos.ReplicaID
 	core.BatchBytesMax = 256 << 10
 	return Config{
 		ID: id, PeerAddrs: peers, ClientAddrs: clients, HTTPAddrs: https,
-		Core: core, TickInterval: 10 * time.Millisecond, Fsync: true, SnapshotEverySlots: 100_000,
+		Core: core, TickInterval: 10 * time.Millisecond, Fsync: true, SnapshotEverySlots: 100_000, SnapshotEveryBytes: 64 << 20,
 		KeyBytesMax: 1 << 10, ValueBytesMax: 64 << 10,
 		PeerFrameBytesMax: 256 << 20, ClientFrameBytesMax: 1 << 20,
 		ClientConnsMax: 4096, ClientInflightMax: 4096, PeerQueueMax: 1 << 16, RequestQueueMax: 1 << 16,

@@ -27,6 +27,7 @@ func (s *Server) loop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			s.failPending(wire.StatusUnavailable)
+			s.flushReplies()
 			return nil
 		case <-ticker.C:
 			s.core.Tick()
@@ -64,6 +65,8 @@ func (s *Server) loop(ctx context.Context) error {
 			s.core.Advance(&rd)
 			s.stepLocal()
 		}
+		s.tr.flush()
+		s.flushReplies()
 	}
 }
 
@@ -248,6 +251,7 @@ func (s *Server) apply(e *paxos.Entry) {
 		panic(err)
 	}
 	for i := range e.Cmds {
+		s.bytesSince += uint64(e.Cmds[i].Size())
 		s.answerCmd(&e.Cmds[i], resultResponse(&e.Cmds[i], &s.results[i]))
 	}
 	if len(s.readWait) > 0 {
@@ -342,23 +346,32 @@ func (s *Server) installSnapshot(snap *paxos.Snapshot) {
 		return
 	}
 	s.log.Info("installed snapshot from a peer", "slot", snap.Slot, "keys", s.state.Len())
-	s.saveSnapshot(snap.Data, snap.Slot)
+	data := snap.Data
+	s.saveSnapshot(func() []byte { return data }, snap.Slot)
 }
 
-// maybeSnapshot saves a snapshot every SnapshotEverySlots applied slots, so the log can be truncated.
-// Encoding happens on the loop (it must see a consistent state); saving runs in the background.
+// maybeSnapshot saves a snapshot every SnapshotEverySlots applied slots or SnapshotEveryBytes
+// applied command bytes, so the log can be truncated. The loop only clones the state (a few ms for
+// 100k keys); sorting, encoding (tens of ms) and saving run in the background. Encoding on the loop
+// stalled every request for as long, every few seconds under load.
 func (s *Server) maybeSnapshot() {
-	every := s.cfg.SnapshotEverySlots
-	if every == 0 || s.snapshotting || s.state.Applied() < s.lastSnap+every {
+	slots, bytes := s.cfg.SnapshotEverySlots, s.cfg.SnapshotEveryBytes
+	due := (slots > 0 && s.state.Applied() >= s.lastSnap+slots) || (bytes > 0 && s.bytesSince >= bytes)
+	if !due || s.snapshotting || s.state.Applied() <= s.lastSnap {
 		return
 	}
-	s.saveSnapshot(s.state.AppendSnapshot(nil), s.state.Applied())
+	s.bytesSince = 0
+	frozen := s.state.Clone()
+	s.saveSnapshot(func() []byte { return frozen.AppendSnapshot(nil) }, frozen.Applied())
 }
 
-func (s *Server) saveSnapshot(data []byte, slot uint64) {
+func (s *Server) saveSnapshot(encode func() []byte, slot uint64) {
 	s.snapshotting = true
 	s.runBackground(func() {
+		started := time.Now()
+		data := encode()
 		err := s.store.SaveSnapshot(data)
+		s.log.Info("snapshot saved", "slot", slot, "bytes", len(data), "took", time.Since(started).Round(time.Millisecond), "err", err)
 		s.snapDone <- snapResult{slot, err}
 	})
 }
@@ -379,16 +392,22 @@ func (s *Server) onSnapshotSaved(sr snapResult) {
 	s.core.Compact(sr.slot)
 }
 
+// sendSnapshot brings a peer behind the truncated log up to date: the loop clones the state, a
+// goroutine encodes and queues it (the transport is safe for concurrent use).
 func (s *Server) sendSnapshot(to paxos.ReplicaID) {
 	if s.state.Applied() == 0 {
 		return
 	}
-	data := s.state.AppendSnapshot(nil)
-	if len(data)+64 > s.cfg.PeerFrameBytesMax {
-		s.log.Error("state too large for one peer frame; replica cannot be brought up to date", "peer", to, "bytes", len(data))
-		return
-	}
-	s.tr.send(&paxos.Message{Type: paxos.MsgSnapshot, From: s.cfg.ID, To: to, Slot: s.state.Applied(), Data: data})
+	frozen := s.state.Clone()
+	go func() {
+		data := frozen.AppendSnapshot(nil)
+		if len(data)+64 > s.cfg.PeerFrameBytesMax {
+			s.log.Error("state too large for one peer frame; replica cannot be brought up to date", "peer", to, "bytes", len(data))
+			return
+		}
+		s.log.Info("sending snapshot", "peer", to, "slot", frozen.Applied(), "bytes", len(data))
+		s.tr.send(&paxos.Message{Type: paxos.MsgSnapshot, From: s.cfg.ID, To: to, Slot: frozen.Applied(), Data: data})
+	}()
 }
 
 // runBackground queues slow disk work; if the worker is busy for long the loop waits, which is the

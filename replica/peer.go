@@ -40,6 +40,7 @@ type peer struct {
 	queue []paxos.Message
 	conn  net.Conn
 	wake  chan struct{}
+	dirty atomic.Bool // queued since the last flush
 
 	sent, dropped, reconnects atomic.Uint64
 }
@@ -84,8 +85,9 @@ func (t *transport) stop() {
 	t.wg.Wait()
 }
 
-// send queues m for its peer. It never blocks the loop: beyond PeerQueueMax messages are dropped,
-// which Paxos tolerates (resends, catch-up) and which is counted.
+// send queues m for its peer; the writer is woken by flush, so everything one loop iteration sends
+// to a peer leaves in one write. It never blocks: beyond PeerQueueMax messages are dropped, which
+// Paxos tolerates (resends, catch-up) and which is counted. Safe for concurrent use.
 func (t *transport) send(m *paxos.Message) {
 	p := t.peers[m.To]
 	if p == nil {
@@ -99,9 +101,19 @@ func (t *transport) send(m *paxos.Message) {
 	}
 	p.queue = append(p.queue, *m)
 	p.mu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
+	p.dirty.Store(true)
+}
+
+// flush wakes the writer of every peer with queued messages. The loop calls it once per iteration;
+// waking per message made each frame its own write system call.
+func (t *transport) flush() {
+	for _, p := range t.peers {
+		if p.dirty.Swap(false) {
+			select {
+			case p.wake <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 

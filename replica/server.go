@@ -49,8 +49,10 @@ type Server struct {
 	results      []disk.Result
 	snapshotting bool
 	lastSnap     uint64
+	bytesSince   uint64 // command bytes applied since the last snapshot began
 	failed       error
 	leader       paxos.ReplicaID
+	replies      map[*clientConn][]wire.Response // binary replies of this loop iteration, per connection
 
 	clientLn net.Listener
 	httpSrv  *fasthttp.Server
@@ -167,7 +169,7 @@ func New(cfg Config) (*Server, error) {
 		peerIn: make(chan paxos.Message, 4096), reqs: make(chan *request, cfg.RequestQueueMax),
 		statusReq: make(chan chan Status), tickets: make(chan ticketItem, 1<<16),
 		durable: make(chan ticketResult, 1<<16), snapDone: make(chan snapResult, 4), bg: make(chan func(), 16), stopped: make(chan struct{}),
-		pending: map[cmdKey][]*request{}, lastSnap: state.Applied(),
+		pending: map[cmdKey][]*request{}, lastSnap: state.Applied(), replies: map[*clientConn][]wire.Response{},
 		connSem: make(chan struct{}, cfg.ClientConnsMax), httpBase: randomU64() | 1<<63}
 	s.tr = newTransport(s)
 	s.log.Info("replica opened", "dir", cfg.DataDir, "applied", state.Applied(), "promised", rec.Durable.Promised,
@@ -260,8 +262,9 @@ func (s *Server) deliver(ctx context.Context, m paxos.Message) bool {
 	}
 }
 
-// submit hands a client request to the loop, or refuses it Busy at once when the loop's queue is
-// full: an overloaded replica sheds load instead of queueing without bound.
+// submit hands a client request to the loop, or refuses it Busy at once (answering on the caller's
+// goroutine) when the loop's queue is full: an overloaded replica sheds load instead of queueing
+// without bound.
 func (s *Server) submit(r *request) {
 	select {
 	case s.reqs <- r:

@@ -9,6 +9,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -47,7 +49,8 @@ func run() error {
 	batch := fs.Int("batch-bytes", 256<<10, "bytes of commands per log slot; 0 disables batching (one command per slot)")
 	inflight := fs.Int("inflight-slots", 256, "slots proposed and not yet chosen (pipeline depth)")
 	inflightBytes := fs.Int("inflight-bytes", 64<<20, "bytes proposed and not yet chosen")
-	snapEvery := fs.Uint64("snapshot-every", 100_000, "applied slots between state snapshots (which let the log be truncated); 0 disables")
+	snapEvery := fs.Uint64("snapshot-every", 100_000, "applied slots between state snapshots (which let the log be truncated); 0 disables this trigger")
+	snapBytes := fs.Uint64("snapshot-every-bytes", 64<<20, "applied command bytes between state snapshots, whichever comes first; 0 disables this trigger")
 	keyMax := fs.Int("key-max", 1<<10, "largest key accepted, bytes (larger: 413 / TooLarge)")
 	valueMax := fs.Int("value-max", 64<<10, "largest value accepted, bytes (larger: 413 / TooLarge)")
 	peerFrame := fs.Int("peer-frame-max", 256<<20, "largest peer frame, bytes; a snapshot must fit in one")
@@ -55,6 +58,7 @@ func run() error {
 	inflightReq := fs.Int("max-inflight", 4096, "requests in flight per binary connection (the reader waits beyond it)")
 	timeout := fs.Duration("request-timeout", 10*time.Second, "a request not answered by then gets Unavailable (outcome unknown)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	debugAddr := fs.String("debug-addr", "", "serve Go's pprof profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty disables")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: sofadb -id N -peers ... -clients ... -http ... -data DIR -cluster-key FILE [flags]\n\n"+
 			"Runs one SofaDB replica. Every replica gets the same -peers/-clients/-http lists. SIGINT or\n"+
@@ -99,12 +103,18 @@ func run() error {
 	cfg.Core.Backoff, cfg.Redirect, cfg.Fsync, cfg.TickInterval = *backoff, *redirect, *fsync, *tick
 	cfg.Core.HeartbeatTicks, cfg.Core.ElectionTicks, cfg.Core.LeaseDriftTicks = *heartbeat, *election, *drift
 	cfg.Core.BatchBytesMax, cfg.Core.InflightSlotsMax, cfg.Core.InflightBytesMax = *batch, *inflight, *inflightBytes
-	cfg.SnapshotEverySlots, cfg.KeyBytesMax, cfg.ValueBytesMax = *snapEvery, *keyMax, *valueMax
+	cfg.SnapshotEverySlots, cfg.SnapshotEveryBytes = *snapEvery, *snapBytes
+	cfg.KeyBytesMax, cfg.ValueBytesMax = *keyMax, *valueMax
 	cfg.PeerFrameBytesMax, cfg.ClientConnsMax, cfg.ClientInflightMax, cfg.RequestTimeout = *peerFrame, *conns, *inflightReq, *timeout
 	cfg.ClientFrameBytesMax = max(cfg.ClientFrameBytesMax, *keyMax+*valueMax+1024)
 	s, err := replica.New(cfg)
 	if err != nil {
 		return err
+	}
+	if *debugAddr != "" {
+		// The default mux carries net/http/pprof's handlers (imported for that). Off unless asked:
+		// profiles reveal internals and cost CPU while taken.
+		go func() { logger.Warn("debug server stopped", "err", http.ListenAndServe(*debugAddr, nil)) }()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
