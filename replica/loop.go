@@ -354,13 +354,20 @@ func (s *Server) installSnapshot(snap *paxos.Snapshot) {
 // applied command bytes, so the log can be truncated. The loop only clones the state (a few ms for
 // 100k keys); sorting, encoding (tens of ms) and saving run in the background. Encoding on the loop
 // stalled every request for as long, every few seconds under load.
+//
+// Every replica applies the same log, so the same thresholds would make all of them save a snapshot
+// at once, and a quorum of disks would be busy with it together (the p99 spikes of an open-loop run
+// lined up with those moments). Each cycle's thresholds are stretched by a random 0-50 % per replica.
 func (s *Server) maybeSnapshot() {
 	slots, bytes := s.cfg.SnapshotEverySlots, s.cfg.SnapshotEveryBytes
+	slots += uint64(float64(slots) * s.snapJitter)
+	bytes += uint64(float64(bytes) * s.snapJitter)
 	due := (slots > 0 && s.state.Applied() >= s.lastSnap+slots) || (bytes > 0 && s.bytesSince >= bytes)
 	if !due || s.snapshotting || s.state.Applied() <= s.lastSnap {
 		return
 	}
 	s.bytesSince = 0
+	s.snapJitter = rand.Float64() / 2
 	frozen := s.state.Clone()
 	s.saveSnapshot(func() []byte { return frozen.AppendSnapshot(nil) }, frozen.Applied())
 }

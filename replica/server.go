@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -49,7 +50,8 @@ type Server struct {
 	results      []disk.Result
 	snapshotting bool
 	lastSnap     uint64
-	bytesSince   uint64 // command bytes applied since the last snapshot began
+	bytesSince   uint64  // command bytes applied since the last snapshot began
+	snapJitter   float64 // this cycle's stretch of the snapshot thresholds, in [0, 0.5)
 	failed       error
 	leader       paxos.ReplicaID
 	replies      map[*clientConn][]wire.Response // binary replies of this loop iteration, per connection
@@ -171,6 +173,7 @@ func New(cfg Config) (*Server, error) {
 		durable: make(chan ticketResult, 1<<16), snapDone: make(chan snapResult, 4), bg: make(chan func(), 16), stopped: make(chan struct{}),
 		pending: map[cmdKey][]*request{}, lastSnap: state.Applied(), replies: map[*clientConn][]wire.Response{},
 		connSem: make(chan struct{}, cfg.ClientConnsMax), httpBase: randomU64() | 1<<63}
+	s.snapJitter = rand.Float64() / 2 // from the first cycle on: replicas start together
 	s.tr = newTransport(s)
 	s.log.Info("replica opened", "dir", cfg.DataDir, "applied", state.Applied(), "promised", rec.Durable.Promised,
 		"slots", len(rec.Durable.Entries), "mode", cfg.Core.Mode, "reads", cfg.ReadMode, "fsync", cfg.Fsync)
