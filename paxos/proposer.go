@@ -410,12 +410,16 @@ func (r *Replica) reforward() {
 	}
 }
 
-// expireForwarded forgets forwarded commands older than two election timeouts (by then they were
-// chosen or their clients gave up) and keeps the memory they hold under QueueBytesMax.
+// expireForwarded forgets forwarded commands once the leader they went to has led for two election
+// timeouts since (by then it proposed them, or their clients gave up), and keeps the memory they
+// hold under QueueBytesMax. While that leader is not (or no longer known to be) the leader they are
+// kept whatever their age: a failover takes longer than an election timeout, and the commands are
+// needed exactly when it ends.
 func (r *Replica) expireForwarded() {
 	horizon := uint64(2 * r.cfg.ElectionTicks)
+	aged := func(b fwdBatch) bool { return r.leader == r.fwdLeader && b.tick+horizon < r.tick }
 	n := 0
-	for n < len(r.fwd) && (r.fwd[n].tick+horizon < r.tick || r.fwdBytes > r.cfg.QueueBytesMax) {
+	for n < len(r.fwd) && (aged(r.fwd[n]) || r.fwdBytes > r.cfg.QueueBytesMax) {
 		for i := range r.fwd[n].cmds {
 			r.fwdBytes -= r.fwd[n].cmds[i].Size()
 		}

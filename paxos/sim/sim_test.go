@@ -314,3 +314,40 @@ func TestViolationReportNamesTheSeedParameters(t *testing.T) {
 		t.Fatalf("params line lacks essentials: %s", s)
 	}
 }
+
+// TestForwardedCommandSurvivesLeaderCrashWithoutClientRetry: a follower forwards a command to the
+// leader, which crashes before proposing it. The client does not retry; the follower must forward
+// the command again to whichever replica leads next, however long the failover takes.
+func TestForwardedCommandSurvivesLeaderCrashWithoutClientRetry(t *testing.T) {
+	p := calm(3, paxos.ModeLeader)
+	p.ClientTimeoutUs = 60_000_000 // the client waits for ever: only the replicas can save the command
+	w := newWorld(p, nil)
+	if !runUntil(w, 1_000_000, func() bool { return leaderOf(w) != nil }) {
+		t.Fatal("no leader elected")
+	}
+	runFor(w, 50_000)
+	old := leaderOf(w)
+	f := w.nodes[(old.idx+1)%3]
+	c := submit(w, f.idx, "k", "forwarded")
+	forwarded := func() bool { return f.r.Status().Metrics.Forwarded > 0 }
+	if !runUntil(w, 100_000, forwarded) {
+		t.Fatal("follower never forwarded the command")
+	}
+	old.crash() // the forward is in flight to a dead leader, or arrived and died with it
+	// The first elections fail (their prepares are lost), so the failover outlasts two election
+	// timeouts, as it often does on real machines (election timeout, then phase 1).
+	electionsFailUntil := w.nowUs + 60_000
+	w.drop = func(from int, m *paxos.Message) bool {
+		return m.Type == paxos.MsgPrepare && w.nowUs < electionsFailUntil
+	}
+	if !runUntil(w, 5_000_000, func() bool { return !c.waiting }) {
+		t.Fatalf("command never applied after the leader crashed (reforwarded %d): %s",
+			f.r.Status().Metrics.Reforwarded, w.convergeReport())
+	}
+	if f.r.Status().Metrics.Reforwarded == 0 {
+		t.Fatal("applied without a re-forward: the scenario did not test what it says")
+	}
+	w.drop = nil
+	old.restart()
+	mustConverge(t, w)
+}
