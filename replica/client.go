@@ -163,8 +163,8 @@ func (cc *clientConn) writeLoop() {
 				buf = wire.AppendResponseFrame(buf, &batch[i])
 			}
 			n += len(batch)
-			if len(cc.out) == 0 || n >= 4096 {
-				break
+			if len(cc.out) == 0 || len(buf) >= 1<<20 {
+				break // one write of at most about a megabyte: large GET values must not pile up
 			}
 			batch = <-cc.out
 		}

@@ -74,6 +74,7 @@ type Config struct {
 	ClientConnsMax      int
 	ClientInflightMax   int // per binary connection
 	PeerQueueMax        int // messages waiting for one peer's writer; more are dropped (Paxos tolerates loss)
+	PeerQueueBytesMax   int // and their approximate bytes
 	RequestQueueMax     int // client requests waiting for the loop; more are refused Busy
 	RequestTimeout      time.Duration
 	HandshakeTimeout    time.Duration
@@ -101,8 +102,9 @@ func DefaultConfig(id paxos.ReplicaID, peers, clients, https map[paxos.ReplicaID
 		Core: core, TickInterval: 10 * time.Millisecond, Fsync: true, SnapshotEverySlots: 100_000, SnapshotEveryBytes: 64 << 20,
 		KeyBytesMax: 1 << 10, ValueBytesMax: 64 << 10,
 		PeerFrameBytesMax: 256 << 20, ClientFrameBytesMax: 1 << 20,
-		ClientConnsMax: 4096, ClientInflightMax: 4096, PeerQueueMax: 1 << 16, RequestQueueMax: 1 << 16,
-		RequestTimeout: 10 * time.Second, HandshakeTimeout: 2 * time.Second, UnauthenticatedMax: 32,
+		ClientConnsMax: 1024, ClientInflightMax: 1024, PeerQueueMax: 1 << 16, PeerQueueBytesMax: 512 << 20,
+		RequestQueueMax: 1 << 16,
+		RequestTimeout:  10 * time.Second, HandshakeTimeout: 2 * time.Second, UnauthenticatedMax: 32,
 		Logger: slog.Default(),
 	}
 }
@@ -130,7 +132,7 @@ func (c *Config) validate() error {
 	case c.KeyBytesMax <= 0 || c.ValueBytesMax <= 0 || c.ClientFrameBytesMax < c.KeyBytesMax+c.ValueBytesMax+64:
 		return bad("key %d / value %d limits do not fit the client frame limit %d", c.KeyBytesMax, c.ValueBytesMax, c.ClientFrameBytesMax)
 	case c.PeerFrameBytesMax <= 0 || c.ClientConnsMax <= 0 || c.ClientInflightMax <= 0 ||
-		c.PeerQueueMax <= 0 || c.RequestQueueMax <= 0 || c.UnauthenticatedMax <= 0:
+		c.PeerQueueMax <= 0 || c.PeerQueueBytesMax < c.PeerFrameBytesMax || c.RequestQueueMax <= 0 || c.UnauthenticatedMax <= 0:
 		return bad("every limit must be positive")
 	case c.Core.BatchBytesMax > c.PeerFrameBytesMax/2:
 		return bad("batch bytes %d do not fit a peer frame of %d", c.Core.BatchBytesMax, c.PeerFrameBytesMax)

@@ -83,6 +83,16 @@ func (c *inProcessCluster) leader(t *testing.T) int {
 	return -1
 }
 
+// healthyLeads says a replica other than failed leads.
+func (c *inProcessCluster) healthyLeads(failed int) bool {
+	for i, s := range c.servers {
+		if st, ok := s.Status(); ok && i != failed && st.Role == "leader" {
+			return true
+		}
+	}
+	return false
+}
+
 func put(t *testing.T, conn *sofaclient.Conn, key, value string) wire.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -96,7 +106,8 @@ func put(t *testing.T, conn *sofaclient.Conn, key, value string) wire.Status {
 
 // TestFailedDiskStopsAcknowledgingAndSaysSo: when a replica's disk fails (an fsync error, or a
 // write refused because the disk is full), its store fails for good, /status says so, and from then
-// on the replica acknowledges nothing, while the healthy majority keeps serving.
+// on the replica acknowledges nothing; being fenced off, it also stops leading, and the healthy
+// majority elects a leader of its own and keeps serving.
 func TestFailedDiskStopsAcknowledgingAndSaysSo(t *testing.T) {
 	for _, tc := range []struct {
 		step string
@@ -134,6 +145,14 @@ func TestFailedDiskStopsAcknowledgingAndSaysSo(t *testing.T) {
 				if st := put(t, conn, fmt.Sprint("after", i), "v"); st == wire.StatusOK {
 					t.Fatalf("write %d acknowledged by a replica whose disk failed", i)
 				}
+			}
+			// Fenced, the failed leader stops heartbeating: a healthy replica must take over.
+			deadline = time.Now().Add(10 * time.Second)
+			for !c.healthyLeads(li) {
+				if time.Now().After(deadline) {
+					t.Fatal("no healthy replica took over from the fenced leader")
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 			healthy := paxos.ReplicaID((li+1)%3 + 1)
 			other, err := sofaclient.Dial(c.clients[healthy], sofaclient.Options{Timeout: 15 * time.Second})

@@ -82,7 +82,7 @@ func peerGarbage(self paxos.ReplicaID) []garbageCase {
 		{"a hello to the wrong id", hello(1, 99), "hello from 1 to 99"},
 		{"a hello from itself", hello(self, self), fmt.Sprintf("hello from %d to %d", self, self)},
 		{"a hello from an unknown id", hello(77, self), fmt.Sprintf("hello from 77 to %d", self)},
-		{"a peer message before the handshake", wire.AppendMessageFrame(nil, &paxos.Message{Type: paxos.MsgAccept, From: 1, To: self}), "got accept, want a hello"},
+		{"a peer message before the handshake", wire.AppendMessageFrame(nil, &paxos.Message{Type: paxos.MsgAccept, From: 1, To: self}), "unknown or unexpected type accept"},
 		{"a client request", wire.AppendRequestFrame(nil, &wire.Request{ClientID: 1, Seq: 1, Op: paxos.OpGet, Key: []byte("k")}), "unknown or unexpected type request"},
 		{"a hello then garbage", append(hello(1, self), randomBytes(3, 64)...), "unknown format version 171"},
 		{"a hello then a hello", append(hello(1, self), hello(1, self)...), "got hello, want a proof"},

@@ -338,3 +338,29 @@ func splitLocation(loc string) (addr, path string, err error) {
 	}
 	return rest[:i], rest[i:], nil
 }
+
+// TestE2ERequestsDoNotWaitForHeartbeats: with heartbeats 400 ms apart, 10 writes and 10 lease reads
+// sent one at a time to the leader must finish in far less than that many heartbeats. Messages and
+// replies produced without a Ready (an accept reply released when its fsync completed, a lease read
+// answered at once) once waited in their queues for the next Ready: each lease read took a
+// heartbeat interval (397 ms here) and each write a resend interval (40 ms), 4.4 s in all. This
+// checks that mechanism, not speed: the bound (2 s) is far above the expected time (about 20 ms).
+func TestE2ERequestsDoNotWaitForHeartbeats(t *testing.T) {
+	c, leader := startCluster(t, 3, "-heartbeat-ticks", "40", "-election-ticks", "100")
+	conn := dial(t, c.ClientAddr(leader))
+	do(t, conn, paxos.OpPut, "k", "warm") // the lease is granted by the first acknowledged heartbeat
+	start := time.Now()
+	for i := range 10 {
+		if res := do(t, conn, paxos.OpPut, "k", fmt.Sprint(i)); res.Status != wire.StatusOK {
+			t.Fatalf("put: %v", res.Status)
+		}
+		if res := do(t, conn, paxos.OpGet, "k", ""); string(res.Value) != fmt.Sprint(i) {
+			t.Fatalf("get after put %d: %v %q", i, res.Status, res.Value)
+		}
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("20 sequential requests took %v: they waited for heartbeats (400 ms apart)", took)
+	} else {
+		t.Logf("20 sequential requests at the leader: %v", took)
+	}
+}

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"math/rand/v2"
+	"fmt"
 	"time"
 
 	"github.com/sofadb/sofadb/disk"
@@ -12,33 +12,41 @@ import (
 	"github.com/sofadb/sofadb/wire"
 )
 
-func randomU64() uint64 { return rand.Uint64() }
-
 // drainMax bounds how many queued inputs of one kind the loop takes per wake-up, so no input
 // starves the others and each Ready covers a batch (which is what makes batching work).
 const drainMax = 1024
 
 // loop is the one goroutine that owns the core. Each wake-up takes a batch of inputs (peer
 // messages, client requests, disk completions, ticks), then handles the core's Ready.
+//
+// The core's clock is the wall clock, not the ticker: catchUpTicks runs before any input is
+// handled, so a loop that was stalled (a stopped process, a starved CPU, a blocked disk) first
+// sees the time that passed. Counting ticker wake-ups instead let a leader paused for seconds
+// believe one tick had passed, and serve lease reads after the followers had elected another
+// leader that acknowledged newer writes (stale reads, found by review and pinned by
+// TestE2EPausedLeaderServesNoStaleLeaseReads).
 func (s *Server) loop(ctx context.Context) error {
 	ticker := time.NewTicker(s.cfg.TickInterval)
 	defer ticker.Stop()
+	s.lastTick = time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			s.failPending(wire.StatusUnavailable)
 			s.flushReplies()
 			return nil
-		case <-ticker.C:
-			s.core.Tick()
-			s.sweepDeadlines(time.Now())
+		case now := <-ticker.C:
+			s.catchUpTicks()
+			s.sweepDeadlines(now)
 		case m := <-s.peerIn:
-			s.core.Step(&m)
+			s.catchUpTicks()
+			s.stepPeer(&m)
 			for i := 0; i < drainMax && len(s.peerIn) > 0; i++ {
 				m := <-s.peerIn
-				s.core.Step(&m)
+				s.stepPeer(&m)
 			}
 		case r := <-s.reqs:
+			s.catchUpTicks()
 			s.admit(r)
 			for i := 0; i < drainMax && len(s.reqs) > 0; i++ {
 				s.admit(<-s.reqs)
@@ -53,6 +61,10 @@ func (s *Server) loop(ctx context.Context) error {
 		case ch := <-s.statusReq:
 			ch <- s.status()
 		}
+		if s.failed != nil {
+			s.flushReplies() // a fenced replica still answers its clients (Unavailable)
+			continue
+		}
 		s.stepLocal()
 		s.flushProposals()
 		for i := 0; i < 8; i++ {
@@ -64,10 +76,56 @@ func (s *Server) loop(ctx context.Context) error {
 			s.handle(&rd)
 			s.core.Advance(&rd)
 			s.stepLocal()
+			// Send what this Ready produced before anything later in the iteration can block
+			// (a full disk queue, the background worker, a state clone).
+			s.tr.flush()
+			s.flushReplies()
 		}
+		// Released AfterSync messages (onDurable) and lease-read replies (admit) come without a
+		// Ready: flush them too. (Without this they waited for the next heartbeat: 20 ms a request.)
 		s.tr.flush()
 		s.flushReplies()
+		s.maybeSnapshot()
 	}
+}
+
+// maxCatchUpTicks bounds the ticks delivered at once after a long stall: by then every lease,
+// election and resend timer has expired, and more ticks change nothing.
+const maxCatchUpTicks = 10_000
+
+// catchUpTicks ticks the core once for every TickInterval of wall-clock time since the last tick.
+func (s *Server) catchUpTicks() {
+	if s.failed != nil {
+		return
+	}
+	n := time.Since(s.lastTick) / s.cfg.TickInterval
+	if n <= 0 {
+		return
+	}
+	for i := time.Duration(0); i < min(n, maxCatchUpTicks); i++ {
+		s.core.Tick()
+	}
+	s.lastTick = s.lastTick.Add(n * s.cfg.TickInterval)
+}
+
+// stepPeer hands a peer message to the core. A snapshot is restored into a scratch state first: the
+// core moves its log past the snapshot's slot as soon as it steps it, so a snapshot the state
+// machine cannot read (corrupt, another format version, a slot that disagrees with its contents)
+// must be refused before that, or the next applied slot would be out of order.
+func (s *Server) stepPeer(m *paxos.Message) {
+	if s.failed != nil {
+		return // fenced: a replica whose disk failed takes no further part
+	}
+	if m.Type == paxos.MsgSnapshot {
+		st := disk.NewState()
+		if err := st.Restore(m.Data); err != nil || st.Applied() != m.Slot {
+			s.log.Error("refusing a peer snapshot the state machine cannot use", "peer", m.From, "slot", m.Slot,
+				"restored_slot", st.Applied(), "err", err)
+			return
+		}
+		s.peerSnap = st
+	}
+	s.core.Step(m)
 }
 
 // noteLeader logs every change of leader, so a failover can be reconstructed from the logs.
@@ -188,7 +246,6 @@ func (s *Server) handle(rd *paxos.Ready) {
 			}
 		})
 	}
-	s.maybeSnapshot()
 }
 
 // persist hands the Ready's durable part to the disk; its AfterSync messages wait for the ticket.
@@ -224,13 +281,16 @@ func (s *Server) onDurable(d ticketResult) {
 	s.afterQ = s.afterQ[n:]
 }
 
+// fail fences the replica after a disk failure: it acknowledges nothing, steps and ticks the core
+// no more and sends nothing further, so it stops leading (the others elect a healthy leader when its
+// heartbeats stop), and its memory stops growing. /status keeps answering and says why.
 func (s *Server) fail(err error) {
 	if s.failed != nil {
 		return
 	}
 	s.failed = err
-	s.afterQ = nil
-	s.log.Error("DISK FAILED: no longer acknowledging anything; restart from the data directory once fixed", "err", err)
+	s.afterQ, s.readWait, s.proposeBuf, s.proposeReqs = nil, nil, nil, nil
+	s.log.Error("DISK FAILED: fenced off; acknowledging nothing; restart from the data directory once fixed", "err", err)
 	s.failPending(wire.StatusUnavailable)
 }
 
@@ -341,10 +401,14 @@ func (s *Server) failPending(st wire.Status) {
 // installSnapshot replaces the state with a peer's snapshot and saves it, so a restart resumes from
 // it. Requests waiting for commands inside it are answered by their deadline.
 func (s *Server) installSnapshot(snap *paxos.Snapshot) {
-	if err := s.state.Restore(snap.Data); err != nil {
-		s.log.Error("peer snapshot does not restore; ignoring it", "slot", snap.Slot, "err", err)
+	st := s.peerSnap
+	s.peerSnap = nil
+	if st == nil || st.Applied() != snap.Slot {
+		// stepPeer validated every snapshot it let through; this one was not seen there.
+		s.fail(fmt.Errorf("replica: snapshot for slot %d was not validated before the core took it", snap.Slot))
 		return
 	}
+	s.state = st
 	s.log.Info("installed snapshot from a peer", "slot", snap.Slot, "keys", s.state.Len())
 	data := snap.Data
 	s.saveSnapshot(func() []byte { return data }, snap.Slot)
@@ -357,7 +421,8 @@ func (s *Server) installSnapshot(snap *paxos.Snapshot) {
 //
 // Every replica applies the same log, so the same thresholds would make all of them save a snapshot
 // at once, and a quorum of disks would be busy with it together (the p99 spikes of an open-loop run
-// lined up with those moments). Each cycle's thresholds are stretched by a random 0-50 % per replica.
+// lined up with those moments). Each cycle's thresholds are stretched by a random 0-50 % per replica,
+// so snapshots come every 1 to 1.5 times SnapshotEverySlots/Bytes.
 func (s *Server) maybeSnapshot() {
 	slots, bytes := s.cfg.SnapshotEverySlots, s.cfg.SnapshotEveryBytes
 	slots += uint64(float64(slots) * s.snapJitter)
@@ -367,7 +432,7 @@ func (s *Server) maybeSnapshot() {
 		return
 	}
 	s.bytesSince = 0
-	s.snapJitter = rand.Float64() / 2
+	s.snapJitter = s.rng.Float64() / 2
 	frozen := s.state.Clone()
 	s.saveSnapshot(func() []byte { return frozen.AppendSnapshot(nil) }, frozen.Applied())
 }
@@ -379,7 +444,10 @@ func (s *Server) saveSnapshot(encode func() []byte, slot uint64) {
 		data := encode()
 		err := s.store.SaveSnapshot(data)
 		s.log.Info("snapshot saved", "slot", slot, "bytes", len(data), "took", time.Since(started).Round(time.Millisecond), "err", err)
-		s.snapDone <- snapResult{slot, err}
+		select {
+		case s.snapDone <- snapResult{slot, err}:
+		case <-s.ctx.Done():
+		}
 	})
 }
 
@@ -405,8 +473,15 @@ func (s *Server) sendSnapshot(to paxos.ReplicaID) {
 	if s.state.Applied() == 0 {
 		return
 	}
+	p := s.tr.peers[to]
+	if p == nil || !p.snapSending.CompareAndSwap(false, true) {
+		return // one snapshot per peer at a time: encoding a large state takes longer than the core waits
+	}
 	frozen := s.state.Clone()
+	s.snapWG.Add(1)
 	go func() {
+		defer s.snapWG.Done()
+		defer p.snapSending.Store(false)
 		data := frozen.AppendSnapshot(nil)
 		if len(data)+64 > s.cfg.PeerFrameBytesMax {
 			s.log.Error("state too large for one peer frame; replica cannot be brought up to date", "peer", to, "bytes", len(data))
@@ -418,5 +493,17 @@ func (s *Server) sendSnapshot(to paxos.ReplicaID) {
 }
 
 // runBackground queues slow disk work; if the worker is busy for long the loop waits, which is the
-// right backpressure (truncation and snapshots must not pile up).
-func (s *Server) runBackground(job func()) { s.bg <- job }
+// right backpressure (truncation and snapshots must not pile up). While it waits it takes the
+// worker's snapshot results, or the two could wait for each other for ever.
+func (s *Server) runBackground(job func()) {
+	for {
+		select {
+		case s.bg <- job:
+			return
+		case sr := <-s.snapDone:
+			s.onSnapshotSaved(sr)
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}

@@ -52,6 +52,11 @@ type Server struct {
 	lastSnap     uint64
 	bytesSince   uint64  // command bytes applied since the last snapshot began
 	snapJitter   float64 // this cycle's stretch of the snapshot thresholds, in [0, 0.5)
+	lastTick     time.Time
+	peerSnap     *disk.State // a peer snapshot validated by stepPeer, for installSnapshot
+	rng          *rand.Rand  // the runtime's own randomness (snapshot jitter, HTTP client ids)
+	ctx          context.Context
+	snapWG       sync.WaitGroup // snapshot encodings for lagging peers
 	failed       error
 	leader       paxos.ReplicaID
 	replies      map[*clientConn][]wire.Response // binary replies of this loop iteration, per connection
@@ -150,9 +155,15 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Core.BatchBytesMax >= store.RecordBytesMax() {
+	// A slot is one disk record: the largest batch, and the largest single command (which gets a
+	// slot of its own whatever the batch limit), must fit one, with room for the entry's header.
+	// Otherwise one large PUT would fail the record, which the runtime must treat as a disk failure.
+	const entryOverheadBytes = 64
+	largestCmd := cfg.KeyBytesMax + cfg.ValueBytesMax + 24
+	if max(cfg.Core.BatchBytesMax, largestCmd)+entryOverheadBytes >= store.RecordBytesMax() {
 		store.Close()
-		return nil, fmt.Errorf("%w: batch bytes %d must stay below the store's record limit %d", ErrConfig, cfg.Core.BatchBytesMax, store.RecordBytesMax())
+		return nil, fmt.Errorf("%w: batch bytes %d or key+value limits %d+%d do not fit the store's record limit %d",
+			ErrConfig, cfg.Core.BatchBytesMax, cfg.KeyBytesMax, cfg.ValueBytesMax, store.RecordBytesMax())
 	}
 	state := disk.NewState()
 	if rec.Snapshot != nil {
@@ -172,8 +183,11 @@ func New(cfg Config) (*Server, error) {
 		statusReq: make(chan chan Status), tickets: make(chan ticketItem, 1<<16),
 		durable: make(chan ticketResult, 1<<16), snapDone: make(chan snapResult, 4), bg: make(chan func(), 16), stopped: make(chan struct{}),
 		pending: map[cmdKey][]*request{}, lastSnap: state.Applied(), replies: map[*clientConn][]wire.Response{},
-		connSem: make(chan struct{}, cfg.ClientConnsMax), httpBase: randomU64() | 1<<63}
-	s.snapJitter = rand.Float64() / 2 // from the first cycle on: replicas start together
+		connSem: make(chan struct{}, cfg.ClientConnsMax)}
+	s.ctx = context.Background() // Run replaces it with the one that stops the replica
+	s.rng = rand.New(rand.NewPCG(cfg.Core.Seed, uint64(cfg.ID)))
+	s.httpBase = s.rng.Uint64() | 1<<63
+	s.snapJitter = s.rng.Float64() / 2 // from the first cycle on: replicas start together
 	s.tr = newTransport(s)
 	s.log.Info("replica opened", "dir", cfg.DataDir, "applied", state.Applied(), "promised", rec.Durable.Promised,
 		"slots", len(rec.Durable.Entries), "mode", cfg.Core.Mode, "reads", cfg.ReadMode, "fsync", cfg.Fsync)
@@ -188,6 +202,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.ctx = ctx
 	if err := s.listen(); err != nil {
 		s.store.Close()
 		return err
@@ -218,6 +233,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.closeListeners()
 	s.tr.stop()
 	wg.Wait()
+	s.snapWG.Wait()
 	s.conns.Wait()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr

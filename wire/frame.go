@@ -116,6 +116,8 @@ var (
 	// PeerTypes are the frames of a peer connection: every peer message this version knows and the
 	// handshake (which frames a connection accepts before the handshake ends is the runtime's call).
 	PeerTypes = peerMessageTypes().With(TypeHello, TypeChallenge, TypeProof)
+	// HandshakeTypes are the frames of a peer connection before it is authenticated.
+	HandshakeTypes = TypeSet(0).With(TypeHello, TypeChallenge, TypeProof)
 	// ClientRequestTypes are what a server reads on its client port.
 	ClientRequestTypes = TypeSet(0).With(TypeRequest)
 	// ClientResponseTypes are what a client reads from a server.
@@ -232,6 +234,18 @@ func (r *Reader) Next() (Type, []byte, error) {
 		return 0, nil, err
 	}
 	return t, payload, nil
+}
+
+// SetLimits changes the payload limit and the accepted types for the frames read from now on. A
+// peer connection reads its handshake with a small limit and only handshake types, so a stranger
+// cannot make the replica buffer a large frame, and raises them once the peer is authenticated:
+// the bytes already buffered stay in this Reader, which a second Reader on the connection would lose.
+func (r *Reader) SetLimits(maxPayloadBytes int, accept TypeSet) {
+	if maxPayloadBytes <= 0 {
+		maxPayloadBytes = DefaultMaxPayloadBytes
+	}
+	r.maxPayloadBytes = int(min(uint64(maxPayloadBytes), math.MaxUint32))
+	r.accept = accept
 }
 
 // Buffered is the number of bytes already read from the stream and not yet returned: when it is

@@ -255,3 +255,26 @@ func TestFramePayloadIsCapped(t *testing.T) {
 		t.Fatalf("next frame after an append to the previous payload: %v", err)
 	}
 }
+
+func TestSetLimitsAppliesToLaterFramesAndKeepsBufferedBytes(t *testing.T) {
+	hello := AppendHelloFrame(nil, &Hello{From: 1, To: 2})
+	big := AppendMessageFrame(nil, &paxos.Message{Type: paxos.MsgSnapshot, From: 1, To: 2, Slot: 9, Data: make([]byte, 4096)})
+	stream := append(append([]byte(nil), hello...), big...)
+	r := NewReader(bytes.NewReader(stream), 256, HandshakeTypes)
+	if typ, _, err := r.Next(); err != nil || typ != TypeHello {
+		t.Fatalf("hello: %v %v", typ, err)
+	}
+	r.SetLimits(1<<20, PeerTypes)
+	typ, payload, err := r.Next()
+	if err != nil || typ != Type(paxos.MsgSnapshot) {
+		t.Fatalf("after raising the limits: %v %v", typ, err)
+	}
+	var m paxos.Message
+	if _, err := DecodeMessage(payload, &m); err != nil || len(m.Data) != 4096 {
+		t.Fatalf("decoded %v, %d bytes", err, len(m.Data))
+	}
+	small := NewReader(bytes.NewReader(big), 256, HandshakeTypes)
+	if _, _, err := small.Next(); !errors.Is(err, ErrFrameTooLarge) && !errors.Is(err, ErrUnknownType) {
+		t.Fatalf("a large non-handshake frame under handshake limits: %v", err)
+	}
+}

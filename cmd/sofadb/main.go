@@ -31,7 +31,7 @@ func main() {
 
 func run() error {
 	fs := flag.NewFlagSet("sofadb", flag.ContinueOnError)
-	id := fs.Uint("id", 0, "this replica's id (1..N), a key of -peers")
+	id := fs.String("id", "", "this replica's id (1..N, at most 65535), a key of -peers")
 	peers := fs.String("peers", "", "peer addresses of every replica: 1=host:port,2=host:port,... (replicas authenticate to each other here)")
 	clients := fs.String("clients", "", "binary-protocol addresses of every replica: 1=host:port,... (this replica listens on its own; the others are leader hints)")
 	https := fs.String("http", "", "HTTP addresses of every replica: 1=host:port,... (used for redirects to the leader)")
@@ -54,8 +54,8 @@ func run() error {
 	keyMax := fs.Int("key-max", 1<<10, "largest key accepted, bytes (larger: 413 / TooLarge)")
 	valueMax := fs.Int("value-max", 64<<10, "largest value accepted, bytes (larger: 413 / TooLarge)")
 	peerFrame := fs.Int("peer-frame-max", 256<<20, "largest peer frame, bytes; a snapshot must fit in one")
-	conns := fs.Int("max-conns", 4096, "client connections per API")
-	inflightReq := fs.Int("max-inflight", 4096, "requests in flight per binary connection (the reader waits beyond it)")
+	conns := fs.Int("max-conns", 1024, "client connections per API")
+	inflightReq := fs.Int("max-inflight", 1024, "requests in flight per binary connection (the reader waits beyond it)")
 	timeout := fs.Duration("request-timeout", 10*time.Second, "a request not answered by then gets Unavailable (outcome unknown)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	debugAddr := fs.String("debug-addr", "", "serve Go's pprof profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty disables")
@@ -92,7 +92,11 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("-cluster-key: %w", err)
 	}
-	cfg := replica.DefaultConfig(paxos.ReplicaID(*id), peerAddrs, clientAddrs, httpAddrs)
+	n, err := strconv.ParseUint(*id, 10, 16)
+	if err != nil || n == 0 {
+		return fmt.Errorf("-id %q: want a replica id from 1 to 65535", *id)
+	}
+	cfg := replica.DefaultConfig(paxos.ReplicaID(n), peerAddrs, clientAddrs, httpAddrs)
 	cfg.DataDir, cfg.ClusterKey, cfg.Logger = *dataDir, bytes.TrimSpace(key), logger
 	if cfg.Core.Mode, err = paxos.ParseMode(*mode); err != nil {
 		return err
