@@ -73,10 +73,23 @@ func reportGroups(b *testing.B, before, after Stats, elapsed time.Duration) {
 // BenchmarkGroupCommit is many writers persisting 128-byte records that each ask for sync,
 // through the real path (Persist, the flusher, badger, DB.Sync on this machine's disk). ns/op is
 // per record; records/fsync is the group-commit factor.
+//
+// The default store waits briefly after a busy fsync for the writers it released (the commit
+// delay, Options.SyncDelayMax); the no-delay cases beside them show what that buys.
 func BenchmarkGroupCommit(b *testing.B) {
-	for _, writers := range []int{1, 16, 64, 256} {
-		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
-			s, _ := openStore(b, benchDir(b), Options{})
+	type bc struct {
+		writers int
+		delay   time.Duration
+	}
+	cases := []bc{{1, 0}, {16, 0}, {64, 0}, {256, 0}, {64, -1}, {256, -1}}
+	for _, c := range cases {
+		name := fmt.Sprintf("writers=%d", c.writers)
+		if c.delay < 0 {
+			name += "/no-delay"
+		}
+		writers := c.writers
+		b.Run(name, func(b *testing.B) {
+			s, _ := openStore(b, benchDir(b), Options{SyncDelayMax: c.delay})
 			b.SetBytes(benchRecordBytes)
 			var next atomic.Uint64
 			next.Store(1 << 14)

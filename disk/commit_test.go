@@ -20,7 +20,7 @@ func isDone(t *Ticket) bool { return !errors.Is(t.Err(), ErrPending) }
 // startCommitter runs a committer over f and closes it when the test ends, releasing held syncs
 // first so that a failing test ends instead of deadlocking in close.
 func startCommitter(t *testing.T, f *fakeDisk, queueMax int) *committer {
-	c := newCommitter(f, queueMax, 1<<20)
+	c := newCommitter(f, queueMax, 1<<20, 0)
 	t.Cleanup(func() {
 		if f.releaseAll != nil {
 			f.releaseAll()
@@ -228,7 +228,7 @@ func TestSubmitBlocksWhileTheQueueIsFull(t *testing.T) {
 func TestCloseSyncsWhatIsQueuedAndRefusesLaterRecords(t *testing.T) {
 	f := newFakeDisk()
 	entered := f.holdSyncs()
-	c := newCommitter(f, 64, 1<<20)
+	c := newCommitter(f, 64, 1<<20, 0)
 	t1 := c.submit(rec("a", true))
 	<-entered
 	t2 := c.submit(rec("b", true))

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -37,6 +38,11 @@ type Options struct {
 	SnapshotChunkBytes int
 	// Logger receives badger's warnings and errors. Default slog.Default().
 	Logger *slog.Logger
+	// SyncDelayMax bounds the commit delay: after an fsync that acknowledged many records, the
+	// syncer waits up to this long (and at most that fsync's duration) for their writers to submit
+	// again, so that the next fsync covers them too. Zero takes the default, 200 us; negative
+	// disables the delay.
+	SyncDelayMax time.Duration
 	// Fault, when set, is called before every group write ("write") and every fsync ("sync"); an
 	// error it returns is what that step returns, as if the disk had said it (ENOSPC, EIO). It is
 	// fault injection for the runtime's tests: the store takes its failure path exactly as it
@@ -59,6 +65,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.SyncDelayMax == 0 {
+		o.SyncDelayMax = 200 * time.Microsecond
 	}
 	return o
 }
@@ -115,7 +124,7 @@ func Open(dir string, opt Options) (*Store, Recovered, error) {
 		db.Close()
 		return nil, Recovered{}, fmt.Errorf("disk: open %s: %w", dir, err)
 	}
-	s.c = newCommitter(s.be, opt.QueueRecordsMax, opt.QueueBytesMax)
+	s.c = newCommitter(s.be, opt.QueueRecordsMax, opt.QueueBytesMax, opt.SyncDelayMax)
 	return s, rec, nil
 }
 
