@@ -23,15 +23,55 @@ func (r *Replica) onPrepare(m *Message) {
 	if r.role != follower && b > r.ballot {
 		r.preempted(b)
 	}
-	from := max(m.Slot, r.commit+1)
-	r.sendAfterSync(Message{Type: MsgPromise, To: m.From, Ballot: b, Commit: r.commit, Entries: r.votesFrom(from)})
+	r.sendAfterSync(r.promiseMsg(m.From, b, m.Slot))
+}
+
+// promiseMsg is phase 1b's reply to a proposer whose first slot not known chosen is `from`. It
+// carries every vote above the acceptor's chosen prefix and, so that the proposer never depends on
+// this acceptor staying alive to learn them, the chosen values from `from` up to that prefix too.
+// Chosen values are bounded by CatchupBytesMax, taken from the top; Slot is the floor: every slot at
+// or below it is chosen but not in the promise (truncated into the snapshot, or over the budget). A
+// proposer whose own chosen prefix is below a promise's floor is behind: it must catch up before it
+// may lead (see onPromise).
+func (r *Replica) promiseMsg(to ReplicaID, b Ballot, from uint64) Message {
+	floor := max(from, 1) - 1
+	floor = max(floor, r.log.base)
+	var chosen []Entry
+	if r.commit > floor {
+		bytes, low := 0, r.commit+1
+		for low > floor+1 {
+			sl := r.log.get(low - 1)
+			e := Entry{Slot: low - 1, Ballot: sl.ballot, Chosen: true, Cmds: sl.cmds}
+			if bytes+e.Size() > r.cfg.CatchupBytesMax && low <= r.commit {
+				break
+			}
+			bytes += e.Size()
+			low--
+		}
+		floor = low - 1
+		for s := low; s <= r.commit; s++ {
+			sl := r.log.get(s)
+			chosen = append(chosen, Entry{Slot: s, Ballot: sl.ballot, Chosen: true, Cmds: sl.cmds})
+		}
+	}
+	entries := append(chosen, r.votesFrom(max(floor, r.commit)+1)...)
+	return Message{Type: MsgPromise, To: to, Ballot: b, Slot: floor, Commit: r.commit, Entries: entries}
 }
 
 // leaseProtects says a prepare from `from` must be ignored because this replica heard from the
 // current leader within ElectionTicks: every acknowledged heartbeat grants the leader that long, and
 // the leader serves reads locally on the strength of it (ModeLeader only).
+//
+// A replica also refuses everyone during its quiet period after it starts (see quietUntil): it may
+// have granted a lease it no longer remembers.
 func (r *Replica) leaseProtects(from ReplicaID) bool {
-	if r.cfg.Mode != ModeLeader || from == r.id || r.leader == 0 || from == r.leader {
+	if r.cfg.Mode != ModeLeader || from == r.id {
+		return false
+	}
+	if r.tick < r.quietUntil {
+		return true
+	}
+	if r.leader == 0 || from == r.leader {
 		return false
 	}
 	return r.tick < r.leaderSeenTick+uint64(r.cfg.ElectionTicks)
@@ -126,7 +166,10 @@ func (r *Replica) onCommit(m *Message) {
 		r.truncFloor = max(r.truncFloor, m.Slot)
 	}
 	r.learnCommit(m.Ballot, m.Commit, m.From)
-	if m.Stamp != 0 {
+	// Acknowledge a heartbeat only at or above our promise: the acknowledgement renews the sender's
+	// lease, and an acceptor that promised a higher ballot may be helping another leader take writes.
+	// (The Nack above can be lost or overtaken; the acknowledgement must not depend on it.)
+	if m.Stamp != 0 && (m.Ballot >= r.promised || r.cfg.Mutation == MutAckLowerBallot) {
 		r.send(Message{Type: MsgCommitAck, To: m.From, Ballot: m.Ballot, Stamp: m.Stamp,
 			Commit: r.commit, Slot: r.released})
 	}
@@ -148,7 +191,7 @@ func (r *Replica) learnCommit(b Ballot, c uint64, from ReplicaID) {
 	r.lcIndex = max(r.lcIndex, c)
 	end := min(r.lcIndex, r.log.last())
 	for s := max(r.lcScanned, r.commit, r.log.base) + 1; s <= end; s++ {
-		if sl := r.log.get(s); sl.has && !sl.chosen && sl.ballot == b {
+		if sl := r.log.get(s); sl.has && !sl.chosen && (sl.ballot == b || r.cfg.Mutation == MutLearnOtherBallot) {
 			r.markChosen(s, sl)
 		}
 	}
@@ -171,9 +214,11 @@ func (r *Replica) markChosen(s uint64, sl *slot) {
 
 // learnChosen records a value some peer knows to be chosen (a promise, a catch-up reply). A leader
 // that learns a slot was chosen under a ballot above its own has been superseded: it steps down
-// before it can announce a chosen prefix covering a slot where its own proposal lost.
-func (r *Replica) learnChosen(e *Entry) {
-	if e.Slot <= r.commit || e.Slot <= r.log.base || e.Slot > r.commit+r.cfg.WindowSlotsMax {
+// before it can announce a chosen prefix covering a slot where its own proposal lost. Catch-up
+// replies beyond the window are ignored (anyDistance false: they are only knowledge, asked for
+// again later); a promise's are not, since the proposer must never put a new value over them.
+func (r *Replica) learnChosen(e *Entry, anyDistance bool) {
+	if e.Slot <= r.commit || e.Slot <= r.log.base || (!anyDistance && e.Slot > r.commit+r.cfg.WindowSlotsMax) {
 		return
 	}
 	sl := r.log.ensure(e.Slot)
@@ -213,7 +258,7 @@ func (r *Replica) advanceCommit() {
 	if r.cfg.Mode == ModeDuel && len(r.queue) > 0 {
 		r.pruneQueue(r.rd.Committed[first:])
 	}
-	r.rd.ChosenTo = r.commit
+	r.setChosenTo()
 	r.catchupTries = 0
 }
 
@@ -266,7 +311,7 @@ func (r *Replica) onCatchupReply(m *Message) {
 	before := r.commit
 	for i := range m.Entries {
 		if e := &m.Entries[i]; e.Chosen && e.Slot > 0 {
-			r.learnChosen(e)
+			r.learnChosen(e, false)
 			r.metrics.CatchupEntries++
 		}
 	}
@@ -284,6 +329,9 @@ func (r *Replica) onSnapshot(m *Message) {
 	}
 	r.metrics.SnapshotsIn++
 	r.rd.Snapshot = &Snapshot{Slot: m.Slot, Data: m.Data}
+	if r.cfg.Mutation != MutChosenToBeforeSnapshot {
+		r.snapPending = m.Slot // no ChosenTo on disk past it until the application saved it (Compact)
+	}
 	// Anything not yet applied below the snapshot is covered by it.
 	kept := r.rd.Committed[:0]
 	for _, e := range r.rd.Committed {
@@ -298,8 +346,18 @@ func (r *Replica) onSnapshot(m *Message) {
 	r.nextSlot = max(r.nextSlot, m.Slot+1)
 	r.recountInflight()
 	r.advanceCommit()
-	r.rd.ChosenTo = r.commit
+	r.setChosenTo()
 	r.noteKnownCommit(m.Slot, m.From)
+}
+
+// setChosenTo asks the runtime to persist the chosen prefix, unless a peer snapshot below it is not
+// durable yet (then Compact persists it once the snapshot is).
+func (r *Replica) setChosenTo() {
+	if r.snapPending > r.snapSlot {
+		r.rd.ChosenTo = 0
+		return
+	}
+	r.rd.ChosenTo = r.commit
 }
 
 // tickLearner asks for chosen values this replica lacks, once per ResendTicks while it is behind.

@@ -56,10 +56,30 @@ const (
 	// MutNoRepropose makes a new leader fill every open slot with a no-op instead of re-proposing the
 	// highest-ballot value its quorum reported.
 	MutNoRepropose
+	// MutLeaseNoFence lets a new leader serve lease reads before the slots it re-proposed are chosen
+	// (issue 8, bug 1).
+	MutLeaseNoFence
+	// MutAckLowerBallot acknowledges the heartbeat of a leader whose ballot is below the acceptor's
+	// promise, renewing a deposed leader's lease (bug 2).
+	MutAckLowerBallot
+	// MutChosenToBeforeSnapshot persists the chosen prefix past a peer's snapshot before that
+	// snapshot is durable (bug 4).
+	MutChosenToBeforeSnapshot
+	// MutDropBeyondWindow ignores votes a promise reports beyond the proposer's window, and durable
+	// votes beyond the window on restore (bug 5).
+	MutDropBeyondWindow
+	// MutLearnOtherBallot makes a learner take a leader's chosen prefix as covering votes of any
+	// ballot, not only votes cast under the leader's own.
+	MutLearnOtherBallot
+	// MutNoRestartQuiet lets a restarted replica promise at once, forgetting the lease it may have
+	// granted just before it crashed (bug 3).
+	MutNoRestartQuiet
 	mutLimit
 )
 
-var mutationNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "count-stale-promises", "no-repropose"}
+var mutationNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "count-stale-promises",
+	"no-repropose", "lease-no-fence", "ack-lower-ballot", "chosento-before-snapshot", "drop-beyond-window",
+	"learn-other-ballot", "no-restart-quiet"}
 
 func (m Mutation) String() string {
 	if int(m) < len(mutationNames) {
@@ -115,11 +135,17 @@ type Config struct {
 	QueueBytesMax int
 	// CatchupBytesMax bounds the chosen values carried by one catch-up reply.
 	CatchupBytesMax int
-	// WindowSlotsMax bounds how far above its chosen prefix a replica accepts slots, so a message
-	// naming a huge slot cannot make it allocate without limit.
+	// WindowSlotsMax bounds how far above its chosen prefix a replica votes or learns from catch-up,
+	// so an accept naming a huge slot cannot make it allocate without limit, and how far above it a
+	// leader proposes. It never makes a replica forget a vote: votes a promise reports and votes read
+	// back from disk are kept wherever they lie (they are bounded by the windows they were cast in).
 	WindowSlotsMax uint64
 	// SnapshotEveryTicks rate-limits snapshots sent to one peer.
 	SnapshotEveryTicks int
+	// TruncateSilentTicks is how long a replica may stay silent and still hold back log truncation:
+	// the leader truncates only below what every replica heard from within this many ticks has
+	// applied. A replica silent for longer needs a snapshot when it returns.
+	TruncateSilentTicks int
 
 	// Mutation plants a bug for canary tests only.
 	Mutation Mutation
@@ -129,21 +155,22 @@ type Config struct {
 // Mode, Seed and any limit they want to vary.
 func DefaultConfig(id ReplicaID, peers []ReplicaID) Config {
 	return Config{
-		ID:                 id,
-		Peers:              peers,
-		BackoffBaseTicks:   2,
-		BackoffMaxTicks:    64,
-		HeartbeatTicks:     2,
-		ElectionTicks:      10,
-		ResendTicks:        4,
-		LeaseDriftTicks:    2,
-		BatchBytesMax:      64 << 10,
-		InflightSlotsMax:   64,
-		InflightBytesMax:   8 << 20,
-		QueueBytesMax:      64 << 20,
-		CatchupBytesMax:    1 << 20,
-		WindowSlotsMax:     1 << 20,
-		SnapshotEveryTicks: 20,
+		ID:                  id,
+		Peers:               peers,
+		BackoffBaseTicks:    2,
+		BackoffMaxTicks:     64,
+		HeartbeatTicks:      2,
+		ElectionTicks:       10,
+		ResendTicks:         4,
+		LeaseDriftTicks:     2,
+		BatchBytesMax:       64 << 10,
+		InflightSlotsMax:    64,
+		InflightBytesMax:    8 << 20,
+		QueueBytesMax:       64 << 20,
+		CatchupBytesMax:     1 << 20,
+		WindowSlotsMax:      1 << 20,
+		SnapshotEveryTicks:  20,
+		TruncateSilentTicks: 100,
 	}
 }
 
@@ -171,6 +198,8 @@ func (c *Config) validate() error {
 		return bad("pipeline and queue limits must be positive")
 	case c.BatchBytesMax < 0 || c.CatchupBytesMax <= 0 || c.WindowSlotsMax == 0:
 		return bad("batch, catch-up and window limits")
+	case c.TruncateSilentTicks <= 0:
+		return bad("truncate-silent ticks %d", c.TruncateSilentTicks)
 	case c.Backoff && (c.BackoffBaseTicks <= 0 || c.BackoffMaxTicks < c.BackoffBaseTicks):
 		return bad("backoff base %d max %d ticks", c.BackoffBaseTicks, c.BackoffMaxTicks)
 	case c.Mutation >= mutLimit:

@@ -49,7 +49,7 @@ func (r *Replica) campaign() {
 	r.restarted = false
 	r.ballot = MakeBallot(round, r.id)
 	r.role, r.step = candidate, r.stepCandidate
-	r.promiseAcks, r.p1Max, r.p1Commit, r.p1CommitFrom = 0, 0, 0, 0
+	r.promiseAcks, r.p1Max = 0, 0
 	r.p1Best = make(map[uint64]Entry)
 	r.electionElapsed = 0
 	r.electionTimeout = r.cfg.ElectionTicks + r.rng.IntN(r.cfg.ElectionTicks)
@@ -70,7 +70,7 @@ func (r *Replica) sendPrepares(first bool) {
 		}
 		if p == r.id {
 			if first { // our own acceptor answers like any other, through Step, once durable
-				r.sendAfterSync(Message{Type: MsgPromise, To: r.id, Ballot: r.ballot, Commit: r.commit, Entries: r.votesFrom(from)})
+				r.sendAfterSync(r.promiseMsg(r.id, r.ballot, from))
 			}
 			continue
 		}
@@ -92,15 +92,13 @@ func (r *Replica) onPromise(m *Message) {
 	r.promiseAcks |= bit
 	r.heard(m.From)
 	r.noteKnownCommit(m.Commit, m.From)
-	if m.Commit > r.p1Commit {
-		r.p1Commit, r.p1CommitFrom = m.Commit, m.From
-	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		switch {
-		case e.Slot == 0 || e.Slot <= r.commit || e.Slot > r.commit+r.cfg.WindowSlotsMax:
+		case e.Slot == 0 || e.Slot <= r.commit:
+		case r.cfg.Mutation == MutDropBeyondWindow && e.Slot > r.commit+r.cfg.WindowSlotsMax:
 		case e.Chosen:
-			r.learnChosen(e)
+			r.learnChosen(e, true)
 			if r.role != candidate || r.ballot != cur {
 				return // learnChosen found a higher ballot chosen: superseded
 			}
@@ -112,24 +110,40 @@ func (r *Replica) onPromise(m *Message) {
 		}
 	}
 	r.advanceCommit()
+	if m.Slot > r.commit {
+		// The acceptor knows slots up to m.Slot are chosen but left them out (truncated, or over the
+		// promise's byte budget). Leading now would mean proposing in slots whose values only that
+		// acceptor can tell us: catch up first, then campaign again.
+		r.metrics.CampaignsBehind++
+		r.noteKnownCommit(m.Slot, m.From)
+		r.stepDown()
+		if r.cfg.Mode == ModeDuel {
+			r.backoffUntil = r.tick + uint64(2*r.cfg.ResendTicks)
+		}
+		r.requestCatchup()
+		return
+	}
 	if popcount(r.promiseAcks) >= r.quorum {
 		r.becomeLeader()
 	}
 }
 
-// becomeLeader finishes phase 1. Slots up to the highest chosen prefix any promiser reported are
-// chosen already: they are learned by catch-up, never proposed. Every later slot up to the highest
-// one known is re-proposed with the value of its highest-ballot vote among the promises, or a
-// no-op when nobody in the quorum voted in it. Only then do new commands get slots.
+// becomeLeader finishes phase 1. Every promise in the quorum had its floor at or below our chosen
+// prefix (onPromise), so together they reported every vote and every chosen value above it: chosen
+// values were learned, and every other slot up to the highest one known is re-proposed with the
+// value of its highest-ballot vote among the promises (P2c), or a no-op when nobody in the quorum
+// voted in it. Only then do new commands get slots, and only once all of those are chosen again may
+// the leader serve lease reads (readFence): any of them may have been chosen and acknowledged by an
+// earlier leader.
 func (r *Replica) becomeLeader() {
 	r.role, r.step = leader, r.stepLeader
 	r.leader = r.id
 	r.metrics.Elected++
-	from := max(r.commit, r.p1Commit) + 1
+	from := r.commit + 1
 	// top covers every slot this replica knows anything about, chosen values learned from the
 	// promises and its own votes included: new commands must go above all of them, and every open
 	// slot below must be filled, or the log would keep a hole for ever.
-	top := max(r.p1Max, r.p1Commit, r.commit, r.log.last())
+	top := max(r.p1Max, r.commit, r.log.last())
 	r.startSlot = from
 	for s := from; s <= top; s++ {
 		if sl := r.log.get(s); sl != nil && sl.chosen {
@@ -141,6 +155,7 @@ func (r *Replica) becomeLeader() {
 		}
 		r.proposeSlot(s, cmds, false)
 	}
+	r.readFence = top
 	r.nextSlot = top + 1
 	r.p1Best = nil
 	for i := range r.peers {
@@ -178,7 +193,8 @@ func (r *Replica) proposeSlot(s uint64, cmds []Command, own bool) {
 // BatchBytesMax allows, so under load commands queue while earlier slots are in flight and then
 // share one slot: batching without a timer, and no added latency when idle.
 func (r *Replica) maybePropose() {
-	for len(r.queue) > 0 && r.inflightSlots < r.cfg.InflightSlotsMax && r.inflightBytes < r.cfg.InflightBytesMax {
+	for len(r.queue) > 0 && r.inflightSlots < r.cfg.InflightSlotsMax && r.inflightBytes < r.cfg.InflightBytesMax &&
+		r.nextSlot <= r.commit+r.cfg.WindowSlotsMax { // acceptors ignore accepts beyond their window
 		n, bytes := 1, r.queue[0].Size()
 		if r.cfg.BatchBytesMax > 0 {
 			for n < len(r.queue) && bytes+r.queue[n].Size() <= r.cfg.BatchBytesMax {
@@ -447,7 +463,7 @@ func (r *Replica) broadcastCommit(stamp uint64) {
 // truncated. A replica silent for long is left out; it will need a snapshot when it returns.
 func (r *Replica) leaderFloor() uint64 {
 	floor := r.released
-	horizon := uint64(10 * r.cfg.ElectionTicks)
+	horizon := uint64(r.cfg.TruncateSilentTicks)
 	for i := range r.peers {
 		if i != r.self && r.tick < r.lastHeard[i]+horizon {
 			floor = min(floor, r.peerApplied[i])
@@ -519,7 +535,7 @@ func (r *Replica) tickFollower() {
 		return // dueling proposers campaign when they have commands (see flush), not on timeouts
 	}
 	r.electionElapsed++
-	if r.electionElapsed >= r.electionTimeout {
+	if r.electionElapsed >= r.electionTimeout && r.tick >= r.quietUntil {
 		r.leader = 0
 		r.campaign()
 	}
@@ -531,10 +547,14 @@ func (r *Replica) tickFollower() {
 // after they acknowledged), and know every slot earlier leaders may have had chosen. The caller
 // serves the read once it has applied through the returned slot.
 func (r *Replica) ReadIndex() (uint64, bool) {
-	if r.cfg.Mode != ModeLeader || r.role != leader || r.commit+1 < r.startSlot {
+	if r.cfg.Mode != ModeLeader || r.role != leader {
 		return 0, false
 	}
-	stamps := make([]uint64, 0, len(r.peers))
+	if r.commit < r.readFence && r.cfg.Mutation != MutLeaseNoFence {
+		return 0, false // a slot an earlier leader may have had chosen is not chosen again yet
+	}
+	var buf [64]uint64 // at most 64 peers (Config.validate): no allocation per read
+	stamps := buf[:0]
 	for i := range r.peers {
 		if i == r.self {
 			stamps = append(stamps, r.tick)
@@ -547,6 +567,8 @@ func (r *Replica) ReadIndex() (uint64, bool) {
 	if granted == 0 || r.tick >= granted+uint64(r.cfg.ElectionTicks-r.cfg.LeaseDriftTicks) {
 		return 0, false
 	}
+	r.assertf(r.commit >= r.readFence || r.cfg.Mutation == MutLeaseNoFence,
+		"lease read granted at commit %d below the re-proposal fence %d", r.commit, r.readFence)
 	return r.commit, true
 }
 

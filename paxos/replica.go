@@ -55,17 +55,19 @@ type Replica struct {
 	catchupTries int
 
 	// Proposer.
-	maxSeen       Ballot // highest ballot seen anywhere: a new round starts above it
-	ballot        Ballot // current campaign or leadership ballot; 0 as a follower
-	leader        ReplicaID
-	restarted     bool // built from a Durable; only MutBallotReuse looks at it
-	promiseAcks   uint64
-	p1Best        map[uint64]Entry
-	p1Max         uint64
-	p1Commit      uint64
-	p1CommitFrom  ReplicaID
-	prepareTick   uint64
-	startSlot     uint64
+	maxSeen     Ballot // highest ballot seen anywhere: a new round starts above it
+	ballot      Ballot // current campaign or leadership ballot; 0 as a follower
+	leader      ReplicaID
+	restarted   bool // built from a Durable; only MutBallotReuse looks at it
+	promiseAcks uint64
+	p1Best      map[uint64]Entry
+	p1Max       uint64
+	prepareTick uint64
+	startSlot   uint64 // first slot this leadership proposed in
+	// readFence is the highest slot the leader re-proposed on winning phase 1: a slot an earlier
+	// leader may have had chosen, applied and acknowledged. Invariant: ReadIndex grants no lease
+	// read while commit < readFence (the Paxos form of Raft's "commit an entry of your own term").
+	readFence     uint64
 	nextSlot      uint64
 	queue         []Command
 	queueBytes    int
@@ -79,7 +81,16 @@ type Replica struct {
 	heartbeatElapsed int
 	electionElapsed  int
 	electionTimeout  int
-	leaderSeenTick   uint64   // follower: last tick the leader was heard (the lease it granted)
+	leaderSeenTick   uint64 // follower: last tick the leader was heard (the lease it granted)
+	// quietUntil (ModeLeader): until this tick the replica promises nobody, itself included. Every
+	// replica starts quiet for a lease term, because leaderSeenTick lives in memory only: a replica
+	// that acknowledged a heartbeat and restarted at once would otherwise promise the next candidate
+	// while the old leader still serves reads on the strength of that acknowledgement.
+	quietUntil uint64
+	// snapPending is the slot of the newest peer snapshot handed to the application and not yet
+	// reported durable (Compact). Invariant: no Ready carries a ChosenTo while snapPending > snapSlot,
+	// since on disk the slots below the snapshot still hold plain votes, some of ballots that lost.
+	snapPending      uint64
 	lastHeard        []uint64 // leader: by peer index, last tick a reply at our ballot arrived
 	ackStamp         []uint64 // leader: by peer index, newest heartbeat stamp acknowledged
 	peerApplied      []uint64 // leader: by peer index, the applied slot each last reported
@@ -114,6 +125,7 @@ type Metrics struct {
 	SnapshotsIn     uint64
 	LeaseRefusals   uint64 // prepares ignored to honour a lease granted to the leader
 	StepDowns       uint64
+	CampaignsBehind uint64 // campaigns abandoned to catch up first: a promise's floor was above our prefix
 	IgnoredMessages uint64 // malformed or from an unknown sender
 }
 
@@ -133,21 +145,40 @@ func New(cfg Config, d *Durable) (*Replica, error) {
 	r.lastHeard, r.ackStamp = make([]uint64, n), make([]uint64, n)
 	r.peerApplied, r.snapshotSentTick = make([]uint64, n), make([]uint64, n)
 	r.becomeFollower()
+	if cfg.Mode == ModeLeader && cfg.Mutation != MutNoRestartQuiet {
+		r.quietUntil = r.tick + uint64(cfg.ElectionTicks+cfg.LeaseDriftTicks)
+	}
 	if d != nil {
-		r.restore(d)
+		if err := r.restore(d); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }
 
+// ErrDurable is returned by New when the durable state read back from disk is inconsistent.
+var ErrDurable = errors.New("paxos: inconsistent durable state")
+
 // restore loads durable state: the promise, every persisted slot, and the chosen prefix, then
-// releases the chosen slots the application has not applied yet.
-func (r *Replica) restore(d *Durable) {
+// releases the chosen slots the application has not applied yet. Every durable vote is kept, however
+// far above the snapshot it lies: an acceptor that forgets a vote it acknowledged breaks Paxos. (Votes
+// can lie more than a window above the snapshot: with snapshots off, or after a crash while a peer's
+// snapshot was being saved.)
+func (r *Replica) restore(d *Durable) error {
 	r.restarted = true
 	r.promised, r.maxSeen = d.Promised, d.Promised
 	r.log.base, r.commit, r.released, r.snapSlot = d.Applied, d.Applied, d.Applied, d.Applied
+	last := d.Applied
 	for i := range d.Entries {
 		e := &d.Entries[i]
-		if e.Slot <= d.Applied || e.Slot > d.Applied+r.cfg.WindowSlotsMax {
+		if e.Slot <= d.Applied {
+			continue
+		}
+		if e.Slot <= last {
+			return fmt.Errorf("%w: slot %d after slot %d", ErrDurable, e.Slot, last)
+		}
+		last = e.Slot
+		if r.cfg.Mutation == MutDropBeyondWindow && e.Slot > d.Applied+r.cfg.WindowSlotsMax {
 			continue
 		}
 		s := r.log.ensure(e.Slot)
@@ -155,6 +186,7 @@ func (r *Replica) restore(d *Durable) {
 		s.chosen = e.Chosen || e.Slot <= d.ChosenTo
 	}
 	r.advanceCommit()
+	return nil
 }
 
 // Status is a snapshot of the replica's externally interesting state, for /status and tests.
@@ -307,9 +339,16 @@ func (r *Replica) Advance(rd *Ready) {}
 
 // Compact tells the replica the application has a durable snapshot through slot: slots up to it
 // (and up to what every live replica has applied) may leave memory and disk.
+//
+// It is also how the core learns that a peer's snapshot it handed out in a Ready is durable: only
+// then may the chosen prefix on disk move past it (see snapPending).
 func (r *Replica) Compact(slot uint64) {
 	if slot > r.snapSlot && slot <= r.released {
 		r.snapSlot = slot
+	}
+	if r.snapPending != 0 && r.snapSlot >= r.snapPending {
+		r.snapPending = 0
+		r.rd.ChosenTo = r.commit
 	}
 }
 
@@ -361,6 +400,16 @@ func (r *Replica) assertf(ok bool, format string, args ...any) {
 		panic(fmt.Sprintf("paxos: replica %d invariant broken: %s [role=%v ballot=%v promised=%v commit=%d released=%d base=%d]",
 			r.id, fmt.Sprintf(format, args...), r.role, r.ballot, r.promised, r.commit, r.released, r.log.base))
 	}
+}
+
+// Value reports the value the replica holds for slot s (its vote, or the value it knows chosen) and
+// whether it believes it chosen; ok is false when the slot is empty or compacted. Checkers use it.
+func (r *Replica) Value(s uint64) (cmds []Command, chosen, ok bool) {
+	sl := r.log.get(s)
+	if sl == nil || !sl.has {
+		return nil, false, false
+	}
+	return sl.cmds, sl.chosen, true
 }
 
 // Vote reports what the acceptor holds for slot s: the ballot of its vote (or of the chosen value)
