@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,8 @@ func main() {
 	events := flag.Int("events", 20000, "events in each seed's fault phase (then it heals and must converge)")
 	replicas := flag.Int("replicas", 0, "replicas per run: 3 or 5; 0 lets each seed choose")
 	canarySeeds := flag.Int("canary-seeds", 200, "seeds each mutation canary may take to be caught; 0 skips canaries")
+	canaryRate := flag.Int("canary-rate", 0, "instead of the normal run: run every canary on seeds start..start+N-1 and report\n"+
+		"how many catch it, the first that does, and which checkers fired")
 	workers := flag.Int("workers", runtime.GOMAXPROCS(0), "seeds run in parallel")
 	verbose := flag.Bool("v", false, "print parameters, faults and violations of every seed (use with -seeds 1)")
 	trace := flag.Bool("trace", false, "with -v: also print every message delivered")
@@ -40,6 +43,12 @@ func main() {
 		os.Exit(2)
 	}
 	run := runner{events: *events, replicas: *replicas, workers: *workers, verbose: *verbose, trace: *trace}
+	if *canaryRate > 0 {
+		if !run.canaryRates(*start, *canaryRate) {
+			os.Exit(1)
+		}
+		return
+	}
 	began := time.Now()
 	violations, total := run.seeds(*start, *seeds, paxos.MutNone, true)
 	caught, canaries := 0, 0
@@ -47,11 +56,15 @@ func main() {
 		for _, m := range paxos.Mutations() {
 			canaries++
 			seed, ok := run.canary(*start, *canarySeeds, m)
-			if ok {
+			switch test, scripted := sim.ScenarioCanaries[m]; {
+			case ok:
 				caught++
-				fmt.Printf("canary %-22s caught by seed %d\n", m, seed)
-			} else {
-				fmt.Printf("canary %-22s NOT CAUGHT in %d seeds\n", m, *canarySeeds)
+				fmt.Printf("canary %-26s caught by seed %d\n", m, seed)
+			case scripted:
+				caught++
+				fmt.Printf("canary %-26s not caught in %d random seeds; its gate is the scenario test %s\n", m, *canarySeeds, test)
+			default:
+				fmt.Printf("canary %-26s NOT CAUGHT in %d seeds\n", m, *canarySeeds)
 			}
 		}
 	}
@@ -66,6 +79,7 @@ func main() {
 type runner struct {
 	events, replicas, workers int
 	verbose, trace            bool
+	noOracles                 bool
 }
 
 // seeds runs n seeds from start on the workers and prints each failure (in seed order of discovery).
@@ -109,14 +123,15 @@ func (r runner) one(seed uint64, mut paxos.Mutation) sim.Result {
 	p := sim.Choose(seed, r.replicas, r.events)
 	p.Mutation = mut
 	p.TraceMessages = r.trace
+	p.NoOracles = r.noOracles
 	if !r.verbose {
 		return sim.Run(p, nil)
 	}
 	fmt.Println(p)
 	res := sim.Run(p, os.Stdout)
 	s := res.Stats
-	fmt.Printf("seed=%d digest=%016x events=%d chosen=%d acked=%d/%d crashes=%d partitions=%d campaigns=%d preempted=%d converged=%v heal=%dus\n",
-		seed, res.Digest, res.Events, s.ChosenSlots, s.Acked, s.Proposed, s.Crashes, s.Partitions, s.Campaigns, s.Preempted, s.Converged, s.HealUs)
+	fmt.Printf("seed=%d digest=%016x events=%d chosen=%d acked=%d/%d crashes=%d partitions=%d campaigns=%d preempted=%d lease-reads=%d log-reads=%d converged=%v heal=%dus\n",
+		seed, res.Digest, res.Events, s.ChosenSlots, s.Acked, s.Proposed, s.Crashes, s.Partitions, s.Campaigns, s.Preempted, s.LeaseReads, s.LogReads, s.Converged, s.HealUs)
 	for _, v := range res.Violations {
 		fmt.Println("VIOLATION", v)
 	}
@@ -149,4 +164,76 @@ func (r runner) canary(start uint64, budget int, m paxos.Mutation) (uint64, bool
 		}
 	}
 	return 0, false
+}
+
+// canaryRates runs every canary on n seeds, twice: with every checker, and without the oracles that
+// look inside replicas (so only what clients, the durable state and the protocol's messages show
+// can catch it). Per canary it prints how many seeds catch it, the first that does, and how often
+// each checker was the first to fire. It reports false when a canary is never caught.
+func (r runner) canaryRates(start uint64, n int) bool {
+	all := true
+	for _, m := range paxos.Mutations() {
+		with := r.rate(start, n, m, false)
+		without := r.rate(start, n, m, true)
+		if with.count == 0 {
+			all = false
+			fmt.Printf("canary %-26s NOT CAUGHT in %d seeds\n", m, n)
+			continue
+		}
+		fmt.Printf("canary %-26s first seed %-4d caught by %3d of %d seeds (%3d without oracles); first checker:%s; without oracles:%s\n",
+			m, with.first, with.count, n, without.count, with.kinds, without.kinds)
+	}
+	return all
+}
+
+type rateResult struct {
+	count int
+	first uint64
+	kinds string
+}
+
+func (r runner) rate(start uint64, n int, m paxos.Mutation, noOracles bool) rateResult {
+	quiet := r
+	quiet.verbose, quiet.noOracles = false, noOracles
+	caught := make([]bool, n)
+	kinds := make([]string, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range r.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				if res := quiet.one(start+uint64(i), m); res.Failed() {
+					caught[i], kinds[i] = true, res.Kinds[0]
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var out rateResult
+	byKind := map[string]int{}
+	for i, c := range caught {
+		if c {
+			if out.count == 0 {
+				out.first = start + uint64(i)
+			}
+			out.count++
+			byKind[kinds[i]]++
+		}
+	}
+	names := make([]string, 0, len(byKind))
+	for k := range byKind {
+		names = append(names, k)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		return byKind[names[i]] > byKind[names[j]] || byKind[names[i]] == byKind[names[j]] && names[i] < names[j]
+	})
+	for _, k := range names {
+		out.kinds += fmt.Sprintf(" %s=%d", k, byKind[k])
+	}
+	if out.kinds == "" {
+		out.kinds = " -"
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"math/bits"
 	"slices"
 
@@ -23,6 +24,7 @@ type checker struct {
 	w          *world
 	n, quorum  int
 	violations []string
+	kinds      []string // the checker behind each violation
 
 	votes  map[slotBallot]*voteRec // durable votes: value and voters per (slot, ballot)
 	chosen map[uint64]uint64       // slot -> fingerprint of the value chosen (majority of durable votes)
@@ -38,6 +40,24 @@ type checker struct {
 	acked     map[cmdKey]bool
 	effective map[cmdKey]position // command -> where it took effect
 	dupSlots  int
+
+	// Reads. lastAcked is the log position of the latest write acknowledged so far (a read sent
+	// after that must reflect it); history holds, per key, every write in canonical log order, so
+	// the value any read returns can be checked against the log at the position it was served;
+	// maxApplied is the highest slot any replica ever applied (or installed from a snapshot), which
+	// a leader holding a lease must know of.
+	lastAcked  position
+	history    map[string][]keyWrite
+	maxApplied uint64
+	leaseReads int
+	logReads   int
+}
+
+// keyWrite is one write to a key in the canonical log.
+type keyWrite struct {
+	at      position
+	present bool
+	value   []byte
 }
 
 type slotBallot struct {
@@ -88,15 +108,18 @@ func newChecker(n int, w *world) *checker {
 		promiseSent: make([]paxos.Ballot, n), acceptedSent: make([]map[uint64]paxos.Ballot, n),
 		ballotInc: map[paxos.Ballot]int{}, p1: map[nodeBallot]*p1Rec{}, proposals: map[slotBallot]uint64{},
 		canon: map[uint64]canonRec{}, proposed: map[cmdKey]paxos.Command{}, acked: map[cmdKey]bool{},
-		effective: map[cmdKey]position{}}
+		effective: map[cmdKey]position{}, history: map[string][]keyWrite{}}
 	for i := range c.acceptedSent {
 		c.acceptedSent[i] = map[uint64]paxos.Ballot{}
 	}
 	return c
 }
 
-func (c *checker) violate(format string, args ...any) {
-	c.violations = append(c.violations, fmt.Sprintf("t=%dus: ", c.w.nowUs)+fmt.Sprintf(format, args...))
+// violate records a broken property. kind names the checker (or oracle) that saw it, so a canary's
+// report can say which checkers catch its bug: one caught only by its mirror-image check proves little.
+func (c *checker) violate(kind, format string, args ...any) {
+	c.violations = append(c.violations, fmt.Sprintf("[%s] t=%dus: ", kind, c.w.nowUs)+fmt.Sprintf(format, args...))
+	c.kinds = append(c.kinds, kind)
 }
 
 // stop ends a run at its first violation: what follows is noise.
@@ -134,7 +157,7 @@ func (c *checker) onSend(n *node, m *paxos.Message) {
 		c.promiseSent[n.idx] = max(c.promiseSent[n.idx], m.Ballot)
 	case paxos.MsgAccepted:
 		if m.Ballot < c.promiseSent[n.idx] {
-			c.violate("r%d sent Accepted(%v, slot %d) after promising %v: promise broken", n.id, m.Ballot, m.Slot, c.promiseSent[n.idx])
+			c.violate("promise-kept", "r%d sent Accepted(%v, slot %d) after promising %v: promise broken", n.id, m.Ballot, m.Slot, c.promiseSent[n.idx])
 		}
 		c.acceptedSent[n.idx][m.Slot] = max(c.acceptedSent[n.idx][m.Slot], m.Ballot)
 	}
@@ -143,14 +166,14 @@ func (c *checker) onSend(n *node, m *paxos.Message) {
 // useBallot checks B1: a ballot is used only by its owner, and never again after the owner restarts.
 func (c *checker) useBallot(n *node, b paxos.Ballot) {
 	if b.ID() != n.id {
-		c.violate("r%d used ballot %v owned by r%d", n.id, b, b.ID())
+		c.violate("ballot-unique", "r%d used ballot %v owned by r%d", n.id, b, b.ID())
 		return
 	}
 	inc, ok := c.ballotInc[b]
 	if !ok {
 		c.ballotInc[b] = n.inc
 	} else if inc != n.inc {
-		c.violate("r%d reused ballot %v after a restart (incarnations %d and %d)", n.id, b, inc, n.inc)
+		c.violate("ballot-unique", "r%d reused ballot %v after a restart (incarnations %d and %d)", n.id, b, inc, n.inc)
 	}
 }
 
@@ -162,7 +185,7 @@ func (c *checker) checkAccept(n *node, m *paxos.Message) {
 	fp := fingerprint(e.Cmds)
 	if old, ok := c.proposals[k]; ok {
 		if old != fp {
-			c.violate("r%d proposed two values for slot %d under ballot %v", n.id, e.Slot, m.Ballot)
+			c.violate("one-value-per-ballot", "r%d proposed two values for slot %d under ballot %v", n.id, e.Slot, m.Ballot)
 		}
 		return
 	}
@@ -173,11 +196,11 @@ func (c *checker) checkAccept(n *node, m *paxos.Message) {
 		if rec != nil {
 			got = bits.OnesCount64(rec.from)
 		}
-		c.violate("r%d sent Accept(%v, slot %d) holding %d promises for that ballot, need %d", n.id, m.Ballot, e.Slot, got, c.quorum)
+		c.violate("phase2-quorum", "r%d sent Accept(%v, slot %d) holding %d promises for that ballot, need %d", n.id, m.Ballot, e.Slot, got, c.quorum)
 		return
 	}
 	if !c.p2cAllows(rec, e.Slot, fp) {
-		c.violate("r%d proposed %x in slot %d under %v that no majority of its promises allows (P2c): %s", n.id, fp, e.Slot, m.Ballot, c.describePromises(rec, e.Slot))
+		c.violate("p2c", "r%d proposed %x in slot %d under %v that no majority of its promises allows (P2c): %s", n.id, fp, e.Slot, m.Ballot, c.describePromises(rec, e.Slot))
 	}
 }
 
@@ -261,7 +284,7 @@ func (c *checker) onDurable(n *node, wr *write) {
 		fp := fingerprint(e.Cmds)
 		if e.Chosen {
 			if ch, ok := c.chosen[e.Slot]; ok && ch != fp {
-				c.violate("r%d persisted as chosen a value for slot %d that was not chosen", n.id, e.Slot)
+				c.violate("learned-chosen", "r%d persisted as chosen a value for slot %d that was not chosen", n.id, e.Slot)
 			}
 			continue
 		}
@@ -271,7 +294,7 @@ func (c *checker) onDurable(n *node, wr *write) {
 			v = &voteRec{fp: fp}
 			c.votes[k] = v
 		} else if v.fp != fp {
-			c.violate("two values voted for slot %d under one ballot %v (r%d)", e.Slot, e.Ballot, n.id)
+			c.violate("one-value-per-ballot", "two values voted for slot %d under one ballot %v (r%d)", e.Slot, e.Ballot, n.id)
 		}
 		if v.mask&(1<<n.idx) == 0 {
 			v.mask |= 1 << n.idx
@@ -279,9 +302,30 @@ func (c *checker) onDurable(n *node, wr *write) {
 		}
 		if v.count >= c.quorum {
 			if ch, ok := c.chosen[e.Slot]; ok && ch != fp {
-				c.violate("two different values chosen for slot %d (second under ballot %v)", e.Slot, e.Ballot)
+				c.violate("agreement", "two different values chosen for slot %d (second under ballot %v)", e.Slot, e.Ballot)
 			}
 			c.chosen[e.Slot] = fp
+		}
+	}
+}
+
+// checkDurablePrefix checks the contract of paxos.Durable on what a replica has made durable, each
+// time its persisted chosen prefix advances: every slot above the durable snapshot and up to the
+// prefix holds, on disk, the value chosen there. A restart trusts exactly that (it marks those slots
+// chosen without asking anyone), so a prefix persisted ahead of its values, or ahead of the snapshot
+// that covers them, would make a restarted replica apply a value that was not chosen.
+func (c *checker) checkDurablePrefix(n *node, before uint64) {
+	d := n.durable
+	for s := max(before, d.snap.Slot) + 1; s <= d.chosenTo; s++ {
+		e, ok := d.entries[s]
+		ch, known := c.chosen[s]
+		switch {
+		case !ok:
+			c.violate("durable-prefix", "r%d persisted chosen prefix %d but holds nothing for slot %d on disk (snapshot at %d)", n.id, d.chosenTo, s, d.snap.Slot)
+			return
+		case !known || ch != fingerprint(e.Cmds):
+			c.violate("durable-prefix", "r%d persisted chosen prefix %d but holds a value for slot %d on disk that was not chosen", n.id, d.chosenTo, s)
+			return
 		}
 	}
 }
@@ -289,9 +333,10 @@ func (c *checker) onDurable(n *node, wr *write) {
 // onApply checks a replica applying a slot: the value was chosen, every replica applies the same
 // value there with the same state after it, and de-duplication matches the canonical log.
 func (c *checker) onApply(n *node, e *paxos.Entry, results []disk.Result) {
+	c.maxApplied = max(c.maxApplied, e.Slot)
 	fp := fingerprint(e.Cmds)
 	if ch, ok := c.chosen[e.Slot]; !ok || ch != fp {
-		c.violate("r%d learned slot %d with a value that was not chosen (chosen known: %v)", n.id, e.Slot, ok)
+		c.violate("learned-chosen", "r%d learned slot %d with a value that was not chosen (chosen known: %v)", n.id, e.Slot, ok)
 		return
 	}
 	rec, seen := c.canon[e.Slot]
@@ -305,12 +350,14 @@ func (c *checker) onApply(n *node, e *paxos.Entry, results []disk.Result) {
 			}
 			if _, ok := c.effective[keyOf(cm)]; !ok {
 				c.effective[keyOf(cm)] = position{e.Slot, i}
+				c.history[string(cm.Key)] = append(c.history[string(cm.Key)],
+					keyWrite{at: position{e.Slot, i}, present: cm.Op == paxos.OpPut, value: cm.Value})
 			} else {
 				c.dupSlots++
 			}
 		}
 	} else if rec.fp != fp || rec.digest != n.state.Digest() {
-		c.violate("r%d applied log diverges at slot %d", n.id, e.Slot)
+		c.violate("logs-agree", "r%d applied log diverges at slot %d", n.id, e.Slot)
 		return
 	}
 	for i := range e.Cmds {
@@ -322,7 +369,7 @@ func (c *checker) checkCommand(n *node, at position, cm *paxos.Command, res disk
 	k := keyOf(cm)
 	orig, ok := c.proposed[k]
 	if !ok || orig.Op != cm.Op || !bytes.Equal(orig.Key, cm.Key) || !bytes.Equal(orig.Value, cm.Value) {
-		c.violate("r%d applied a command (client %d seq %d) no client issued", n.id, k.client, k.seq)
+		c.violate("no-invented-command", "r%d applied a command (client %d seq %d) no client issued", n.id, k.client, k.seq)
 		return
 	}
 	if !cm.Op.Mutates() {
@@ -330,14 +377,15 @@ func (c *checker) checkCommand(n *node, at position, cm *paxos.Command, res disk
 	}
 	first := c.effective[k]
 	if wantDup := first.before(at); res.Dup != wantDup && !res.Stale {
-		c.violate("r%d: command (client %d seq %d) at %v: dup=%v, but it took effect at %v", n.id, k.client, k.seq, at, res.Dup, first)
+		c.violate("exactly-once", "r%d: command (client %d seq %d) at %v: dup=%v, but it took effect at %v", n.id, k.client, k.seq, at, res.Dup, first)
 	}
 }
 
 func (c *checker) onSnapshotInstalled(n *node, slot uint64) {
+	c.maxApplied = max(c.maxApplied, slot)
 	rec, ok := c.canon[slot]
 	if !ok || n.state.Applied() != slot || rec.digest != n.state.Digest() {
-		c.violate("r%d installed a snapshot for slot %d that does not match the applied log", n.id, slot)
+		c.violate("snapshot-matches-log", "r%d installed a snapshot for slot %d that does not match the applied log", n.id, slot)
 	}
 }
 
@@ -348,7 +396,19 @@ func (c *checker) onStart(n *node) {
 	}
 	st := n.r.Status()
 	if st.Promised < c.promiseSent[n.idx] {
-		c.violate("restarted r%d promises %v but had sent a promise for %v", n.id, st.Promised, c.promiseSent[n.idx])
+		c.violate("promise-durable", "restarted r%d promises %v but had sent a promise for %v", n.id, st.Promised, c.promiseSent[n.idx])
+	}
+	// What it read back as chosen must be what was chosen: a restart that takes a vote for a chosen
+	// value (say, a chosen prefix persisted past a snapshot that was never saved) diverges later.
+	for s := st.LogBase + 1; s <= st.LogLast; s++ {
+		cmds, chosen, ok := n.r.Value(s)
+		if !ok || !chosen {
+			continue
+		}
+		if ch, known := c.chosen[s]; known && ch != fingerprint(cmds) {
+			c.violate("learned-chosen", "restarted r%d believes slot %d chosen with a value that was not chosen", n.id, s)
+			return
+		}
 	}
 	sent := c.acceptedSent[n.idx]
 	for _, s := range sortedKeys(sent) {
@@ -358,7 +418,7 @@ func (c *checker) onStart(n *node) {
 		}
 		b, chosen, ok := n.r.Vote(s)
 		if !ok || (!chosen && b < sent[s]) {
-			c.violate("restarted r%d lost its vote for slot %d (had acknowledged ballot %v, holds %v)", n.id, s, sent[s], b)
+			c.violate("vote-durable", "restarted r%d lost its vote for slot %d (had acknowledged ballot %v, holds %v)", n.id, s, sent[s], b)
 			return
 		}
 	}
@@ -368,8 +428,69 @@ func (c *checker) onPropose(cm *paxos.Command) { c.proposed[keyOf(cm)] = *cm }
 
 func (c *checker) onAck(cm *paxos.Command) {
 	c.acked[keyOf(cm)] = true
-	if _, ok := c.effective[keyOf(cm)]; cm.Op.Mutates() && !ok {
-		c.violate("client %d seq %d acknowledged but never took effect", cm.ClientID, cm.Seq)
+	at, ok := c.effective[keyOf(cm)]
+	if cm.Op.Mutates() && !ok {
+		c.violate("acked-took-effect", "client %d seq %d acknowledged but never took effect", cm.ClientID, cm.Seq)
+	}
+	if cm.Op.Mutates() && c.lastAcked.before(at) {
+		c.lastAcked = at
+	}
+}
+
+// checkLeaseIndex is an oracle inside the run: a leader whose lease lets it serve reads at index idx
+// must know every slot any replica has applied. (If another replica applied more, a write chosen and
+// acknowledged there may be missing from the leader's reads: a deposed leader serving from a lease
+// renewed where it should not have been, or a new one serving before its re-proposals are chosen.)
+//
+// And the lease's own condition: while a leader holds one, no higher ballot may hold promises from a
+// majority (that ballot's owner could choose values the leader's reads would miss).
+func (c *checker) checkLeaseIndex(n *node, idx uint64) {
+	if c.w.p.NoOracles {
+		return
+	}
+	if idx < c.maxApplied {
+		c.violate("lease-oracle", "r%d holds a read lease at index %d, but slot %d is already applied elsewhere", n.id, idx, c.maxApplied)
+		return
+	}
+	b := n.r.Status().Ballot
+	higher := 0
+	for _, p := range c.promiseSent {
+		if p > b {
+			higher++
+		}
+	}
+	if higher >= c.quorum {
+		c.violate("lease-majority", "r%d holds a read lease under ballot %v while %d replicas promised higher ballots", n.id, b, higher)
+	}
+}
+
+// onRead checks a read's answer: it was served at a log position after every write acknowledged
+// before the read was sent, and it returned what the canonical log holds for its key there.
+func (c *checker) onRead(cl *client, cm *clientMsg) {
+	at := position{cm.servedAt, cm.servedIdx}
+	kind := "log"
+	if cm.lease {
+		at, kind = position{cm.servedAt, math.MaxInt}, "lease"
+		c.leaseReads++
+	} else {
+		c.logReads++
+	}
+	if at.before(cl.mustSee) || at == cl.mustSee {
+		c.violate("read-fresh", "stale %s read by client %d seq %d: served at %v, but the write at %v was acknowledged before it was sent",
+			kind, cl.id, cl.seq, at, cl.mustSee)
+		return
+	}
+	key := string(cl.cmd.Key)
+	var want keyWrite
+	for _, kw := range c.history[key] {
+		if !kw.at.before(at) {
+			break
+		}
+		want = kw
+	}
+	if cm.found != want.present || !bytes.Equal(cm.value, want.value) {
+		c.violate("read-value", "%s read by client %d seq %d of %s served at %v returned %q (found %v); the log holds %q (found %v) there",
+			kind, cl.id, cl.seq, key, at, cm.value, cm.found, want.value, want.present)
 	}
 }
 
@@ -379,7 +500,7 @@ func (c *checker) final() {
 	for _, k := range sortedCmdKeys(c.acked) {
 		if cm := c.proposed[k]; cm.Op.Mutates() {
 			if _, ok := c.effective[k]; !ok {
-				c.violate("acknowledged command (client %d seq %d) missing from the log", k.client, k.seq)
+				c.violate("acked-took-effect", "acknowledged command (client %d seq %d) missing from the log", k.client, k.seq)
 			}
 		}
 	}
@@ -388,7 +509,7 @@ func (c *checker) final() {
 	for s := uint64(1); s <= top; s++ {
 		rec, ok := c.canon[s]
 		if !ok {
-			c.violate("canonical log has a hole at slot %d", s)
+			c.violate("log-complete", "canonical log has a hole at slot %d", s)
 			return
 		}
 		for i := range rec.cmds {
@@ -405,12 +526,15 @@ func (c *checker) final() {
 		}
 	}
 	for _, n := range c.w.nodes {
+		if n.dead {
+			continue
+		}
 		for k := range c.w.p.Keys {
 			key := fmt.Sprintf("k%d", k)
 			got, ok := n.state.Get([]byte(key))
 			want, wok := model[key]
 			if ok != wok || string(got) != want {
-				c.violate("r%d final state %s=%q (present %v), model says %q (present %v)", n.id, key, got, ok, want, wok)
+				c.violate("final-state", "r%d final state %s=%q (present %v), model says %q (present %v)", n.id, key, got, ok, want, wok)
 				return
 			}
 		}

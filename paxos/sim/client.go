@@ -19,6 +19,13 @@ type clientMsg struct {
 	ok     bool
 	retry  bool // not applied here: try again (not leader, queue full, stale)
 	leader paxos.ReplicaID
+	// A read's answer: where in the log it was served (a lease read: the applied slot, index -1 for
+	// "after the whole slot"; a log read: its own slot and index in the batch) and what it found.
+	lease     bool
+	servedAt  uint64
+	servedIdx int
+	found     bool
+	value     []byte
 }
 
 // client issues one command at a time and retries it, with the same (client, seq), until a replica
@@ -31,20 +38,29 @@ type client struct {
 	cmd     paxos.Command
 	waiting bool
 	attempt uint64
-	hint    int // replica index to try next, -1 for none
-	pin     int // when >= 0, always send to this replica (scenario tests)
+	hint    int  // replica index to try next, -1 for none
+	pin     int  // when >= 0, always send to this replica (scenario tests)
+	follow  bool // send new commands to the leader the last reply named
+	reader  bool // issues only reads, with no think time
+	writer  bool // issues only puts (scenario tests)
+	// mustSee is, for a read, the log position of the latest write acknowledged (to any client)
+	// before the read was first sent: linearizability says the read must reflect it.
+	mustSee position
 }
 
 func (c *client) newCommand() paxos.Command {
 	c.seq++
 	cmd := paxos.Command{ClientID: c.id, Seq: c.seq, Key: []byte(fmt.Sprintf("k%d", c.w.rng.IntN(c.w.p.Keys)))}
-	switch x := c.w.rng.IntN(10); {
-	case x < 8:
+	switch x := c.w.rng.IntN(100); {
+	case c.writer:
 		cmd.Op, cmd.Value = paxos.OpPut, []byte(fmt.Sprintf("v%d.%d", c.id, c.seq))
-	case x < 9:
-		cmd.Op = paxos.OpDelete
-	default:
+	case c.reader || x < c.w.p.ReadPct:
 		cmd.Op = paxos.OpGet
+		c.mustSee = c.w.chk.lastAcked
+	case x < c.w.p.ReadPct+(100-c.w.p.ReadPct)*8/9:
+		cmd.Op, cmd.Value = paxos.OpPut, []byte(fmt.Sprintf("v%d.%d", c.id, c.seq))
+	default:
+		cmd.Op = paxos.OpDelete
 	}
 	return cmd
 }
@@ -55,7 +71,10 @@ func (c *client) send() {
 			return // after heal, clients only finish what they started
 		}
 		c.cmd = c.newCommand()
-		c.waiting, c.hint = true, -1
+		c.waiting = true
+		if !c.follow {
+			c.hint = -1
+		}
 		c.w.chk.onPropose(&c.cmd)
 	}
 	c.attempt++
@@ -82,9 +101,19 @@ func (c *client) reply(cm *clientMsg) {
 		return // a late reply to an earlier attempt of a finished command
 	}
 	if cm.ok {
+		if c.cmd.Op == paxos.OpGet {
+			c.w.chk.onRead(c, cm)
+		}
+		if c.follow && cm.leader != 0 {
+			c.hint = int(cm.leader) - 1
+		}
 		c.w.chk.onAck(&c.cmd)
 		c.waiting = false
-		c.w.schedule(&event{kind: evClientSend, node: c.idx, atUs: c.w.nowUs + int64(c.w.p.ClientThinkUs)})
+		think := int64(c.w.p.ClientThinkUs)
+		if c.reader {
+			think = 0
+		}
+		c.w.schedule(&event{kind: evClientSend, node: c.idx, atUs: c.w.nowUs + think})
 		return
 	}
 	c.hint = -1

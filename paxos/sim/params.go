@@ -41,6 +41,9 @@ type Params struct {
 	PartitionMinUs   int
 	PartitionSpanUs  int
 	OneWayPct        int // partitions that cut one direction only
+	// LinkCutPct of partitions cut one link between two replicas instead of splitting the group:
+	// partial connectivity, where A and B cannot talk but both reach C (a lease's hardest case).
+	LinkCutPct int
 
 	TickUs          int
 	ClientThinkUs   int
@@ -49,13 +52,52 @@ type Params struct {
 
 	BatchBytesMax    int
 	InflightSlotsMax int
+	WindowSlotsMax   uint64 // the core's window; down to a few slots, so votes land beyond it
+	QueueBytesMax    int    // the core's proposal queue; small values make Propose refuse (Busy)
 	SnapshotEvery    uint64 // applied slots between snapshots; 0 = never
+	// SnapSaveMinUs and SnapSaveSpreadUs are how long saving a snapshot takes in the background,
+	// as the runtime does it: a crash can land between installing a peer's snapshot and saving it.
+	SnapSaveMinUs, SnapSaveSpreadUs int
+	// TruncateSilentTicks: short values truncate the log past a replica after a brief silence, so it
+	// catches up from a peer's snapshot (0: the core's default).
+	TruncateSilentTicks int
+	// CrashInSavePct: when a replica installs a peer's snapshot during the fault phase, the chance it
+	// crashes while that snapshot is still being saved (a crash at an interesting moment, as
+	// TigerBeetle's simulator aims its faults).
+	CrashInSavePct int
+
+	// NoOracles turns off the checks that look inside replicas (the lease oracles), leaving what
+	// clients and the durable state show: canary reports run both ways.
+	NoOracles bool
+
+	// LeaseReads serves clients' reads from the leader's lease (ReadIndex) where it holds one;
+	// otherwise every read goes through the log.
+	LeaseReads bool
+	ReadPct    int // share of client commands that are reads
+	// FollowLeaderPct of clients send each command to the replica the last reply named leader (as a
+	// leader-policy client does); the others pick a replica at random.
+	FollowLeaderPct int
+	// Readers are extra clients that only read, back to back, from the replica they believe leads:
+	// they probe for stale reads around every leader change.
+	Readers int
+
+	// DeadForGood replicas (at most a minority) crash at the heal and never come back: the live
+	// majority must still serve every command and converge.
+	DeadForGood int
 
 	FaultEvents int // events in the fault phase
 	HealBoundUs int // after healing, everything must converge within this
 
 	// TraceMessages logs every delivered message (with a log writer): for replaying a failing seed.
 	TraceMessages bool
+}
+
+// ScenarioCanaries are planted bugs whose harm needs a precise interleaving that random seeds reach
+// rarely (about 1 seed in 500): each has a scripted scenario test, run by make test, that shows a
+// client a stale read with the bug and none without it. Random canary runs report them, but their
+// gate is the scenario test.
+var ScenarioCanaries = map[paxos.Mutation]string{
+	paxos.MutNoRestartQuiet: "TestRestartedFollowerDoesNotHandTheLeaseToANewLeader",
 }
 
 func pick[T any](rng *rand.Rand, xs ...T) T { return xs[rng.IntN(len(xs))] }
@@ -105,6 +147,27 @@ func Choose(seed uint64, replicas, events int) Params {
 	p.InflightSlotsMax = pick(rng, 1, 4, 16, 64)
 	p.SnapshotEvery = pick[uint64](rng, 0, 5, 20, 100)
 	p.HealBoundUs = 3_000_000
+	// Drawn after everything above so that those keep the values older seeds gave them.
+	p.WindowSlotsMax = pick[uint64](rng, 3, 8, 32, 1<<20, 1<<20)
+	p.QueueBytesMax = pick(rng, 300, 4096, 64<<20, 64<<20)
+	p.SnapSaveMinUs, p.SnapSaveSpreadUs = 100+rng.IntN(3000), pick(rng, 0, 5000, 30000)
+	p.LeaseReads = p.Mode == paxos.ModeLeader && on(60)
+	p.ReadPct = pick(rng, 10, 30, 50)
+	p.FollowLeaderPct = pick(rng, 0, 50, 100)
+	p.Readers = pick(rng, 0, 0, 2, 4)
+	if on(30) {
+		p.DeadForGood = 1 + rng.IntN((p.Replicas-1)/2)
+	}
+	if p.PartitionEveryUs > 0 {
+		p.LinkCutPct = pick(rng, 0, 50, 100)
+	}
+	p.TruncateSilentTicks = pick(rng, 15, 30, 100)
+	if p.CrashEveryUs > 0 {
+		p.CrashInSavePct = pick(rng, 0, 50)
+	}
+	if p.CrashEveryUs > 0 && on(30) {
+		p.DownMinUs = 100 + rng.IntN(2000) // quick restarts: back within a lease term
+	}
 	return p
 }
 
@@ -117,10 +180,14 @@ func (p Params) String() string {
 		p.DelaySpreadUs, p.LongDelayPct, p.LongDelayMaxUs)
 	fmt.Fprintf(&b, " sync=%d+%dus keep-unsynced=%d%% crash-every=%dus down=%d+%dus", p.SyncMinUs,
 		p.SyncSpreadUs, p.UnsyncedKeepPct, p.CrashEveryUs, p.DownMinUs, p.DownSpreadUs)
-	fmt.Fprintf(&b, " partition-every=%dus for=%d+%dus one-way=%d%%", p.PartitionEveryUs, p.PartitionMinUs,
-		p.PartitionSpanUs, p.OneWayPct)
-	fmt.Fprintf(&b, " think=%dus timeout=%dus keys=%d batch=%dB inflight=%d snapshot-every=%d events=%d",
-		p.ClientThinkUs, p.ClientTimeoutUs, p.Keys, p.BatchBytesMax, p.InflightSlotsMax, p.SnapshotEvery,
-		p.FaultEvents)
+	fmt.Fprintf(&b, " partition-every=%dus for=%d+%dus one-way=%d%% link-cut=%d%%", p.PartitionEveryUs, p.PartitionMinUs,
+		p.PartitionSpanUs, p.OneWayPct, p.LinkCutPct)
+	fmt.Fprintf(&b, " think=%dus timeout=%dus keys=%d batch=%dB inflight=%d window=%d queue=%dB",
+		p.ClientThinkUs, p.ClientTimeoutUs, p.Keys, p.BatchBytesMax, p.InflightSlotsMax, p.WindowSlotsMax,
+		p.QueueBytesMax)
+	fmt.Fprintf(&b, " truncate-silent=%dticks crash-in-save=%d%%", p.TruncateSilentTicks, p.CrashInSavePct)
+	fmt.Fprintf(&b, " snapshot-every=%d save=%d+%dus lease-reads=%v reads=%d%% follow-leader=%d%% readers=%d dead-for-good=%d events=%d",
+		p.SnapshotEvery, p.SnapSaveMinUs, p.SnapSaveSpreadUs, p.LeaseReads, p.ReadPct, p.FollowLeaderPct, p.Readers,
+		p.DeadForGood, p.FaultEvents)
 	return b.String()
 }

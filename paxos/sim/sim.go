@@ -18,6 +18,8 @@ import (
 type Result struct {
 	Params     Params
 	Violations []string
+	// Kinds names the checker behind each violation (parallel to Violations).
+	Kinds []string
 	// Digest hashes every event the run processed: the same seed must give the same digest.
 	Digest uint64
 	Events int
@@ -40,6 +42,8 @@ type Stats struct {
 	SnapshotsSent  int
 	LeaseRefusals  uint64
 	DuplicateSlots int // commands chosen in more than one slot (retries), applied once each
+	LeaseReads     int // reads served from a lease, each checked
+	LogReads       int // reads served through the log, each checked
 }
 
 // Failed reports whether the run broke any property.
@@ -60,6 +64,8 @@ const (
 	evRestart
 	evPartition
 	evHealPartition
+	evSnapSaved
+	evCrashNode
 )
 
 type event struct {
@@ -115,10 +121,21 @@ type world struct {
 
 // Run executes one seeded simulation and checks it. log, when not nil, receives a line per
 // notable event (crashes, partitions, violations) for debugging a failing seed.
+//
+// A panic in the core (a broken invariant it asserts) is a violation of kind "core-invariant", not
+// a crash of the simulator: mutation canaries are often caught that way.
 func Run(p Params, log io.Writer) Result {
 	w := newWorld(p, log)
-	w.run()
-	return Result{Params: p, Violations: w.chk.violations, Digest: w.trace.Sum64(), Events: w.events, Stats: w.finalStats()}
+	func() {
+		defer func() {
+			if x := recover(); x != nil {
+				w.chk.violate("core-invariant", "panic: %v", x)
+			}
+		}()
+		w.run()
+	}()
+	return Result{Params: p, Violations: w.chk.violations, Kinds: w.chk.kinds, Digest: w.trace.Sum64(),
+		Events: w.events, Stats: w.finalStats()}
 }
 
 func newWorld(p Params, log io.Writer) *world {
@@ -139,8 +156,11 @@ func newWorld(p Params, log io.Writer) *world {
 		// Stagger first ticks so replicas do not run in lock step.
 		w.schedule(&event{kind: evTick, node: i, atUs: int64(w.rng.IntN(p.TickUs))})
 	}
-	for i := range p.Clients {
-		c := &client{w: w, idx: i, id: uint64(1000 + i), pin: -1}
+	for i := range p.Clients + p.Readers {
+		c := &client{w: w, idx: i, id: uint64(1000 + i), pin: -1, hint: -1, follow: w.rng.IntN(100) < p.FollowLeaderPct}
+		if i >= p.Clients {
+			c.reader, c.follow = true, true
+		}
 		w.cls = append(w.cls, c)
 		w.schedule(&event{kind: evClientSend, node: i, atUs: int64(w.rng.IntN(5_000))})
 	}
@@ -201,13 +221,13 @@ func (w *world) run() {
 		e := heap.Pop(&w.q).(*event)
 		w.nowUs = e.atUs
 		if w.healed && w.nowUs > healDeadline {
-			w.chk.violate("liveness: not converged %dus after heal: %s", w.p.HealBoundUs, w.convergeReport())
+			w.chk.violate("liveness", "liveness: not converged %dus after heal: %s", w.p.HealBoundUs, w.convergeReport())
 			return
 		}
 		w.events++
 		w.traceEvent(e)
 		w.dispatch(e)
-		if w.healed && e.kind == evTick && e.node == 0 && w.converged() {
+		if w.healed && e.kind == evTick && e.node == w.firstLive() && w.converged() {
 			w.stats.HealUs = w.nowUs - (healDeadline - int64(w.p.HealBoundUs))
 			w.stats.Converged = true
 			w.chk.final()
@@ -247,15 +267,30 @@ func (w *world) dispatch(e *event) {
 		w.partition()
 	case evHealPartition:
 		w.healPartitions()
+	case evSnapSaved:
+		w.nodes[e.node].snapSaved(e.gen)
+	case evCrashNode:
+		w.crashNode(w.nodes[e.node], int(e.gen))
 	}
 }
 
 // heal ends the fault phase: no more loss, duplication, long delays, crashes or partitions; every
-// down replica restarts; clients finish what they started and issue nothing new.
+// down replica restarts, except DeadForGood of them, which crash now (if up) and never return;
+// clients finish what they started and issue nothing new.
 func (w *world) heal() {
 	w.healed = true
 	w.logf("heal")
 	w.healPartitions()
+	if w.p.DeadForGood > 0 {
+		for _, i := range w.rng.Perm(len(w.nodes))[:w.p.DeadForGood] {
+			n := w.nodes[i]
+			if n.up {
+				n.crash()
+			}
+			n.dead = true
+			w.logf("r%d dead for good", n.id)
+		}
+	}
 	for _, n := range w.nodes {
 		if !n.up {
 			n.restart()
@@ -323,12 +358,40 @@ func (w *world) crashSomeone() {
 	w.schedule(&event{kind: evCrash, atUs: w.expDelay(w.p.CrashEveryUs)})
 }
 
+// crashNode crashes one replica, if it is still the incarnation the crash was aimed at, and
+// schedules its restart like any other crash.
+func (w *world) crashNode(n *node, inc int) {
+	if w.healed || !n.up || n.inc != inc {
+		return
+	}
+	n.crash()
+	w.schedule(&event{kind: evRestart, node: n.idx, atUs: w.nowUs + int64(w.p.DownMinUs+w.rng.IntN(w.p.DownSpreadUs+1))})
+}
+
 // partition splits the replicas in two random groups, cutting both directions or (OneWayPct) one.
 func (w *world) partition() {
 	if w.healed {
 		return
 	}
 	w.stats.Partitions++
+	if w.p.LinkCutPct > 0 && w.rng.IntN(100) < w.p.LinkCutPct {
+		a := w.rng.IntN(len(w.nodes))
+		b := (a + 1 + w.rng.IntN(len(w.nodes)-1)) % len(w.nodes)
+		w.cut[a][b] = true
+		oneWay := w.rng.IntN(100) < w.p.OneWayPct
+		if !oneWay {
+			w.cut[b][a] = true
+		}
+		w.logf("link cut r%d-r%d one-way=%v", a+1, b+1, oneWay)
+	} else {
+		w.bipartition()
+	}
+	w.schedule(&event{kind: evHealPartition, atUs: w.nowUs + int64(w.p.PartitionMinUs+w.rng.IntN(w.p.PartitionSpanUs+1))})
+	w.schedule(&event{kind: evPartition, atUs: w.expDelay(w.p.PartitionEveryUs)})
+}
+
+// bipartition splits the replicas in two random groups, cutting both directions or (OneWayPct) one.
+func (w *world) bipartition() {
 	side := make([]bool, len(w.nodes))
 	for i := range side {
 		side[i] = w.rng.IntN(2) == 0
@@ -345,8 +408,6 @@ func (w *world) partition() {
 		}
 	}
 	w.logf("partition %v one-way=%v", side, oneWay)
-	w.schedule(&event{kind: evHealPartition, atUs: w.nowUs + int64(w.p.PartitionMinUs+w.rng.IntN(w.p.PartitionSpanUs+1))})
-	w.schedule(&event{kind: evPartition, atUs: w.expDelay(w.p.PartitionEveryUs)})
 }
 
 func (w *world) healPartitions() {
@@ -364,14 +425,19 @@ func (w *world) converged() bool {
 		}
 	}
 	top := uint64(0)
+	var live []*node
 	for _, n := range w.nodes {
+		if n.dead {
+			continue
+		}
 		if !n.up {
 			return false
 		}
 		top = max(top, n.r.Status().Commit)
+		live = append(live, n)
 	}
-	d := w.nodes[0].state.Digest()
-	for _, n := range w.nodes {
+	d := live[0].state.Digest()
+	for _, n := range live {
 		if n.state.Applied() != top || n.state.Digest() != d {
 			return false
 		}
@@ -379,10 +445,23 @@ func (w *world) converged() bool {
 	return true
 }
 
+// firstLive is the index of the first replica not dead for good: its ticks pace convergence checks.
+func (w *world) firstLive() int {
+	for i, n := range w.nodes {
+		if !n.dead {
+			return i
+		}
+	}
+	return 0
+}
+
 func (w *world) convergeReport() string {
 	s := ""
 	for _, n := range w.nodes {
 		st := "down"
+		if n.dead {
+			st = "dead"
+		}
 		if n.up {
 			rs := n.r.Status()
 			st = fmt.Sprintf("%s ballot=%v leader=%d commit=%d applied=%d known=%d", rs.Role, rs.Ballot, rs.Leader, rs.Commit, n.state.Applied(), rs.LogLast)
@@ -416,6 +495,7 @@ func (w *world) finalStats() Stats {
 	s.Acked = len(w.chk.acked)
 	s.Proposed = len(w.chk.proposed)
 	s.DuplicateSlots = w.chk.dupSlots
+	s.LeaseReads, s.LogReads = w.chk.leaseReads, w.chk.logReads
 	return s
 }
 

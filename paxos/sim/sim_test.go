@@ -16,7 +16,7 @@ func calm(replicas int, mode paxos.Mode) Params {
 	return Params{
 		Seed: 7, Replicas: replicas, Mode: mode, Keys: 8,
 		DelayMinUs: 200, SyncMinUs: 300, TickUs: 1000,
-		ClientTimeoutUs: 40_000, BatchBytesMax: 4096, InflightSlotsMax: 16,
+		ClientTimeoutUs: 40_000, BatchBytesMax: 4096, InflightSlotsMax: 16, ReadPct: 10,
 		FaultEvents: 1 << 60, HealBoundUs: 3_000_000,
 	}
 }
@@ -108,8 +108,17 @@ func TestSameSeedPrintsSameTraceDigest(t *testing.T) {
 
 func TestSeedChoosesEveryFaultKind(t *testing.T) {
 	var loss, dup, crash, part, oneway, duel, five, noBatch bool
+	var lease, tinyWindow, tinyQueue, noSnap, dead, linkCut, crashInSave, readers bool
 	for seed := uint64(1); seed <= 200; seed++ {
 		p := Choose(seed, 0, 1)
+		lease = lease || p.LeaseReads
+		tinyWindow = tinyWindow || p.WindowSlotsMax < 8
+		tinyQueue = tinyQueue || p.QueueBytesMax < 1000
+		noSnap = noSnap || p.SnapshotEvery == 0
+		dead = dead || p.DeadForGood > 0
+		linkCut = linkCut || p.LinkCutPct > 0
+		crashInSave = crashInSave || p.CrashInSavePct > 0
+		readers = readers || p.Readers > 0
 		loss = loss || p.LossPct > 0
 		dup = dup || p.DupPct > 0
 		crash = crash || p.CrashEveryUs > 0
@@ -122,6 +131,10 @@ func TestSeedChoosesEveryFaultKind(t *testing.T) {
 	if !(loss && dup && crash && part && oneway && duel && five && noBatch) {
 		t.Fatalf("200 seeds missed a fault kind: loss=%v dup=%v crash=%v partition=%v one-way=%v duel=%v 5-replicas=%v no-batch=%v",
 			loss, dup, crash, part, oneway, duel, five, noBatch)
+	}
+	if !(lease && tinyWindow && tinyQueue && noSnap && dead && linkCut && crashInSave && readers) {
+		t.Fatalf("200 seeds missed a kind: lease-reads=%v window<8=%v queue<1KB=%v snapshots-off=%v dead-for-good=%v link-cut=%v crash-in-save=%v readers=%v",
+			lease, tinyWindow, tinyQueue, noSnap, dead, linkCut, crashInSave, readers)
 	}
 }
 
@@ -291,6 +304,9 @@ func TestReplicaRestartedFromDurableStateCatchesUp(t *testing.T) {
 // small seed budget: a checker that never fires proves nothing.
 func TestMutationCanariesAreCaught(t *testing.T) {
 	for _, m := range paxos.Mutations() {
+		if _, scripted := ScenarioCanaries[m]; scripted {
+			continue // gated by its scenario test
+		}
 		caught := uint64(0)
 		var first string
 		for seed := uint64(1); seed <= 100 && caught == 0; seed++ {
@@ -350,4 +366,144 @@ func TestForwardedCommandSurvivesLeaderCrashWithoutClientRetry(t *testing.T) {
 	w.drop = nil
 	old.restart()
 	mustConverge(t, w)
+}
+
+// addPinned adds a client that sends every command to one replica: a reader (reads only, back to
+// back) or a writer (puts only).
+func addPinned(w *world, pin int, reader bool) *client {
+	c := addClient(w, pin)
+	c.reader, c.writer = reader, !reader
+	return c
+}
+
+// staleReads counts read-fresh and read-value violations (what a client would see).
+func staleReads(w *world) int {
+	n := 0
+	for _, k := range w.chk.kinds {
+		if k == "read-fresh" || k == "read-value" {
+			n++
+		}
+	}
+	return n
+}
+
+// leaseScenario runs one scripted lease scenario with and without its planted bug: without it the
+// run must be clean and reads must have been served; with it a client must see a stale read. The
+// lease oracles are off, so only what clients see counts.
+func leaseScenario(t *testing.T, mut paxos.Mutation, script func(t *testing.T, w *world) (leaseReads func() int)) {
+	for _, m := range []paxos.Mutation{paxos.MutNone, mut} {
+		t.Run(m.String(), func(t *testing.T) {
+			p := calm(3, paxos.ModeLeader)
+			p.LeaseReads, p.NoOracles, p.Mutation = true, true, m
+			w := newWorld(p, nil)
+			if !runUntil(w, 1_000_000, func() bool { return leaderOf(w) != nil }) {
+				t.Fatal("no leader elected")
+			}
+			runFor(w, 20_000)
+			reads := script(t, w)
+			if m == paxos.MutNone {
+				noViolations(t, w)
+				if reads() == 0 {
+					t.Fatal("no lease read was served: the scenario does not test the lease")
+				}
+				return
+			}
+			if staleReads(w) == 0 {
+				t.Fatalf("planted bug %v: no client saw a stale read (violations: %v)", m, w.chk.violations)
+			}
+			t.Logf("planted bug %v: %s", m, w.chk.violations[0])
+		})
+	}
+}
+
+// TestNewLeaderServesNoStaleLeaseReadBeforeItsReproposalsAreChosen: the old leader's last write is
+// chosen (by it and one follower), applied and acknowledged, and then the old leader dies before
+// anyone else learns it was chosen. The new leader re-proposes it; its accept replies wait for a slow
+// fsync while heartbeat acknowledgements come back at once. Readers at both survivors must never
+// miss the write (issue 8, bug 1).
+func TestNewLeaderServesNoStaleLeaseReadBeforeItsReproposalsAreChosen(t *testing.T) {
+	leaseScenario(t, paxos.MutLeaseNoFence, func(t *testing.T, w *world) func() int {
+		w.p.SyncMinUs = 4_000 // accept replies wait for a slow fsync; heartbeat acknowledgements do not
+		old := leaderOf(w)
+		a, b := w.nodes[(old.idx+1)%3], w.nodes[(old.idx+2)%3]
+		// From now on the old leader's accepts reach only a, and nobody hears its chosen prefix.
+		w.drop = func(from int, m *paxos.Message) bool {
+			return from == old.idx && (m.Type == paxos.MsgCommit || int(m.To) == b.idx+1)
+		}
+		c := submit(w, old.idx, "k1", "precious")
+		if !runUntil(w, 200_000, func() bool { return !c.waiting }) {
+			t.Fatal("the write was not acknowledged")
+		}
+		old.crash()
+		w.drop = nil
+		w.p.ClientTimeoutUs = 1_500 // readers ask again often, so reads arrive right after the election
+		addPinned(w, a.idx, true)
+		addPinned(w, b.idx, true)
+		runFor(w, 300_000)
+		if leaderOf(w) == nil {
+			t.Fatal("no new leader")
+		}
+		return func() int { return w.chk.leaseReads }
+	})
+}
+
+// TestDeposedLeaderGetsNoLeaseFromAnAcceptorThatPromisedHigher: the old leader is cut off from one
+// follower, which elects itself with the other; the old leader's heartbeats then reach that other
+// follower again, but its Nacks back are lost. Acknowledging those heartbeats would renew the old
+// leader's lease while the new one takes writes (issue 8, bug 2).
+func TestDeposedLeaderGetsNoLeaseFromAnAcceptorThatPromisedHigher(t *testing.T) {
+	leaseScenario(t, paxos.MutAckLowerBallot, func(t *testing.T, w *world) func() int {
+		old := leaderOf(w)
+		f, n := w.nodes[(old.idx+1)%3], w.nodes[(old.idx+2)%3]
+		w.cut[old.idx][n.idx], w.cut[n.idx][old.idx] = true, true
+		addPinned(w, old.idx, true)
+		runFor(w, 20_000) // lease reads at the old leader, through f's acknowledgements
+		servedBefore := w.chk.leaseReads
+		// f stops hearing the old leader until n leads: f's lease lapses and it promises n.
+		w.p.ClientTimeoutUs = 1_500
+		w.drop = func(from int, m *paxos.Message) bool {
+			if from == old.idx && int(m.To) == f.idx+1 && n.r.Status().Role != "leader" {
+				return true
+			}
+			return from == f.idx && int(m.To) == old.idx+1 && m.Type == paxos.MsgNack
+		}
+		if !runUntil(w, 500_000, func() bool { return n.up && n.r.Status().Role == "leader" }) {
+			t.Fatal("the cut-off follower never took over")
+		}
+		wr := addPinned(w, n.idx, false)
+		runFor(w, 100_000)
+		if len(w.chk.violations) == 0 && wr.seq < 5 {
+			t.Fatalf("the new leader took no writes (writer at seq %d)", wr.seq)
+		}
+		return func() int { return servedBefore }
+	})
+}
+
+// TestRestartedFollowerDoesNotHandTheLeaseToANewLeader: the old leader is cut off from one
+// follower; the other follower, which keeps the old leader's lease alive, crashes and restarts at
+// once. Promising the cut-off follower right away would let it lead and take writes while the old
+// leader still serves reads on the acknowledgement given before the crash (issue 8, bug 3).
+func TestRestartedFollowerDoesNotHandTheLeaseToANewLeader(t *testing.T) {
+	leaseScenario(t, paxos.MutNoRestartQuiet, func(t *testing.T, w *world) func() int {
+		old := leaderOf(w)
+		f, n := w.nodes[(old.idx+1)%3], w.nodes[(old.idx+2)%3]
+		w.cut[old.idx][n.idx], w.cut[n.idx][old.idx] = true, true
+		addPinned(w, old.idx, true)
+		wr := addPinned(w, n.idx, false)
+		runFor(w, 30_000) // n campaigns in vain: f refuses it while it grants the old leader a lease
+		servedBefore := w.chk.leaseReads
+		if n.r.Status().Metrics.Campaigns == 0 {
+			t.Fatal("the cut-off follower never campaigned")
+		}
+		w.p.ClientTimeoutUs = 1_500
+		f.crash()
+		w.cut[old.idx][f.idx] = true // after the restart, only the old lease speaks for the old leader
+		runFor(w, 1_000)             // what was in flight to f is lost with the crash
+		f.restart()
+		runFor(w, 60_000)
+		if len(w.chk.violations) == 0 && n.r.Status().Role == "leader" && wr.seq < 2 {
+			t.Fatalf("new leader took no writes (writer at seq %d)", wr.seq)
+		}
+		return func() int { return servedBefore }
+	})
 }

@@ -15,11 +15,11 @@ func (w *world) throughWire(m *paxos.Message) (paxos.Message, bool) {
 	buf := wire.AppendMessage(nil, m)
 	var out paxos.Message
 	if _, err := wire.DecodeMessage(buf, &out); err != nil {
-		w.chk.violate("wire cannot decode its own %v: %v", m.Type, err)
+		w.chk.violate("wire", "wire cannot decode its own %v: %v", m.Type, err)
 		return out, false
 	}
 	if diff := messageDiff(m, &out); diff != "" {
-		w.chk.violate("wire changes a %v message: %s", m.Type, diff)
+		w.chk.violate("wire", "wire changes a %v message: %s", m.Type, diff)
 		return out, false
 	}
 	return out, true
