@@ -112,11 +112,20 @@ func (s *Server) catchUpTicks() {
 // core moves its log past the snapshot's slot as soon as it steps it, so a snapshot the state
 // machine cannot read (corrupt, another format version, a slot that disagrees with its contents)
 // must be refused before that, or the next applied slot would be out of order.
+//
+// Several snapshots can arrive in one batch (two peers answering one catch-up). The core installs
+// only one newer than everything it holds, and the last one it installs is the newest, so only a
+// snapshot newer than both the chosen prefix and the one already validated is worth validating and
+// keeping: an older one stepped after a newer one used to replace it, and installSnapshot then found
+// the wrong state and fenced the replica.
 func (s *Server) stepPeer(m *paxos.Message) {
 	if s.failed != nil {
 		return // fenced: a replica whose disk failed takes no further part
 	}
 	if m.Type == paxos.MsgSnapshot {
+		if m.Slot <= s.core.Status().Commit || (s.peerSnap != nil && m.Slot <= s.peerSnap.Applied()) {
+			return // the core would ignore it, or holds a newer one already
+		}
 		st := disk.NewState()
 		if err := st.Restore(m.Data); err != nil || st.Applied() != m.Slot {
 			s.log.Error("refusing a peer snapshot the state machine cannot use", "peer", m.From, "slot", m.Slot,

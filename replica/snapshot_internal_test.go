@@ -76,3 +76,32 @@ func TestLimitsThatDoNotFitADiskRecordAreRefused(t *testing.T) {
 		t.Fatalf("defaults refused: %v", err)
 	}
 }
+
+// TestTwoPeerSnapshotsInOneBatchInstallTheNewer: an older snapshot stepped after a newer one in the
+// same loop iteration (two peers answering one catch-up) overwrote the validated snapshot the core
+// was about to install, and the replica fenced itself for good (issue 8, bug 7).
+func TestTwoPeerSnapshotsInOneBatchInstallTheNewer(t *testing.T) {
+	s, err := testServer(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := func(slots uint64) []byte {
+		st := disk.NewState()
+		for slot := uint64(1); slot <= slots; slot++ {
+			st.Apply(slot, []paxos.Command{{ClientID: 9, Seq: slot, Op: paxos.OpPut, Key: []byte("k"), Value: []byte("v")}}, nil)
+		}
+		return st.AppendSnapshot(nil)
+	}
+	newer := paxos.Message{Type: paxos.MsgSnapshot, From: 2, To: 1, Slot: 20, Data: snap(20)}
+	older := paxos.Message{Type: paxos.MsgSnapshot, From: 3, To: 1, Slot: 11, Data: snap(11)}
+	s.stepPeer(&newer)
+	s.stepPeer(&older)
+	rd := s.core.Ready()
+	if rd.Snapshot == nil || rd.Snapshot.Slot != 20 {
+		t.Fatalf("core installs %+v, want the snapshot through 20", rd.Snapshot)
+	}
+	s.installSnapshot(rd.Snapshot)
+	if s.failed != nil || s.state.Applied() != 20 {
+		t.Fatalf("after installing: failed=%v applied=%d", s.failed, s.state.Applied())
+	}
+}
