@@ -18,7 +18,9 @@ import (
 const SessionWindow = 1024
 
 // SessionsMax bounds the client table. When it is full the least recently used session is evicted;
-// eviction is decided by slot order, so every replica evicts the same one.
+// eviction is decided by slot order, so every replica evicts the same one. A command from an evicted
+// session is refused as expired (Result.Expired), never applied: the table no longer knows which of
+// its sequence numbers were applied.
 const SessionsMax = 1 << 16
 
 const windowWords = SessionWindow / 64
@@ -33,6 +35,11 @@ type Result struct {
 	Dup bool
 	// Stale says the command's sequence number fell below its client's window: it was not applied.
 	Stale bool
+	// Expired says the command's client id names no session (never opened, or evicted): it was not
+	// applied.
+	Expired bool
+	// Session is the id an OpOpen gave out.
+	Session uint64
 }
 
 // session remembers which of a client's sequence numbers were applied: maxSeq and a bitmap of the
@@ -48,20 +55,25 @@ type session struct {
 // the same log, every replica reaches the same State, byte for byte: no map iteration order, clock or
 // randomness leaks into it. It is not safe for concurrent use; the runtime owns it from one goroutine.
 type State struct {
-	applied  uint64 // last slot applied
-	digest   uint64 // hash chain over every applied slot's commands: equal digests, equal logs
-	kv       map[string][]byte
-	sessions map[uint64]*session
-	lru      list.List // of *session, most recently used at the front
-	hasher   hashState
+	applied     uint64 // last slot applied
+	digest      uint64 // hash chain over every applied slot's commands: equal digests, equal logs
+	kv          map[string][]byte
+	sessions    map[uint64]*session
+	lru         list.List // of *session, most recently used at the front
+	issued      uint64    // session ids given out so far: the next OpOpen gets issued+1
+	sessionsMax int
+	hasher      hashState
 }
 
 // NewState returns an empty state at slot 0.
 func NewState() *State {
-	s := &State{kv: make(map[string][]byte), sessions: make(map[uint64]*session)}
+	s := &State{kv: make(map[string][]byte), sessions: make(map[uint64]*session), sessionsMax: SessionsMax}
 	s.lru.Init()
 	return s
 }
+
+// Sessions is the number of client sessions held.
+func (s *State) Sessions() int { return len(s.sessions) }
 
 // Applied is the last slot applied; a restart resumes the log after it.
 func (s *State) Applied() uint64 { return s.applied }
@@ -101,7 +113,12 @@ func (s *State) Apply(slot uint64, cmds []paxos.Command, out []Result) ([]Result
 }
 
 func (s *State) applyOne(slot uint64, c *paxos.Command) Result {
-	if !c.Op.Mutates() {
+	switch {
+	case c.Op == paxos.OpOpen:
+		s.issued++
+		s.newSession(s.issued)
+		return Result{Session: s.issued}
+	case !c.Op.Mutates():
 		v, ok := s.kv[string(c.Key)]
 		return Result{Value: v, Found: ok}
 	}
@@ -110,6 +127,8 @@ func (s *State) applyOne(slot uint64, c *paxos.Command) Result {
 		return Result{Dup: true}
 	case admitStale:
 		return Result{Stale: true}
+	case admitExpired:
+		return Result{Expired: true}
 	}
 	switch c.Op {
 	case paxos.OpPut:
@@ -127,16 +146,17 @@ const (
 	admitNew admission = iota
 	admitDup
 	admitStale
+	admitExpired
 )
 
-// admit decides whether (client, seq) is new, records it if so, and keeps the client table bounded.
+// admit decides whether (client, seq) is new and records it if so. A client without a session is
+// refused: its session may have been evicted, and then nothing says whether seq was applied.
 func (s *State) admit(client, seq uint64) admission {
 	ss := s.sessions[client]
 	if ss == nil {
-		ss = s.newSession(client)
-	} else {
-		s.lru.MoveToFront(ss.elem)
+		return admitExpired
 	}
+	s.lru.MoveToFront(ss.elem)
 	switch {
 	case seq > ss.maxSeq:
 		shiftWindow(&ss.seen, seq-ss.maxSeq)
@@ -155,8 +175,9 @@ func (s *State) admit(client, seq uint64) admission {
 	return admitNew
 }
 
+// newSession adds a session, evicting the least recently used one when the table is full.
 func (s *State) newSession(client uint64) *session {
-	if len(s.sessions) >= SessionsMax {
+	if len(s.sessions) >= s.sessionsMax {
 		oldest := s.lru.Back()
 		old := oldest.Value.(*session)
 		s.lru.Remove(oldest)
@@ -229,7 +250,7 @@ func (h *hashState) sum() uint64 { return h.fnv.Sum64() }
 // shared, which is safe because a stored value is never modified (a put stores a fresh copy).
 func (s *State) Clone() *State {
 	c := &State{applied: s.applied, digest: s.digest, kv: maps.Clone(s.kv),
-		sessions: make(map[uint64]*session, len(s.sessions))}
+		sessions: make(map[uint64]*session, len(s.sessions)), issued: s.issued, sessionsMax: s.sessionsMax}
 	c.lru.Init()
 	for e := s.lru.Back(); e != nil; e = e.Prev() {
 		ss := *e.Value.(*session)
@@ -241,7 +262,8 @@ func (s *State) Clone() *State {
 }
 
 // snapshotVersion is written first in every snapshot so a format change is detected, not misread.
-const snapshotVersion = 1
+// Version 2 added the count of session ids issued; version 1 snapshots still restore (with none).
+const snapshotVersion = 2
 
 // ErrBadSnapshot is returned when snapshot bytes do not decode: truncated, wrong version or
 // inconsistent. The state is left unchanged.
@@ -253,6 +275,7 @@ func (s *State) AppendSnapshot(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, snapshotVersion)
 	dst = binary.AppendUvarint(dst, s.applied)
 	dst = binary.LittleEndian.AppendUint64(dst, s.digest)
+	dst = binary.AppendUvarint(dst, s.issued)
 	keys := make([]string, 0, len(s.kv))
 	for k := range s.kv {
 		keys = append(keys, k)
@@ -283,11 +306,15 @@ func (s *State) AppendSnapshot(dst []byte) []byte {
 func (s *State) Restore(data []byte) error {
 	n := NewState()
 	d := snapDecoder{b: data}
-	if v := d.uvarint(); v != snapshotVersion && d.err == nil {
+	v := d.uvarint()
+	if v != 1 && v != snapshotVersion && d.err == nil {
 		return fmt.Errorf("%w: version %d", ErrBadSnapshot, v)
 	}
 	n.applied = d.uvarint()
 	n.digest = d.u64()
+	if v >= 2 {
+		n.issued = d.uvarint()
+	}
 	for i, keys := uint64(0), d.uvarint(); i < keys && d.err == nil; i++ {
 		k := d.bytes()
 		v := d.bytes()
@@ -309,7 +336,7 @@ func (s *State) Restore(data []byte) error {
 	if d.err != nil {
 		return fmt.Errorf("%w: %v", ErrBadSnapshot, d.err)
 	}
-	s.applied, s.digest, s.kv, s.sessions = n.applied, n.digest, n.kv, n.sessions
+	s.applied, s.digest, s.kv, s.sessions, s.issued = n.applied, n.digest, n.kv, n.sessions, n.issued
 	s.lru.Init()
 	for e := n.lru.Back(); e != nil; e = e.Prev() {
 		ss := e.Value.(*session)

@@ -13,15 +13,26 @@ func put(client, seq uint64, k, v string) paxos.Command {
 	return paxos.Command{ClientID: client, Seq: seq, Op: paxos.OpPut, Key: []byte(k), Value: []byte(v)}
 }
 
+// open applies an OpOpen in the next slot and returns the session id it gave out.
+func open(t testing.TB, s *State) uint64 {
+	t.Helper()
+	res, err := s.Apply(s.Applied()+1, []paxos.Command{{ClientID: 99, Op: paxos.OpOpen}}, nil)
+	if err != nil || res[0].Session == 0 {
+		t.Fatalf("open: %v %+v", err, res)
+	}
+	return res[0].Session
+}
+
 func TestRetriedCommandChosenTwiceIsAppliedOnce(t *testing.T) {
 	s := NewState()
-	res, err := s.Apply(1, []paxos.Command{put(7, 1, "k", "a")}, nil)
+	c7, c8 := open(t, s), open(t, s)
+	res, err := s.Apply(3, []paxos.Command{put(c7, 1, "k", "a")}, nil)
 	if err != nil || res[0].Dup {
 		t.Fatalf("first apply: %v %+v", err, res)
 	}
-	// Another client overwrites; then the retry of (7,1) is chosen again in a later slot.
-	s.Apply(2, []paxos.Command{put(8, 1, "k", "b")}, nil)
-	res, _ = s.Apply(3, []paxos.Command{put(7, 1, "k", "a")}, nil)
+	// Another client overwrites; then the retry of (c7,1) is chosen again in a later slot.
+	s.Apply(4, []paxos.Command{put(c8, 1, "k", "b")}, nil)
+	res, _ = s.Apply(5, []paxos.Command{put(c7, 1, "k", "a")}, nil)
 	if !res[0].Dup {
 		t.Fatalf("retry not detected as duplicate: %+v", res)
 	}
@@ -34,8 +45,9 @@ func TestOutOfOrderSequencesInsideWindowApplyOnce(t *testing.T) {
 	// seqs seen in order: 5,3,200,4,3(dup),5(dup),1000,200(dup)
 	got := []bool{}
 	s2 := NewState()
-	for i, seq := range []uint64{5, 3, 200, 4, 3, 5, 1000, 200} {
-		res, _ := s2.Apply(uint64(i+1), []paxos.Command{put(1, seq, "k", "v")}, nil)
+	c := open(t, s2)
+	for _, seq := range []uint64{5, 3, 200, 4, 3, 5, 1000, 200} {
+		res, _ := s2.Apply(s2.Applied()+1, []paxos.Command{put(c, seq, "k", "v")}, nil)
 		got = append(got, res[0].Dup)
 	}
 	want := []bool{false, false, false, false, true, true, false, true}
@@ -46,8 +58,9 @@ func TestOutOfOrderSequencesInsideWindowApplyOnce(t *testing.T) {
 
 func TestSequenceBelowWindowIsRefusedNotApplied(t *testing.T) {
 	s := NewState()
-	s.Apply(1, []paxos.Command{put(1, SessionWindow+10, "k", "new")}, nil)
-	res, _ := s.Apply(2, []paxos.Command{put(1, 5, "k", "old")}, nil)
+	c := open(t, s)
+	s.Apply(2, []paxos.Command{put(c, SessionWindow+10, "k", "new")}, nil)
+	res, _ := s.Apply(3, []paxos.Command{put(c, 5, "k", "old")}, nil)
 	if !res[0].Stale {
 		t.Fatalf("old sequence not refused: %+v", res[0])
 	}
@@ -63,14 +76,20 @@ func TestApplyRejectsGapsInTheLog(t *testing.T) {
 	}
 }
 
+// buildState opens sessions 1-8 in slot 1, then fills slots 2-n with puts and deletes under them.
 func buildState(n int) *State {
 	s := NewState()
-	for i := 1; i <= n; i++ {
-		cmds := []paxos.Command{put(uint64(i%7), uint64(i), fmt.Sprint("k", i%13), fmt.Sprint("v", i))}
+	opens := make([]paxos.Command, 8)
+	for i := range opens {
+		opens[i].Op = paxos.OpOpen
+	}
+	s.Apply(1, opens, nil)
+	for i := 2; i <= n; i++ {
+		cmds := []paxos.Command{put(uint64(i%7)+1, uint64(i), fmt.Sprint("k", i%13), fmt.Sprint("v", i))}
 		if i%5 == 0 {
-			cmds = append(cmds, paxos.Command{ClientID: 99, Seq: uint64(i), Op: paxos.OpDelete, Key: []byte(fmt.Sprint("k", i%13))})
+			cmds = append(cmds, paxos.Command{ClientID: 8, Seq: uint64(i), Op: paxos.OpDelete, Key: []byte(fmt.Sprint("k", i%13))})
 		}
-		s.Apply(uint64(i), cmds, nil)
+		s.Apply(s.Applied()+1, cmds, nil)
 	}
 	return s
 }
@@ -86,10 +105,10 @@ func TestSnapshotRoundTripIsByteIdenticalAndResumes(t *testing.T) {
 		t.Fatal("snapshot of restored state differs")
 	}
 	// Both continue identically, including duplicate detection restored from the sessions.
-	next := []paxos.Command{put(3, 3, "k3", "again"), put(3, 10_000, "x", "y")}
-	ra, _ := a.Apply(501, next, nil)
-	rb, _ := b.Apply(501, next, nil)
-	if fmt.Sprint(ra) != fmt.Sprint(rb) || a.Digest() != b.Digest() || !ra[0].Dup {
+	next := []paxos.Command{put(3, 2, "k2", "again"), put(3, 10_000, "x", "y"), {Op: paxos.OpOpen}}
+	ra, _ := a.Apply(a.Applied()+1, next, nil)
+	rb, _ := b.Apply(b.Applied()+1, next, nil)
+	if fmt.Sprint(ra) != fmt.Sprint(rb) || a.Digest() != b.Digest() || !ra[0].Dup || ra[2].Session != 9 {
 		t.Fatalf("diverged after restore: %+v vs %+v", ra, rb)
 	}
 }
@@ -109,21 +128,51 @@ func TestRestoreRejectsCorruptSnapshotAndKeepsState(t *testing.T) {
 
 func TestSessionTableIsBoundedAndEvictsLeastRecentlyUsed(t *testing.T) {
 	s := NewState()
-	slot := uint64(0)
-	for c := uint64(1); c <= SessionsMax+1; c++ {
-		slot++
-		s.Apply(slot, []paxos.Command{put(c, 1, "k", "v")}, nil)
+	first := open(t, s)
+	second := open(t, s)
+	s.Apply(s.Applied()+1, []paxos.Command{put(first, 1, "k", "v")}, nil) // first is now the most recent
+	for range SessionsMax - 1 {
+		open(t, s)
 	}
 	if len(s.sessions) != SessionsMax {
 		t.Fatalf("sessions = %d", len(s.sessions))
 	}
-	if _, ok := s.sessions[1]; ok {
-		t.Fatal("least recently used client 1 not evicted")
+	if _, ok := s.sessions[second]; ok {
+		t.Fatal("least recently used session not evicted")
+	}
+	if _, ok := s.sessions[first]; !ok {
+		t.Fatal("a recently used session was evicted")
+	}
+}
+
+// TestRetryFromAnEvictedSessionIsRefusedNotAppliedTwice: past SessionsMax clients the least recently
+// used session is evicted; a retry of a command it had applied must not apply again (issue 8, bug 8:
+// it used to recreate the session and apply the retry a second time).
+func TestRetryFromAnEvictedSessionIsRefusedNotAppliedTwice(t *testing.T) {
+	s := NewState()
+	s.sessionsMax = 64 // the rule is the same at 65,536; a small table keeps the test fast
+	c := open(t, s)
+	s.Apply(s.Applied()+1, []paxos.Command{put(c, 1, "counter", "applied once")}, nil)
+	for range 64 {
+		other := open(t, s)
+		s.Apply(s.Applied()+1, []paxos.Command{put(other, 1, "counter", "someone else")}, nil)
+	}
+	res, _ := s.Apply(s.Applied()+1, []paxos.Command{put(c, 1, "counter", "applied once")}, nil)
+	if !res[0].Expired || res[0].Dup {
+		t.Fatalf("retry from an evicted session: %+v, want Expired", res[0])
+	}
+	if v, _ := s.Get([]byte("counter")); string(v) != "someone else" {
+		t.Fatalf("the retry was applied again: counter=%q", v)
+	}
+	// A put under an id never given out is refused the same way.
+	if res, _ := s.Apply(s.Applied()+1, []paxos.Command{put(1<<60, 1, "k", "v")}, nil); !res[0].Expired {
+		t.Fatalf("put under an unknown id: %+v", res[0])
 	}
 }
 
 func BenchmarkStateApply(b *testing.B) {
 	s := NewState()
+	client := open(b, s)
 	cmds := make([]paxos.Command, 64)
 	val := bytes.Repeat([]byte("v"), 128)
 	keys := make([][]byte, 1024)
@@ -137,9 +186,9 @@ func BenchmarkStateApply(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		for j := range cmds {
 			seq++
-			cmds[j] = paxos.Command{ClientID: 1, Seq: seq, Op: paxos.OpPut, Key: keys[seq%1024], Value: val}
+			cmds[j] = paxos.Command{ClientID: client, Seq: seq, Op: paxos.OpPut, Key: keys[seq%1024], Value: val}
 		}
-		out, _ = s.Apply(uint64(i+1), cmds, out[:0])
+		out, _ = s.Apply(s.Applied()+1, cmds, out[:0])
 	}
 }
 
@@ -150,11 +199,12 @@ func TestCloneIsIndependentAndSnapshotsIdentically(t *testing.T) {
 		t.Fatal("clone snapshots differently")
 	}
 	before := c.AppendSnapshot(nil)
-	s.Apply(301, []paxos.Command{put(1, 10_000, "k1", "changed"), put(77, 1, "new", "v")}, nil)
+	next := []paxos.Command{put(1, 10_000, "k1", "changed"), {Op: paxos.OpOpen}}
+	s.Apply(s.Applied()+1, next, nil)
 	if !bytes.Equal(before, c.AppendSnapshot(nil)) {
 		t.Fatal("applying to the original changed the clone")
 	}
-	c.Apply(301, []paxos.Command{put(1, 10_000, "k1", "changed"), put(77, 1, "new", "v")}, nil)
+	c.Apply(c.Applied()+1, next, nil)
 	if !bytes.Equal(s.AppendSnapshot(nil), c.AppendSnapshot(nil)) || s.Digest() != c.Digest() {
 		t.Fatal("clone and original diverged on the same log")
 	}
@@ -162,14 +212,15 @@ func TestCloneIsIndependentAndSnapshotsIdentically(t *testing.T) {
 
 func BenchmarkStateCloneVersusSnapshot(b *testing.B) {
 	s := NewState()
+	client := open(b, s)
 	val := bytes.Repeat([]byte("v"), 128)
 	cmds := make([]paxos.Command, 1000)
 	for i := 0; i < 100; i++ {
 		for j := range cmds {
 			n := i*1000 + j
-			cmds[j] = paxos.Command{ClientID: 1, Seq: uint64(n + 1), Op: paxos.OpPut, Key: []byte(fmt.Sprintf("key-%012d", n)), Value: val}
+			cmds[j] = paxos.Command{ClientID: client, Seq: uint64(n + 1), Op: paxos.OpPut, Key: []byte(fmt.Sprintf("key-%012d", n)), Value: val}
 		}
-		s.Apply(uint64(i+1), cmds, nil)
+		s.Apply(s.Applied()+1, cmds, nil)
 	}
 	b.Run("clone-100k-keys", func(b *testing.B) {
 		b.ReportAllocs()

@@ -97,6 +97,9 @@ func (t *SofaTarget) Go(c *Call, done chan<- *Call) {
 			}
 		} else {
 			t.classify(i, c, resp)
+			if resp.Status == wire.StatusSessionExpired {
+				t.broken(s, conn) // a new connection opens a new session
+			}
 		}
 		done <- c
 	})
@@ -125,7 +128,9 @@ func (t *SofaTarget) classify(replica int, c *Call, resp *wire.Response) {
 		c.Class = ClassBusy
 	case wire.StatusUnavailable:
 		c.Class = ClassUnavailable
-	case wire.StatusTooLarge, wire.StatusBadRequest:
+	case wire.StatusTooLarge, wire.StatusBadRequest, wire.StatusSessionExpired:
+		// Refused, not applied. (An expired session means the cluster evicted this connection's
+		// session: 65,536 newer clients came since; the connection is redialled with a new one.)
 		c.Class = ClassRejected
 	default:
 		c.Class = ClassServer

@@ -37,17 +37,24 @@ func (b Ballot) String() string { return fmt.Sprintf("%d.%d", b.Round(), b.ID())
 type Op uint8
 
 // Client operations. OpGet goes through the log only when reads are not served from a lease.
+//
+// OpOpen opens a client session: the state machine gives the client an id, derived from the slot the
+// command was chosen in, under which its puts and deletes are de-duplicated. A put or delete under an
+// id the state machine does not hold (never issued, or its session evicted) is refused as expired
+// rather than applied, so a retry from a client whose session was forgotten is never applied twice.
 const (
 	OpPut Op = iota + 1
 	OpGet
 	OpDelete
+	OpOpen
 	opLimit
 )
 
 // Valid reports whether o is an operation the state machine knows; decoders use it to reject input.
 func (o Op) Valid() bool { return o >= OpPut && o < opLimit }
 
-// Mutates reports whether applying the op changes state, and so must be applied at most once.
+// Mutates reports whether applying the op changes the key-value state, and so must be applied at
+// most once. (OpOpen changes only the session table; opening twice just opens two sessions.)
 func (o Op) Mutates() bool { return o == OpPut || o == OpDelete }
 
 func (o Op) String() string {
@@ -58,6 +65,8 @@ func (o Op) String() string {
 		return "get"
 	case OpDelete:
 		return "delete"
+	case OpOpen:
+		return "open"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

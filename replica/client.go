@@ -136,7 +136,7 @@ func (s *Server) flushReplies() {
 // checkRequest validates what the wire decoder cannot know: this replica's limits.
 func (s *Server) checkRequest(op paxos.Op, keyLen, valueLen int) wire.Status {
 	switch {
-	case !op.Valid() || keyLen == 0:
+	case !op.Valid() || (keyLen == 0) != (op == paxos.OpOpen):
 		return wire.StatusBadRequest
 	case keyLen > s.cfg.KeyBytesMax || valueLen > s.cfg.ValueBytesMax:
 		return wire.StatusTooLarge

@@ -169,6 +169,18 @@ func TestE2EAPIs(t *testing.T) {
 	expect(t, "value over the limit", do(t, conns[follower], paxos.OpPut, "big", strings.Repeat("v", 64<<10+1)), wire.StatusTooLarge, "")
 	expect(t, "value at the limit", do(t, conns[follower], paxos.OpPut, "big", strings.Repeat("v", 64<<10)), wire.StatusOK, "")
 	expect(t, "empty key", do(t, conns[follower], paxos.OpPut, "", "v"), wire.StatusBadRequest, "")
+	// A put under a session the cluster never gave out is refused, not applied (issue 8, bug 8).
+	unknown := make(chan *wire.Response, 1)
+	conns[follower].GoRequest(&wire.Request{ClientID: 1 << 60, Seq: 1, Op: paxos.OpPut, Key: []byte("bin-2"), Value: []byte("nobody")},
+		func(resp *wire.Response, err error) {
+			if err != nil {
+				t.Errorf("put under an unknown session: %v", err)
+			}
+			unknown <- resp
+		})
+	if resp := <-unknown; resp == nil || resp.Status != wire.StatusSessionExpired {
+		t.Fatalf("put under an unknown session: %+v, want session-expired", resp)
+	}
 	// Refusals do not cost the connection: it still serves.
 	expect(t, "after refusals", do(t, conns[follower], paxos.OpGet, "bin-2", ""), wire.StatusOK, "second")
 

@@ -104,10 +104,9 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 	}
 	done := make(chan response, 1)
 	r := &request{
-		// One session per HTTP connection: requests on a connection are sequential, so the
-		// connection's request number is a sequence the state machine can de-duplicate on.
-		cmd: paxos.Command{ClientID: s.httpBase ^ ctx.ConnID(), Seq: ctx.ConnRequestNum(), Op: op,
-			Key: bytes.Clone(key), Value: bytes.Clone(value)},
+		// The loop gives the request a session and sequence number of its own (httpSessions).
+		cmd:      paxos.Command{Op: op, Key: bytes.Clone(key), Value: bytes.Clone(value)},
+		http:     true,
 		deadline: time.Now().Add(s.cfg.RequestTimeout),
 		reply:    func(resp response) { done <- resp },
 	}

@@ -3,6 +3,7 @@ package replica
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -76,6 +77,7 @@ func (s *Server) loop(ctx context.Context) error {
 			s.handle(&rd)
 			s.core.Advance(&rd)
 			s.stepLocal()
+			s.flushProposals() // requests re-admitted while handling it (HTTP sessions opened or expired)
 			// Send what this Ready produced before anything later in the iteration can block
 			// (a full disk queue, the background worker, a state clone).
 			s.tr.flush()
@@ -179,9 +181,14 @@ func (s *Server) admit(r *request) {
 			return
 		}
 	}
-	if s.cfg.Redirect && leader != s.cfg.ID {
+	// A session is opened through whichever replica the client reached: it names the client for
+	// good, wherever its later requests go.
+	if s.cfg.Redirect && leader != s.cfg.ID && r.cmd.Op != paxos.OpOpen {
 		r.answer(s, response{status: wire.StatusNotLeader, leader: leader})
 		return
+	}
+	if r.http && r.cmd.ClientID == 0 && !s.assignHTTP(r) {
+		return // parked until an HTTP session is open
 	}
 	if r.cmd.Op == paxos.OpGet {
 		s.stats.logReads.Add(1)
@@ -332,6 +339,10 @@ func resultResponse(c *paxos.Command, res *disk.Result) response {
 	switch {
 	case res.Stale:
 		return response{status: wire.StatusStale}
+	case res.Expired:
+		return response{status: wire.StatusSessionExpired}
+	case c.Op == paxos.OpOpen:
+		return response{status: wire.StatusOK, value: binary.BigEndian.AppendUint64(nil, res.Session)}
 	case c.Op != paxos.OpGet:
 		return response{status: wire.StatusOK}
 	case !res.Found:
@@ -349,6 +360,10 @@ func (s *Server) answerCmd(c *paxos.Command, resp response) {
 	}
 	delete(s.pending, k)
 	for _, r := range ws {
+		if r.http && resp.status == wire.StatusSessionExpired {
+			s.httpSessionExpired(r)
+			continue
+		}
 		r.answer(s, resp)
 	}
 }
@@ -404,7 +419,10 @@ func (s *Server) failPending(st wire.Status) {
 	for _, r := range s.readWait {
 		r.answer(s, response{status: st})
 	}
-	s.readWait, s.deadlines = nil, nil
+	for _, r := range s.httpSess.waiting {
+		r.answer(s, response{status: st})
+	}
+	s.readWait, s.deadlines, s.httpSess.waiting = nil, nil, nil
 }
 
 // installSnapshot replaces the state with a peer's snapshot and saves it, so a restart resumes from

@@ -66,7 +66,7 @@ type Server struct {
 	httpLn   net.Listener
 	connSem  chan struct{}
 	conns    sync.WaitGroup
-	httpBase uint64 // HTTP requests get client ids httpBase ^ connection id
+	httpSess httpSessions // sessions for HTTP requests; the loop's
 
 	stats serverStats
 }
@@ -95,6 +95,8 @@ type request struct {
 	deadline  time.Time
 	readIndex uint64 // lease reads: serve once applied through here
 	done      bool
+	http      bool // an HTTP request: the loop gives it a session (see httpSessions)
+	internal  bool // the loop's own request (an OpOpen for HTTP sessions): not counted in replies
 }
 
 type response struct {
@@ -108,7 +110,7 @@ func (r *request) answer(s *Server, resp response) {
 		return
 	}
 	r.done = true
-	if int(resp.status) < len(s.stats.byStatus) {
+	if int(resp.status) < len(s.stats.byStatus) && !r.internal {
 		s.stats.byStatus[resp.status].Add(1)
 	}
 	r.reply(resp)
@@ -186,7 +188,6 @@ func New(cfg Config) (*Server, error) {
 		connSem: make(chan struct{}, cfg.ClientConnsMax)}
 	s.ctx = context.Background() // Run replaces it with the one that stops the replica
 	s.rng = rand.New(rand.NewPCG(cfg.Core.Seed, uint64(cfg.ID)))
-	s.httpBase = s.rng.Uint64() | 1<<63
 	s.snapJitter = s.rng.Float64() / 2 // from the first cycle on: replicas start together
 	s.tr = newTransport(s)
 	s.log.Info("replica opened", "dir", cfg.DataDir, "applied", state.Applied(), "promised", rec.Durable.Promised,

@@ -12,6 +12,10 @@ import (
 // order they complete. (ClientID, Seq) names the command for good: a retry reuses both, so the
 // state machine applies a command chosen twice only once. Seq values in flight on one connection
 // must therefore be distinct (one ClientID per connection is the simple way).
+//
+// ClientID is a session the cluster gave out: a client first sends Op paxos.OpOpen (ClientID any
+// nonce, Seq 0 or any unused seq, no key), and the OK response's Value is the new id, 8 bytes big
+// endian. Puts and deletes under an id the cluster does not hold are answered StatusSessionExpired.
 type Request struct {
 	ClientID uint64
 	Seq      uint64
@@ -54,11 +58,14 @@ const (
 	StatusUnavailable
 	// StatusStale: Seq fell below the server's window for this client; it was not applied.
 	StatusStale
+	// StatusSessionExpired: the server holds no session for ClientID (it was never opened, or it was
+	// evicted); the command was not applied. Open a new session and send it again under the new id.
+	StatusSessionExpired
 	statusLimit
 )
 
 var statusNames = [...]string{"status(0)", "ok", "not-found", "not-leader", "busy", "too-large",
-	"bad-request", "unavailable", "stale"}
+	"bad-request", "unavailable", "stale", "session-expired"}
 
 // String names a status for logs and reports.
 func (s Status) String() string {

@@ -37,13 +37,18 @@ var (
 type Callback func(resp *wire.Response, err error)
 
 // Options tune a connection. Zero values mean: no per-request timeout, a 5 s dial timeout, the wire
-// package's default maximum frame, and a random client id.
+// package's default maximum frame, and a new session opened by Dial.
 type Options struct {
 	Timeout         time.Duration // per request; 0: wait for ever
-	DialTimeout     time.Duration
+	DialTimeout     time.Duration // bounds the connect and the session open
 	MaxPayloadBytes int
-	ClientID        uint64
+	// ClientID, when set, is a session the caller already holds (one opened on another connection,
+	// say): Dial then opens none.
+	ClientID uint64
 }
+
+// ErrNoSession: the connection could not open a session before its deadline (no leader, say).
+var ErrNoSession = errors.New("sofaclient: could not open a session")
 
 // Conn is one client connection. Its methods are safe for concurrent use. Three goroutines serve it:
 // the writer, which sends everything queued since its last wake-up in one write (so a burst of
@@ -86,18 +91,22 @@ func Dial(addr string, o Options) (*Conn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	return New(nc, o), nil
+	c := New(nc, o)
+	if o.ClientID == 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), dt)
+		defer cancel()
+		if err := c.Open(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
-// New runs the protocol over an established connection (a test's net.Pipe, say).
+// New runs the protocol over an established connection (a test's net.Pipe, say). Unless o.ClientID
+// names a session, call Open before sending puts or deletes.
 func New(nc net.Conn, o Options) *Conn {
-	id := o.ClientID
-	for id == 0 {
-		var b [8]byte
-		rand.Read(b[:])
-		id = binary.LittleEndian.Uint64(b[:])
-	}
-	c := &Conn{nc: nc, clientID: id, timeout: o.Timeout, nextSeq: 1, pending: make(map[uint64]*call),
+	c := &Conn{nc: nc, clientID: o.ClientID, timeout: o.Timeout, nextSeq: 1, pending: make(map[uint64]*call),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	c.wg.Add(2)
 	go c.writeLoop()
@@ -109,9 +118,62 @@ func New(nc net.Conn, o Options) *Conn {
 	return c
 }
 
-// ClientID is the id every request on this connection carries (with its Seq, it names a command
-// for good, so a retry is applied once).
+// ClientID is the session every request on this connection carries (with its Seq, it names a
+// command for good, so a retry is applied once).
 func (c *Conn) ClientID() uint64 { return c.clientID }
+
+// Open asks the cluster for a new session (an OpOpen through the log) and makes it this
+// connection's ClientID. It retries while the cluster cannot take it yet (no leader, busy, a
+// timeout) until ctx is done. It must finish before the connection sends anything else.
+func (c *Conn) Open(ctx context.Context) error {
+	var nonce [8]byte
+	rand.Read(nonce[:])
+	req := wire.Request{ClientID: binary.LittleEndian.Uint64(nonce[:]) | 1, Op: paxos.OpOpen}
+	var last error
+	for {
+		c.mu.Lock()
+		req.Seq = c.nextSeq
+		c.nextSeq++
+		c.mu.Unlock()
+		type outcome struct {
+			status wire.Status
+			value  []byte
+			err    error
+		}
+		ch := make(chan outcome, 1)
+		c.GoRequest(&req, func(resp *wire.Response, err error) {
+			if err != nil {
+				ch <- outcome{err: err}
+				return
+			}
+			ch <- outcome{status: resp.Status, value: append([]byte(nil), resp.Value...)}
+		})
+		var o outcome
+		select {
+		case o = <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w (last: %v)", ErrNoSession, ctx.Err(), last)
+		}
+		switch {
+		case o.err != nil && !errors.Is(o.err, ErrTimeout):
+			return fmt.Errorf("%w: %w", ErrNoSession, o.err)
+		case o.err == nil && o.status == wire.StatusOK && len(o.value) == 8:
+			c.clientID = binary.BigEndian.Uint64(o.value)
+			return nil
+		case o.err == nil && o.status != wire.StatusNotLeader && o.status != wire.StatusBusy && o.status != wire.StatusUnavailable:
+			return fmt.Errorf("%w: server answered %v", ErrNoSession, o.status)
+		}
+		last = o.err
+		if o.err == nil {
+			last = fmt.Errorf("server answered %v", o.status)
+		}
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w (last: %v)", ErrNoSession, ctx.Err(), last)
+		}
+	}
+}
 
 // Go sends a request with the next Seq and returns that Seq; cb gets the outcome.
 func (c *Conn) Go(op paxos.Op, key, value []byte, cb Callback) uint64 {

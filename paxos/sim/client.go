@@ -19,6 +19,9 @@ type clientMsg struct {
 	ok     bool
 	retry  bool // not applied here: try again (not leader, queue full, stale)
 	leader paxos.ReplicaID
+	// session is the id an OpOpen gave out; expired says a command's session was unknown.
+	session uint64
+	expired bool
 	// A read's answer: where in the log it was served (a lease read: the applied slot, index -1 for
 	// "after the whole slot"; a log read: its own slot and index in the batch) and what it found.
 	lease     bool
@@ -30,10 +33,15 @@ type clientMsg struct {
 
 // client issues one command at a time and retries it, with the same (client, seq), until a replica
 // acknowledges it: after a timeout (to another replica) or a "try elsewhere" reply (to the hint).
+// Its first command opens its session (OpOpen, named by the client's nonce id); every later command
+// carries the session id the cluster gave out.
 type client struct {
 	w       *world
 	idx     int
-	id      uint64
+	id      uint64 // the nonce naming its OpOpen
+	session uint64
+	want    *paxos.Command // a scripted command to send next (scenario tests)
+	acks    int            // commands acknowledged, the open not counted
 	seq     uint64
 	cmd     paxos.Command
 	waiting bool
@@ -43,14 +51,29 @@ type client struct {
 	follow  bool // send new commands to the leader the last reply named
 	reader  bool // issues only reads, with no think time
 	writer  bool // issues only puts (scenario tests)
+	// scripted clients send only commands a test gives them (want), after opening their session.
+	scripted bool
 	// mustSee is, for a read, the log position of the latest write acknowledged (to any client)
 	// before the read was first sent: linearizability says the read must reflect it.
 	mustSee position
 }
 
+// openNonceBit keeps the ids naming OpOpen commands apart from the session ids the state machine
+// gives out (1, 2, 3, ...), so the checker's (client, seq) keys never collide.
+const openNonceBit = 1 << 40
+
 func (c *client) newCommand() paxos.Command {
+	if c.session == 0 {
+		return paxos.Command{ClientID: openNonceBit | c.id, Op: paxos.OpOpen}
+	}
 	c.seq++
-	cmd := paxos.Command{ClientID: c.id, Seq: c.seq, Key: []byte(fmt.Sprintf("k%d", c.w.rng.IntN(c.w.p.Keys)))}
+	if c.want != nil {
+		cmd := *c.want
+		c.want = nil
+		cmd.ClientID, cmd.Seq = c.session, c.seq
+		return cmd
+	}
+	cmd := paxos.Command{ClientID: c.session, Seq: c.seq, Key: []byte(fmt.Sprintf("k%d", c.w.rng.IntN(c.w.p.Keys)))}
 	switch x := c.w.rng.IntN(100); {
 	case c.writer:
 		cmd.Op, cmd.Value = paxos.OpPut, []byte(fmt.Sprintf("v%d.%d", c.id, c.seq))
@@ -67,7 +90,7 @@ func (c *client) newCommand() paxos.Command {
 
 func (c *client) send() {
 	if !c.waiting {
-		if c.w.healed {
+		if c.w.healed && c.session != 0 {
 			return // after heal, clients only finish what they started
 		}
 		c.cmd = c.newCommand()
@@ -100,9 +123,19 @@ func (c *client) reply(cm *clientMsg) {
 	if !c.waiting || cm.seq != c.seq {
 		return // a late reply to an earlier attempt of a finished command
 	}
+	if cm.expired {
+		c.w.chk.violate("session", "client %d: session %d unknown to the state machine (seq %d)", c.id, c.session, c.seq)
+		return
+	}
 	if cm.ok {
-		if c.cmd.Op == paxos.OpGet {
+		switch c.cmd.Op {
+		case paxos.OpGet:
 			c.w.chk.onRead(c, cm)
+		case paxos.OpOpen:
+			c.session = cm.session
+		}
+		if c.cmd.Op != paxos.OpOpen {
+			c.acks++
 		}
 		if c.follow && cm.leader != 0 {
 			c.hint = int(cm.leader) - 1
@@ -110,8 +143,11 @@ func (c *client) reply(cm *clientMsg) {
 		c.w.chk.onAck(&c.cmd)
 		c.waiting = false
 		think := int64(c.w.p.ClientThinkUs)
-		if c.reader {
+		if c.reader || c.cmd.Op == paxos.OpOpen {
 			think = 0
+		}
+		if c.scripted && c.want == nil {
+			return // a scripted client sends only what its test gives it
 		}
 		c.w.schedule(&event{kind: evClientSend, node: c.idx, atUs: c.w.nowUs + think})
 		return

@@ -241,8 +241,8 @@ func (n *node) apply(e *paxos.Entry) {
 	n.w.chk.onApply(n, e, n.results)
 	for i := range e.Cmds {
 		res := &n.results[i]
-		n.answer(&e.Cmds[i], clientMsg{ok: !res.Stale, retry: res.Stale, servedAt: e.Slot, servedIdx: i,
-			found: res.Found, value: append([]byte(nil), res.Value...)})
+		n.answer(&e.Cmds[i], clientMsg{ok: !res.Stale && !res.Expired, retry: res.Stale, expired: res.Expired,
+			session: res.Session, servedAt: e.Slot, servedIdx: i, found: res.Found, value: append([]byte(nil), res.Value...)})
 	}
 	if len(n.readWait) > 0 {
 		kept := n.readWait[:0]

@@ -55,15 +55,30 @@ func addClient(w *world, pin int) *client {
 	return c
 }
 
-// submit has a new one-shot client send cmd to replica `to` (retrying elsewhere on timeout).
-func submit(w *world, to int, key, value string) *client {
-	c := &client{w: w, idx: len(w.cls), id: uint64(9000 + len(w.cls)), pin: -1, hint: to}
+// openClient adds a scripted client and runs the world until its session is open (through any
+// replica: it retries elsewhere on timeout). It then sends only what put gives it.
+func openClient(t *testing.T, w *world, to int) *client {
+	t.Helper()
+	c := &client{w: w, idx: len(w.cls), id: uint64(9000 + len(w.cls)), pin: -1, hint: to, scripted: true}
 	w.cls = append(w.cls, c)
-	c.seq = 1
-	c.cmd = paxos.Command{ClientID: c.id, Seq: 1, Op: paxos.OpPut, Key: []byte(key), Value: []byte(value)}
-	c.waiting = true
-	w.chk.onPropose(&c.cmd)
 	c.send()
+	if !runUntil(w, 1_000_000, func() bool { return c.session != 0 }) {
+		t.Fatalf("client session never opened: %s", w.convergeReport())
+	}
+	return c
+}
+
+// put has a scripted client send one put to replica `to` (retrying elsewhere on timeout).
+func (c *client) put(to int, key, value string) {
+	c.want = &paxos.Command{Op: paxos.OpPut, Key: []byte(key), Value: []byte(value)}
+	c.hint = to
+	c.send()
+}
+
+// submit opens a scripted client and has it send one put to replica `to`.
+func submit(t *testing.T, w *world, to int, key, value string) *client {
+	c := openClient(t, w, to)
+	c.put(to, key, value)
 	return c
 }
 
@@ -184,10 +199,11 @@ func TestLeaderCrashAfterAcceptBeforeCommit(t *testing.T) {
 	}
 	old := leaderOf(w)
 	oldBallot := old.r.Status().Ballot
+	c := openClient(t, w, old.idx)
 	w.drop = func(from int, m *paxos.Message) bool {
 		return m.Type == paxos.MsgAccepted && int(m.To)-1 == old.idx && from != old.idx
 	}
-	c := submit(w, old.idx, "k", "precious")
+	c.put(old.idx, "k", "precious")
 	slot := uint64(0)
 	votedBy := func() int {
 		n := 0
@@ -208,10 +224,10 @@ func TestLeaderCrashAfterAcceptBeforeCommit(t *testing.T) {
 	}
 	old.crash()
 	w.drop = nil
-	if !runUntil(w, 2_000_000, func() bool { return !c.waiting }) {
+	if !runUntil(w, 2_000_000, func() bool { return c.acks > 0 }) {
 		t.Fatalf("command never acknowledged after the leader crash: %s", w.convergeReport())
 	}
-	if at := w.chk.effective[cmdKey{c.id, 1}]; at.slot != slot {
+	if at := w.chk.effective[cmdKey{c.session, 1}]; at.slot != slot {
 		t.Fatalf("command took effect in slot %d, want slot %d where the crashed leader proposed it", at.slot, slot)
 	}
 	if nl := leaderOf(w); nl == nil || nl.r.Status().Ballot <= oldBallot {
@@ -344,8 +360,10 @@ func TestForwardedCommandSurvivesLeaderCrashWithoutClientRetry(t *testing.T) {
 	runFor(w, 50_000)
 	old := leaderOf(w)
 	f := w.nodes[(old.idx+1)%3]
-	c := submit(w, f.idx, "k", "forwarded")
-	forwarded := func() bool { return f.r.Status().Metrics.Forwarded > 0 }
+	c := openClient(t, w, f.idx)
+	before := f.r.Status().Metrics.Forwarded
+	c.put(f.idx, "k", "forwarded")
+	forwarded := func() bool { return f.r.Status().Metrics.Forwarded > before }
 	if !runUntil(w, 100_000, forwarded) {
 		t.Fatal("follower never forwarded the command")
 	}
@@ -356,7 +374,7 @@ func TestForwardedCommandSurvivesLeaderCrashWithoutClientRetry(t *testing.T) {
 	w.drop = func(from int, m *paxos.Message) bool {
 		return m.Type == paxos.MsgPrepare && w.nowUs < electionsFailUntil
 	}
-	if !runUntil(w, 5_000_000, func() bool { return !c.waiting }) {
+	if !runUntil(w, 5_000_000, func() bool { return c.acks > 0 }) {
 		t.Fatalf("command never applied after the leader crashed (reforwarded %d): %s",
 			f.r.Status().Metrics.Reforwarded, w.convergeReport())
 	}
@@ -426,19 +444,20 @@ func TestNewLeaderServesNoStaleLeaseReadBeforeItsReproposalsAreChosen(t *testing
 		w.p.SyncMinUs = 4_000 // accept replies wait for a slow fsync; heartbeat acknowledgements do not
 		old := leaderOf(w)
 		a, b := w.nodes[(old.idx+1)%3], w.nodes[(old.idx+2)%3]
+		ra, rb := addPinned(w, a.idx, true), addPinned(w, b.idx, true) // readers at both survivors
+		c := openClient(t, w, old.idx)
+		runUntil(w, 100_000, func() bool { return ra.session != 0 && rb.session != 0 })
+		w.p.ClientTimeoutUs = 1_500 // readers ask again often, so reads arrive right after the election
 		// From now on the old leader's accepts reach only a, and nobody hears its chosen prefix.
 		w.drop = func(from int, m *paxos.Message) bool {
 			return from == old.idx && (m.Type == paxos.MsgCommit || int(m.To) == b.idx+1)
 		}
-		c := submit(w, old.idx, "k1", "precious")
-		if !runUntil(w, 200_000, func() bool { return !c.waiting }) {
+		c.put(old.idx, "k1", "precious")
+		if !runUntil(w, 200_000, func() bool { return c.acks > 0 }) {
 			t.Fatal("the write was not acknowledged")
 		}
 		old.crash()
 		w.drop = nil
-		w.p.ClientTimeoutUs = 1_500 // readers ask again often, so reads arrive right after the election
-		addPinned(w, a.idx, true)
-		addPinned(w, b.idx, true)
 		runFor(w, 300_000)
 		if leaderOf(w) == nil {
 			t.Fatal("no new leader")
@@ -487,9 +506,9 @@ func TestRestartedFollowerDoesNotHandTheLeaseToANewLeader(t *testing.T) {
 	leaseScenario(t, paxos.MutNoRestartQuiet, func(t *testing.T, w *world) func() int {
 		old := leaderOf(w)
 		f, n := w.nodes[(old.idx+1)%3], w.nodes[(old.idx+2)%3]
+		rd, wr := addPinned(w, old.idx, true), addPinned(w, n.idx, false)
+		runUntil(w, 100_000, func() bool { return rd.session != 0 && wr.session != 0 })
 		w.cut[old.idx][n.idx], w.cut[n.idx][old.idx] = true, true
-		addPinned(w, old.idx, true)
-		wr := addPinned(w, n.idx, false)
 		runFor(w, 30_000) // n campaigns in vain: f refuses it while it grants the old leader a lease
 		servedBefore := w.chk.leaseReads
 		if n.r.Status().Metrics.Campaigns == 0 {

@@ -5,6 +5,7 @@ package sofatest
 
 import (
 	"bufio"
+	"encoding/binary"
 	"net"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ type Server struct {
 	silentKeys map[string]bool
 	conns      map[net.Conn]bool
 	requests   int
+	sessions   uint64
 	wg         sync.WaitGroup
 }
 
@@ -152,8 +154,15 @@ func (s *Server) serve(nc net.Conn) {
 func (s *Server) handle(req *wire.Request) (*wire.Response, time.Duration, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.requests++
 	resp := &wire.Response{Seq: req.Seq, Status: wire.StatusOK}
+	if req.Op == paxos.OpOpen {
+		// Like a real replica, a follower too opens sessions (it forwards them), and an open is not
+		// counted among the requests tests look at.
+		s.sessions++
+		resp.Value = binary.BigEndian.AppendUint64(nil, s.sessions)
+		return resp, 0, false
+	}
+	s.requests++
 	if s.silentKeys[string(req.Key)] {
 		return nil, 0, true
 	}
