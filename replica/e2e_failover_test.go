@@ -233,6 +233,26 @@ func runClient(ctx context.Context, id int, cl kvClient, keys []string, h *histo
 	}
 }
 
+// leaderAmong waits for a replica other than `not` (which is stopped and cannot answer /status) to
+// report itself leader.
+func leaderAmong(t *testing.T, c *cluster.Cluster, not int, timeout time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, id := range c.IDs() {
+			if id == not {
+				continue
+			}
+			if st, err := c.Status(id); err == nil && st.Role == "leader" {
+				return id
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no leader but the stopped replica %d after %v", not, timeout)
+	return 0
+}
+
 // waitFor polls cond every 10 ms until it holds or timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -255,11 +275,22 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // delicate) and with reads through the log.
 func TestE2ELeaderKillLinearizable(t *testing.T) {
 	for _, reads := range []string{"lease", "log"} {
-		t.Run(reads, func(t *testing.T) { leaderKill(t, "-reads="+reads) })
+		t.Run(reads, func(t *testing.T) { leaderFault(t, false, "-reads="+reads) })
 	}
 }
 
-func leaderKill(t *testing.T, flags ...string) {
+// TestE2ELeaderPauseLinearizable is the same with the leader stopped (SIGSTOP) instead of killed,
+// twice, with lease reads: the paused leader keeps its state, its sockets and the reads queued in
+// them, and resumes after another leader took writes, which is where a lease goes wrong (a lease
+// counted in ticks that a stopped process never sees, a heartbeat acknowledged by an acceptor that
+// promised someone else).
+func TestE2ELeaderPauseLinearizable(t *testing.T) {
+	leaderFault(t, true, "-reads=lease")
+}
+
+// leaderFault runs the load, and twice takes the leader away (SIGKILL, or SIGSTOP when pause) and
+// brings it back (restart, or SIGCONT), then checks convergence and linearizability.
+func leaderFault(t *testing.T, pause bool, flags ...string) {
 	c, leader := startCluster(t, 3, flags...)
 	h := newHistory()
 	stats := &loadStats{}
@@ -285,30 +316,49 @@ func leaderKill(t *testing.T, flags ...string) {
 
 	const progress = 300 // operations each phase must see acknowledged
 	waitFor(t, 10*time.Second, "operations before the first kill", func() bool { return stats.acked.Load() >= progress })
+	fault, heal := "killed", "restarted"
+	if pause {
+		fault, heal = "paused", "resumed"
+	}
 	for round := 1; round <= 2; round++ {
 		killNs := h.now()
-		if err := c.Kill(leader); err != nil {
-			t.Fatal(err)
-		}
-		next, err := c.WaitLeader(10 * time.Second)
-		if err != nil {
-			t.Fatal(err)
+		pid := c.Replica(leader).PID()
+		var next int
+		if pause {
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) }) // never leave it stopped
+			next = leaderAmong(t, c, leader, 10*time.Second)
+		} else {
+			if err := c.Kill(leader); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if next, err = c.WaitLeader(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if next == leader {
-			t.Fatalf("killed replica %d still named leader", leader)
+			t.Fatalf("%s replica %d still named leader", fault, leader)
 		}
 		electedNs := h.now()
 		writes := stats.ackedWrite.Load()
 		waitFor(t, 10*time.Second, "writes acknowledged under the new leader", func() bool {
 			return stats.ackedWrite.Load() >= writes+progress/2
 		})
-		t.Logf("round %d: killed leader %d; replica %d leads %v later; first write sent after the kill acknowledged %v after it",
-			round, leader, next, time.Duration(electedNs-killNs).Round(time.Millisecond),
+		t.Logf("round %d: %s leader %d; replica %d leads %v later; first write sent after the fault acknowledged %v after it",
+			round, fault, leader, next, time.Duration(electedNs-killNs).Round(time.Millisecond),
 			time.Duration(h.firstWriteAfter(killNs)-killNs).Round(time.Millisecond))
-		if err := c.Restart(leader); err != nil {
+		if pause {
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := c.Restart(leader); err != nil {
 			t.Fatal(err)
 		}
-		// The restarted replica catches up while the load goes on.
+		t.Logf("round %d: %s replica %d", round, heal, leader)
+		// The returning replica catches up while the load goes on.
 		ops := stats.acked.Load()
 		waitFor(t, 10*time.Second, "operations after the restart", func() bool { return stats.acked.Load() >= ops+progress })
 		leader = next
