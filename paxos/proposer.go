@@ -168,8 +168,17 @@ func (r *Replica) becomeLeader() {
 
 // proposeSlot is phase 2a for one slot: send the accept to every other acceptor at once, and vote
 // for it ourselves (our vote, like any other, is counted when its Accepted comes back after sync).
+//
+// Invariants relied on here (P2c's preconditions): only the ballot's owner proposes, after winning
+// phase 1, above the chosen prefix, in a slot not known chosen, and at most once per ballot; new
+// commands (own) go only above every slot phase 1 told us about.
 func (r *Replica) proposeSlot(s uint64, cmds []Command, own bool) {
+	r.assertf(r.role == leader && r.ballot.ID() == r.id, "proposing in slot %d without leading", s)
+	r.assertf(s > r.commit && s > r.log.base, "proposing in slot %d at or below the chosen prefix", s)
+	r.assertf(!own || s > r.readFence, "new commands proposed in slot %d at or below the phase-1 top %d", s, r.readFence)
 	sl := r.log.ensure(s)
+	r.assertf(!sl.chosen, "proposing in slot %d, known chosen", s)
+	r.assertf(sl.propBallot != r.ballot, "slot %d proposed twice under ballot %v", s, r.ballot)
 	bytes := 24
 	for i := range cmds {
 		bytes += cmds[i].Size()
