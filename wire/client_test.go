@@ -55,14 +55,14 @@ func TestClientMalformed(t *testing.T) {
 		{"request: empty", decodeRequest, nil, ErrTruncated},
 		{"request: response bytes", decodeRequest, resp, ErrUnknownType},
 		{"request: op 0", decodeRequest, []byte{byte(TypeRequest), 1, 2, 0, 0, 0}, ErrBadOp},
-		{"request: op 4", decodeRequest, []byte{byte(TypeRequest), 1, 2, 4, 0, 0}, ErrBadOp},
+		{"request: op 5", decodeRequest, []byte{byte(TypeRequest), 1, 2, 5, 0, 0}, ErrBadOp},
 		{"request: trailing", decodeRequest, append(req, 0), ErrTrailing},
 		{"request: value beyond input", decodeRequest, []byte{byte(TypeRequest), 1, 2, 1, 0, 3, 'v'}, ErrTruncated},
 		{"request: seq overflow", decodeRequest, []byte{byte(TypeRequest), 1,
 			0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1, 0, 0}, ErrVarint},
 		{"response: request bytes", decodeResponse, req, ErrUnknownType},
 		{"response: status 0", decodeResponse, []byte{byte(TypeResponse), 1, 0, 0, 0, 0}, ErrRange},
-		{"response: status 9", decodeResponse, []byte{byte(TypeResponse), 1, 9, 0, 0, 0}, ErrRange},
+		{"response: status 10", decodeResponse, []byte{byte(TypeResponse), 1, 10, 0, 0, 0}, ErrRange},
 		{"response: leader above 65535", decodeResponse, []byte{byte(TypeResponse), 1, 1, 0x80, 0x80, 0x04, 0, 0}, ErrRange},
 		{"response: trailing", decodeResponse, append(resp, 1), ErrTrailing},
 	} {
@@ -97,12 +97,12 @@ func TestClientTruncated(t *testing.T) {
 
 func TestStatusString(t *testing.T) {
 	want := []string{"status(0)", "ok", "not-found", "not-leader", "busy", "too-large", "bad-request",
-		"unavailable", "stale", "status(9)"}
+		"unavailable", "stale", "session-expired", "status(10)"}
 	for s := range Status(len(want)) {
 		if got := s.String(); got != want[s] {
 			t.Errorf("Status(%d) = %q, want %q", s, got, want[s])
 		}
-		if s.Valid() != (s > 0 && s < 9) {
+		if s.Valid() != (s > 0 && s < 10) {
 			t.Errorf("Status(%d).Valid() = %v", s, s.Valid())
 		}
 	}

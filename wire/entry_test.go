@@ -74,7 +74,7 @@ func TestEntryMalformed(t *testing.T) {
 		{"count beyond input", []byte{1, 1, 0, 2, 1, 1, 1, 0, 0}, ErrCount},
 		{"huge count", []byte{1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, ErrCount},
 		{"op 0", []byte{1, 1, 0, 1, 1, 1, 0, 0, 0}, ErrBadOp},
-		{"op 4", []byte{1, 1, 0, 1, 1, 1, 4, 0, 0}, ErrBadOp},
+		{"op 5", []byte{1, 1, 0, 1, 1, 1, 5, 0, 0}, ErrBadOp},
 		{"key longer than input", []byte{1, 1, 0, 1, 1, 1, 1, 9, 0}, ErrTruncated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
