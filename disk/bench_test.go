@@ -104,7 +104,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 					defer wg.Done()
 					for slot := next.Add(1); slot <= limit; slot = next.Add(1) {
 						rd := paxos.Ready{Entries: []paxos.Entry{benchEntry(slot)}, MustSync: true}
-						if err := s.Persist(&rd).Wait(); err != nil {
+						if err := persistTicket(s, &rd).Wait(); err != nil {
 							b.Error(err)
 							return
 						}
@@ -197,7 +197,7 @@ func BenchmarkOpen(b *testing.B) {
 			e.Cmds = append(e.Cmds, paxos.Command{ClientID: 2, Seq: i*16 + uint64(j), Op: paxos.OpPut,
 				Key: fmt.Appendf(nil, "key-%012d", j), Value: val})
 		}
-		s.Persist(&paxos.Ready{Entries: []paxos.Entry{e}})
+		persistTicket(s, &paxos.Ready{Entries: []paxos.Entry{e}})
 	}
 	if err := s.Close(); err != nil {
 		b.Fatal(err)

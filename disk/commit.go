@@ -17,12 +17,12 @@ var ErrFailed = errors.New("disk: store failed")
 // ErrClosed is the result of every ticket submitted after Close began.
 var ErrClosed = errors.New("disk: store closed")
 
-// ErrPending is what Ticket.Err returns before the ticket is resolved, so that a caller that forgot
+// ErrPending is what Ticket.Err returns before the record is resolved, so that a caller that forgot
 // to wait cannot mistake "not yet" for success.
-var ErrPending = errors.New("disk: ticket not resolved yet")
+var ErrPending = errors.New("disk: record not resolved yet")
 
 // op is one key write of a record: a set, or a delete when del is true. key and value point into
-// memory the record owns until its ticket resolves.
+// memory the record owns until it is written.
 type op struct {
 	key, value []byte
 	del        bool
@@ -39,49 +39,46 @@ type backend interface {
 	sync() error
 }
 
-// Ticket is the promise a submission gets: it resolves once the record is written and, if the
-// record asked for it, synced. Tickets resolve in submission order, so a ticket resolved with nil
-// for a record that asked for sync proves every earlier record durable too; the runtime therefore
-// only ever waits on its oldest outstanding ticket.
-type Ticket struct {
-	done chan struct{}
-	err  error // written once, before done is closed
-
+// record is one submission: its ops, whether it must be synced, and its place in the order.
+type record struct {
 	ops       []op // released once written
 	mustSync  bool
 	sizeBytes int
-	refused   error  // set at submission: the record is not written and resolves, in order, with it
-	seq       uint64 // submission order, from 1; 0 for a ticket resolved at submission
+	seq       uint64
 }
 
-func newTicket(ops []op, mustSync bool, sizeBytes int) *Ticket {
-	return &Ticket{done: make(chan struct{}), ops: ops, mustSync: mustSync, sizeBytes: sizeBytes}
+// Ticket names a submitted record by its sequence number (from 1, in submission order). It holds no
+// channel and nobody waits on it one by one: records resolve in order, and the committer publishes
+// the highest resolved sequence number for all of them at once (Store.Durable, with Store.DurableC
+// to select on). A record that asked for sync is durable once resolved; one that did not is written
+// and ordered before every later record, so it is durable once any later synced record is.
+type Ticket struct {
+	c        *committer
+	seq      uint64
+	mustSync bool
+	err      error // set when the record was refused at submission (the committer was closed)
 }
 
-// Done is closed when the ticket is resolved: select on it beside the network and the tick.
-func (t *Ticket) Done() <-chan struct{} { return t.done }
+// Seq is the record's sequence number; 0 for a record refused at submission.
+func (t Ticket) Seq() uint64 { return t.seq }
 
-// Err is the ticket's result once Done is closed: nil, or an error wrapping ErrFailed, ErrClosed
-// or ErrTooLarge. Before that it returns ErrPending.
-func (t *Ticket) Err() error {
-	select {
-	case <-t.done:
+// Err is the record's result: nil once resolved, the sticky failure (wrapping ErrFailed) when the
+// store failed before resolving it, ErrClosed for a record submitted after Close began, and
+// ErrPending before any of these.
+func (t Ticket) Err() error {
+	if t.err != nil {
 		return t.err
-	default:
-		return ErrPending
 	}
+	return t.c.result(t.seq)
 }
 
-// Wait blocks until the ticket resolves and returns its result; for callers with nothing else to do.
-func (t *Ticket) Wait() error {
-	<-t.done
-	return t.err
-}
-
-func (t *Ticket) resolve(err error) {
-	t.err = err
-	t.ops = nil
-	close(t.done)
+// Wait blocks until the record resolves and returns its result; for callers with nothing else to
+// do (tests, shutdown). The runtime's loop selects on Store.DurableC instead.
+func (t Ticket) Wait() error {
+	if t.err != nil {
+		return t.err
+	}
+	return t.c.wait(t.seq)
 }
 
 // committer is the group commit of pebble's record/log_writer.go (many submitters, few fsyncs),
@@ -109,12 +106,12 @@ type committer struct {
 
 	mu           sync.Mutex
 	work         sync.Cond // writer waits: queue non-empty or closing
-	space        sync.Cond // submitters wait: room in the queue
 	writtenCond  sync.Cond // syncer waits for groups; writer waits for room among them
-	queue        []*Ticket
+	queue        []*record
 	queuedBytes  int
-	written      [][]*Ticket // groups written (or skipped after a failure), not yet resolved
+	written      [][]*record // groups written (or skipped after a failure), not yet resolved
 	writtenCount int         // records in written
+	writtenBytes int
 	err          error       // sticky: ErrFailed wrapping the first write or sync error
 	closing      bool
 	writerDone   bool
@@ -122,9 +119,17 @@ type committer struct {
 
 	ops []op // the writer's reusable batch of ops; owned by the writer goroutine
 
-	// resolvedSeq is the last ticket sequence number resolved. Invariant: the syncer resolves
+	// resolvedSeq is the last sequence number resolved. Invariant: the syncer resolves
 	// seq == resolvedSeq+1 and nothing else. Owned by the syncer goroutine.
 	resolvedSeq uint64
+	// okSeq is the last sequence number resolved without error (records up to it are written, and
+	// synced where they asked), and failedSeq the first one resolved with the sticky error (0 while
+	// healthy). Guarded by mu; resolvedCond is broadcast when either moves, durableC signalled.
+	okSeq        uint64
+	failedSeq    uint64
+	pendingBytes int // bytes submitted and not yet resolved
+	resolvedCond sync.Cond
+	durableC     chan struct{}
 
 	// Commit delay (see gather), owned by the syncer: the most it waits, how many tickets the last
 	// sync resolved, and how long that sync took.
@@ -138,49 +143,87 @@ type committer struct {
 
 func newCommitter(be backend, queueMax, queueBytesMax int, delayMax time.Duration) *committer {
 	c := &committer{be: be, queueMax: queueMax, queueBytesMax: queueBytesMax, delayMax: delayMax,
-		stopped: make(chan struct{})}
+		stopped: make(chan struct{}), durableC: make(chan struct{}, 1)}
 	c.work.L = &c.mu
-	c.space.L = &c.mu
 	c.writtenCond.L = &c.mu
+	c.resolvedCond.L = &c.mu
 	c.stats.init()
 	go c.writeLoop()
 	go c.syncLoop()
 	return c
 }
 
-// submit queues a record and returns its ticket. It blocks while the queue is full (queueMax
-// records or queueBytesMax bytes not yet taken by the writer): a full queue means the disk is
-// behind, and the caller, which cannot release its replies before the disk catches up anyway, is
-// the right thing to slow down. A record larger than queueBytesMax is admitted when the queue is
-// empty. After a failure the queue drains without writing, so submit never blocks for long; the
-// ticket resolves, in order, with the sticky error. After close began it resolves at once with
-// ErrClosed.
-func (c *committer) submit(t *Ticket) *Ticket {
+// submit queues a record and returns its ticket. It never blocks: the runtime's loop must keep
+// heartbeats and replies flowing while the disk is slow, so the queue bounds (queueMax records,
+// queueBytesMax bytes) are soft, reported by backlog for the caller to stop taking new work (the
+// protocol's own records are bounded by its pipeline). After a failure the queue drains without
+// writing; the record resolves, in order, with the sticky error. After close began it is refused
+// at once with ErrClosed.
+func (c *committer) submit(r *record) Ticket {
 	c.mu.Lock()
-	for !c.closing && c.full(t.sizeBytes) {
-		c.space.Wait()
-	}
 	if c.closing {
 		c.mu.Unlock()
-		t.resolve(ErrClosed)
-		return t
+		return Ticket{c: c, err: ErrClosed}
 	}
 	c.seq++
-	t.seq = c.seq
-	c.queue = append(c.queue, t)
-	c.queuedBytes += t.sizeBytes
+	r.seq = c.seq
+	c.queue = append(c.queue, r)
+	c.queuedBytes += r.sizeBytes
+	c.pendingBytes += r.sizeBytes
 	if len(c.queue) == 1 {
 		c.work.Signal() // the writer sleeps only on an empty queue
 	}
 	c.mu.Unlock()
-	return t
+	return Ticket{c: c, seq: r.seq, mustSync: r.mustSync}
 }
 
-func (c *committer) full(sizeBytes int) bool {
-	if len(c.queue) == 0 {
-		return false
+// backlog is what is submitted and not yet resolved, in records and bytes (queued, being written,
+// or written and waiting for their sync), and whether that is over the soft bounds.
+func (c *committer) backlog() (records, bytes int, full bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	resolved := max(c.okSeq, c.failedSeq)
+	if c.failedSeq != 0 {
+		resolved = c.seq // a failed store resolves everything with its error
 	}
-	return len(c.queue) >= c.queueMax || c.queuedBytes+sizeBytes > c.queueBytesMax
+	records, bytes = int(c.seq-resolved), c.pendingBytes
+	return records, bytes, records > c.queueMax || bytes > c.queueBytesMax
+}
+
+// durable is the last sequence number resolved without error.
+func (c *committer) durable() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.okSeq
+}
+
+// result is the outcome of record seq, without waiting.
+func (c *committer) result(seq uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resultLocked(seq)
+}
+
+func (c *committer) resultLocked(seq uint64) error {
+	switch {
+	case seq <= c.okSeq:
+		return nil
+	case c.failedSeq != 0 && seq >= c.failedSeq:
+		return c.err
+	}
+	return ErrPending
+}
+
+// wait blocks until record seq is resolved and returns its outcome.
+func (c *committer) wait(seq uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if err := c.resultLocked(seq); err != ErrPending {
+			return err
+		}
+		c.resolvedCond.Wait()
+	}
 }
 
 // writeLoop is the writer stage: it alone calls be.write, one group at a time, in queue order.
@@ -203,7 +246,7 @@ func (c *committer) writeLoop() {
 
 // take waits for work and swaps the whole queue out. Records submitted after take returns belong to
 // the next group.
-func (c *committer) take() (batch []*Ticket, failed error, closing bool) {
+func (c *committer) take() (batch []*record, failed error, closing bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(c.queue) == 0 && !c.closing {
@@ -211,18 +254,16 @@ func (c *committer) take() (batch []*Ticket, failed error, closing bool) {
 	}
 	batch = c.queue
 	c.queue, c.queuedBytes = nil, 0
-	c.space.Broadcast()
 	return batch, c.err, c.closing
 }
 
-// write writes one group's records (not the refused ones) as one batch. A failure becomes sticky at
-// once, so the writer writes nothing after it.
-func (c *committer) write(batch []*Ticket) {
+// write writes one group's records as one batch. A failure becomes sticky at once, so the writer
+// writes nothing after it.
+func (c *committer) write(batch []*record) {
 	c.ops = c.ops[:0]
-	for _, t := range batch {
-		if t.refused == nil {
-			c.ops = append(c.ops, t.ops...)
-		}
+	for _, r := range batch {
+		c.ops = append(c.ops, r.ops...)
+		r.ops = nil
 	}
 	err := c.be.write(c.ops)
 	clear(c.ops) // drop references to the records' memory
@@ -242,13 +283,16 @@ func (c *committer) setFailure(err error) {
 
 // handOver gives a written group to the syncer, waiting while the groups written but not yet
 // synced already hold queueMax records: the writer runs at most that far ahead of the fsyncs.
-func (c *committer) handOver(batch []*Ticket) {
+func (c *committer) handOver(batch []*record) {
 	c.mu.Lock()
 	for c.writtenCount >= c.queueMax {
 		c.writtenCond.Wait()
 	}
 	c.written = append(c.written, batch)
 	c.writtenCount += len(batch)
+	for _, r := range batch {
+		c.writtenBytes += r.sizeBytes
+	}
 	c.writtenCond.Broadcast()
 	c.mu.Unlock()
 }
@@ -299,29 +343,27 @@ func (c *committer) gather() {
 
 // takeWritten waits for written groups and takes them all: one sync will cover every one of them,
 // since each was written before the sync is called.
-func (c *committer) takeWritten() (groups [][]*Ticket, failed error, done bool) {
+func (c *committer) takeWritten() (groups [][]*record, failed error, done bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(c.written) == 0 && !c.writerDone {
 		c.writtenCond.Wait()
 	}
 	groups = c.written
-	c.written, c.writtenCount = nil, 0
+	c.written, c.writtenCount, c.writtenBytes = nil, 0, 0
 	c.writtenCond.Broadcast()
 	return groups, c.err, c.writerDone
 }
 
-// syncAndResolve syncs the groups if any record asks for it and resolves every ticket in order. A
-// sticky failure (from any write, or this sync) fails every ticket not yet resolved.
-func (c *committer) syncAndResolve(groups [][]*Ticket, err error) {
+// syncAndResolve syncs the groups if any record asks for it and resolves every record in order. A
+// sticky failure (from any write, or this sync) fails every record not yet resolved.
+func (c *committer) syncAndResolve(groups [][]*record, err error) {
 	records, sizeBytes, mustSync := 0, 0, false
 	for _, g := range groups {
 		records += len(g)
-		for _, t := range g {
-			if t.refused == nil {
-				sizeBytes += t.sizeBytes
-				mustSync = mustSync || t.mustSync
-			}
+		for _, r := range g {
+			sizeBytes += r.sizeBytes
+			mustSync = mustSync || r.mustSync
 		}
 	}
 	c.lastResolved = 0
@@ -335,29 +377,52 @@ func (c *committer) syncAndResolve(groups [][]*Ticket, err error) {
 		c.lastResolved = records
 		c.stats.recordSync(c.lastSync, records)
 	}
-	failures := 0
+	first, last := uint64(0), uint64(0)
 	for _, g := range groups {
-		for _, t := range g {
-			if c.resolveInOrder(t, err) != nil {
-				failures++
+		for _, r := range g {
+			c.checkOrder(r)
+			if first == 0 {
+				first = r.seq
 			}
+			last = r.seq
 		}
 	}
+	failures := 0
+	if err != nil {
+		failures = records
+	}
+	c.publish(first, last, sizeBytes, err)
 	c.stats.recordGroups(len(groups), records, failures, sizeBytes)
 }
 
-// resolveInOrder resolves a queued ticket, asserting the order promise the runtime relies on to
-// release promises and accept replies: a broken order would acknowledge a vote before its sync.
-func (c *committer) resolveInOrder(t *Ticket, err error) error {
-	if t.seq != c.resolvedSeq+1 {
-		panic(fmt.Sprintf("disk: resolving ticket %d after ticket %d", t.seq, c.resolvedSeq))
+// checkOrder asserts the order promise the runtime relies on to release promises and accept
+// replies: a broken order would acknowledge a vote before its sync.
+func (c *committer) checkOrder(r *record) {
+	if r.seq != c.resolvedSeq+1 {
+		panic(fmt.Sprintf("disk: resolving record %d after record %d", r.seq, c.resolvedSeq))
 	}
-	c.resolvedSeq = t.seq
-	if err == nil {
-		err = t.refused
+	c.resolvedSeq = r.seq
+}
+
+// publish resolves records first..last: durable when err is nil, failed otherwise. One update and
+// one wake-up for the whole group, however many records it holds.
+func (c *committer) publish(first, last uint64, sizeBytes int, err error) {
+	if last == 0 {
+		return
 	}
-	t.resolve(err)
-	return err
+	c.mu.Lock()
+	c.pendingBytes -= sizeBytes
+	if err == nil && c.failedSeq == 0 {
+		c.okSeq = last
+	} else if c.failedSeq == 0 {
+		c.failedSeq = first
+	}
+	c.resolvedCond.Broadcast()
+	c.mu.Unlock()
+	select {
+	case c.durableC <- struct{}{}:
+	default: // a wake-up is already pending; the reader takes the newest value
+	}
 }
 
 // failure is the sticky error, or nil while the committer is healthy.
@@ -372,7 +437,6 @@ func (c *committer) close() {
 	c.mu.Lock()
 	c.closing = true
 	c.work.Signal()
-	c.space.Broadcast()
 	c.mu.Unlock()
 	<-c.stopped
 }

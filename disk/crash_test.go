@@ -244,7 +244,7 @@ func (c *crashChild) writer(w int) {
 		if i%16 == 0 {
 			rd.Promised = paxos.MakeBallot(c.round.Add(1), 1)
 		}
-		tk := c.s.Persist(rd)
+		tk := persistTicket(c.s, rd)
 		c.submitMu.Unlock()
 		if err := tk.Wait(); err != nil {
 			fmt.Fprintln(os.Stderr, "child persist:", err)

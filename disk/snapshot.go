@@ -105,7 +105,7 @@ func (s *Store) SaveSnapshot(data []byte) error {
 	if err := s.Sync().Wait(); err != nil {
 		return err
 	}
-	flip := newTicket([]op{{key: keySnapPointer, value: p.encode()}}, true, snapPointerBytes)
+	flip := &record{ops: []op{{key: keySnapPointer, value: p.encode()}}, mustSync: true, sizeBytes: snapPointerBytes}
 	if err := s.c.submit(flip).Wait(); err != nil {
 		return err
 	}
@@ -117,13 +117,13 @@ func (s *Store) SaveSnapshot(data []byte) error {
 }
 
 // writeChunks queues data as chunk records of generation gen, a few at a time, and waits until all
-// are written (not synced). Tickets resolve in order, so waiting on a chunk covers those before it.
+// are written (not synced). Records resolve in order, so waiting on a chunk covers those before it.
 func (s *Store) writeChunks(gen uint64, data []byte) (chunks uint32, err error) {
-	var inFlight []*Ticket
+	var inFlight []Ticket
 	for off := 0; off < len(data); chunks++ {
 		end := min(off+s.opt.SnapshotChunkBytes, len(data))
 		o := op{key: chunkKey(gen, chunks), value: data[off:end:end]}
-		inFlight = append(inFlight, s.c.submit(newTicket([]op{o}, false, end-off)))
+		inFlight = append(inFlight, s.c.submit(&record{ops: []op{o}, sizeBytes: end - off}))
 		if len(inFlight) > snapshotChunksInFlight {
 			if err := inFlight[0].Wait(); err != nil {
 				break
@@ -278,7 +278,7 @@ func (s *Store) Truncate(upTo uint64) error {
 		return fmt.Errorf("disk: truncate scan: %w", err)
 	}
 	if len(b.spans) > 0 {
-		s.submit(&b, false)
+		s.c.submit(&record{ops: b.ops(), sizeBytes: len(b.buf)})
 	}
 	return nil
 }

@@ -19,9 +19,9 @@ import (
 // data directory was damaged or written by something else. Nothing is guessed or skipped.
 var ErrCorrupt = errors.New("disk: corrupt record")
 
-// ErrTooLarge resolves the ticket of a record with a value over RecordBytesMax. It is a
-// configuration error (the core's batch bytes against Options.MemTableBytes), so it fails only
-// that ticket (in order, nothing of the record written) and the store carries on.
+// ErrTooLarge is Persist's answer for a record with a value over RecordBytesMax. It is a
+// configuration error (the core's batch bytes against Options.MemTableBytes): nothing of the
+// record is queued, and the store carries on.
 var ErrTooLarge = errors.New("disk: record over RecordBytesMax")
 
 // Options configures a Store. A zero field takes its default.
@@ -239,16 +239,16 @@ func lowestSlot(txn *badger.Txn) (uint64, error) {
 }
 
 // Persist queues what rd asks to persist (Promised, Entries, ChosenTo) as one record and returns
-// its ticket; the record is synced when rd.MustSync. Send rd.AfterSync only once the ticket
-// resolves with nil. Persist encodes everything before it returns: the caller may reuse rd and all
+// its ticket; the record is synced when rd.MustSync. Send rd.AfterSync only once Durable reaches
+// the ticket's Seq. Persist encodes everything before it returns: the caller may reuse rd and all
 // the memory it points to at once.
 //
 // Call it for every Ready that has something to persist or AfterSync messages: an empty Ready
-// still gets a ticket, ordered behind every earlier one. Persist blocks while the queue is full
-// (see Options.QueueRecordsMax). On a failed store the ticket resolves, in order, with the sticky
-// error; after Close began, at once with ErrClosed. A record with a value over RecordBytesMax
-// resolves, in order, with ErrTooLarge.
-func (s *Store) Persist(rd *paxos.Ready) *Ticket {
+// still gets a sequence number, ordered behind every earlier one. Persist never blocks: check
+// Backlog to stop taking new work while the disk is behind. On a failed store the record resolves,
+// in order, with the sticky error; after Close began the ticket carries ErrClosed. A record with a
+// value over RecordBytesMax is refused with ErrTooLarge and nothing is queued.
+func (s *Store) Persist(rd *paxos.Ready) (Ticket, error) {
 	var b recordBuilder
 	b.grow(rd)
 	if rd.Promised != 0 {
@@ -268,9 +268,23 @@ func (s *Store) Persist(rd *paxos.Ready) *Ticket {
 
 // Sync returns a ticket that resolves once everything submitted before it is durable: a barrier
 // for a runtime that wants it (at shutdown, after a burst of records that did not ask for sync).
-func (s *Store) Sync() *Ticket {
-	return s.c.submit(newTicket(nil, true, 0))
+func (s *Store) Sync() Ticket {
+	return s.c.submit(&record{mustSync: true})
 }
+
+// Durable is the highest sequence number resolved: every record up to it is written, and durable
+// if it asked for sync or any later synced record is resolved too. It never goes back; after a
+// failure it stops (and Err says why).
+func (s *Store) Durable() uint64 { return s.c.durable() }
+
+// DurableC is signalled (capacity one, never closed) whenever Durable moves or the store fails:
+// the runtime's loop selects on it beside the network and the clock, then reads Durable and Err.
+func (s *Store) DurableC() <-chan struct{} { return s.c.durableC }
+
+// Backlog is what Persist queued that is not resolved yet, in records and bytes, and whether that
+// is over Options.QueueRecordsMax or QueueBytesMax: the runtime stops proposing new commands
+// (clients get Busy) while it is, and keeps answering peers.
+func (s *Store) Backlog() (records, bytes int, full bool) { return s.c.backlog() }
 
 // RecordBytesMax is the largest key plus value (one slot's encoded batch, one snapshot chunk) the
 // store accepts: under badger's value threshold (1 MB, or 15% of a memtable under 7 MiB), so that
@@ -278,16 +292,15 @@ func (s *Store) Sync() *Ticket {
 // must stay below it.
 func (s *Store) RecordBytesMax() int { return s.recordBytesMax }
 
-func (s *Store) submit(b *recordBuilder, mustSync bool) *Ticket {
+func (s *Store) submit(b *recordBuilder, mustSync bool) (Ticket, error) {
 	ops := b.ops()
 	for i := range ops {
 		if n := len(ops[i].key) + len(ops[i].value); n > s.recordBytesMax {
-			t := newTicket(nil, false, 0)
-			t.refused = fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, n, s.recordBytesMax)
-			return s.c.submit(t) // resolves in order, like every ticket
+			return Ticket{}, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, n, s.recordBytesMax)
 		}
 	}
-	return s.c.submit(newTicket(ops, mustSync, len(b.buf)))
+	t := s.c.submit(&record{ops: ops, mustSync: mustSync, sizeBytes: len(b.buf)})
+	return t, t.err
 }
 
 // Stats returns copies of the group committer's counters and histograms.

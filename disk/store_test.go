@@ -62,7 +62,7 @@ func sameEntries(t *testing.T, got, want []paxos.Entry) {
 
 func persist(t testing.TB, s *Store, rd *paxos.Ready) {
 	t.Helper()
-	if err := s.Persist(rd).Wait(); err != nil {
+	if err := persistTicket(s, rd).Wait(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -93,7 +93,7 @@ func TestPersistCopiesTheReadySoTheCallerMayReuseIt(t *testing.T) {
 	s, _ := openStore(t, dir, testOptions())
 	e := entry(1, 7, "original")
 	rd := &paxos.Ready{Entries: []paxos.Entry{e}, MustSync: true}
-	tk := s.Persist(rd)
+	tk := persistTicket(s, rd)
 	copy(e.Cmds[0].Value, "XXXXXXXX") // reuse the memory before the ticket resolves
 	rd.Entries[0].Slot = 99
 	if err := tk.Wait(); err != nil {
@@ -192,7 +192,7 @@ func TestCrashDuringSaveSnapshotLeavesOneWholeSnapshot(t *testing.T) {
 	if p.chunks, err = s.writeChunks(2, newer); err != nil {
 		t.Fatal(err)
 	}
-	flip := newTicket([]op{{key: keySnapPointer, value: p.encode()}}, true, snapPointerBytes)
+	flip := &record{ops: []op{{key: keySnapPointer, value: p.encode()}}, mustSync: true, sizeBytes: snapPointerBytes}
 	if err := s.c.submit(flip).Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestLongRunKeepsTheDiskBounded(t *testing.T) {
 			slot++
 			e := paxos.Entry{Slot: slot, Ballot: 1, Cmds: []paxos.Command{
 				{ClientID: 1, Seq: slot, Op: paxos.OpPut, Key: fmt.Appendf(nil, "k%d", slot%100), Value: value}}}
-			tk := s.Persist(&paxos.Ready{Entries: []paxos.Entry{e}, MustSync: slot%50 == 0})
+			tk := persistTicket(s, &paxos.Ready{Entries: []paxos.Entry{e}, MustSync: slot%50 == 0})
 			st.Apply(slot, e.Cmds, nil)
 			if slot%50 == 0 {
 				if err := tk.Wait(); err != nil {
@@ -342,7 +342,7 @@ func TestWALsRotatedOutBetweenSyncsAreSyncedToo(t *testing.T) {
 	value := bytes.Repeat([]byte("r"), 4000)
 	for slot := uint64(1); slot <= 3000; slot++ { // 12 MB through a 4 MiB memtable
 		e := paxos.Entry{Slot: slot, Cmds: []paxos.Command{{ClientID: 1, Seq: slot, Op: paxos.OpPut, Key: []byte("k"), Value: value}}}
-		tk := s.Persist(&paxos.Ready{Entries: []paxos.Entry{e}, MustSync: slot%100 == 0})
+		tk := persistTicket(s, &paxos.Ready{Entries: []paxos.Entry{e}, MustSync: slot%100 == 0})
 		if slot%100 == 0 {
 			if err := tk.Wait(); err != nil {
 				t.Fatal(err)
@@ -380,8 +380,8 @@ func TestOpenRefusesACorruptSlotRecord(t *testing.T) {
 	var b recordBuilder
 	b.setSlot(2)
 	b.buf = append(b.buf, 3, 1, 0, 0)
-	if err := s.submit(&b, true).Wait(); err != nil {
-		t.Fatal(err)
+	if tk, err := s.submit(&b, true); err != nil || tk.Wait() != nil {
+		t.Fatal(err, tk.Wait())
 	}
 	s.Close()
 	if _, _, err := Open(dir, testOptions()); !errors.Is(err, ErrCorrupt) {
@@ -392,7 +392,7 @@ func TestOpenRefusesACorruptSlotRecord(t *testing.T) {
 func TestOversizedRecordFailsAloneAndTheStoreCarriesOn(t *testing.T) {
 	s, _ := openStore(t, t.TempDir(), testOptions())
 	huge := entry(1, 1, string(make([]byte, s.RecordBytesMax())))
-	if err := s.Persist(&paxos.Ready{Entries: []paxos.Entry{huge}, MustSync: true}).Wait(); !errors.Is(err, ErrTooLarge) {
+	if err := persistTicket(s, &paxos.Ready{Entries: []paxos.Entry{huge}, MustSync: true}).Wait(); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversized record: %v", err)
 	}
 	persist(t, s, &paxos.Ready{Entries: []paxos.Entry{entry(1, 1, "ok")}, MustSync: true})
@@ -423,7 +423,7 @@ func TestEveryEntryPointRefusesAfterClose(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Persist(&paxos.Ready{MustSync: true}).Wait(); !errors.Is(err, ErrClosed) {
+	if err := persistTicket(s, &paxos.Ready{MustSync: true}).Wait(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Persist after Close: %v", err)
 	}
 	if err := s.SaveSnapshot(NewState().AppendSnapshot(nil)); !errors.Is(err, ErrClosed) {
@@ -435,4 +435,14 @@ func TestEveryEntryPointRefusesAfterClose(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+}
+
+// persistTicket is Persist for tests that treat a refused record like a failed one: the returned ticket
+// carries Persist's error.
+func persistTicket(s *Store, rd *paxos.Ready) Ticket {
+	t, err := s.Persist(rd)
+	if err != nil {
+		return Ticket{err: err}
+	}
+	return t
 }

@@ -52,11 +52,8 @@ func (s *Server) loop(ctx context.Context) error {
 			for i := 0; i < drainMax && len(s.reqs) > 0; i++ {
 				s.admit(<-s.reqs)
 			}
-		case d := <-s.durable:
-			s.onDurable(d)
-			for i := 0; i < drainMax && len(s.durable) > 0; i++ {
-				s.onDurable(<-s.durable)
-			}
+		case <-s.store.DurableC():
+			s.onDurable()
 		case sr := <-s.snapDone:
 			s.onSnapshotSaved(sr)
 		case ch := <-s.statusReq:
@@ -206,7 +203,10 @@ func (s *Server) flushProposals() {
 	if len(s.proposeBuf) == 0 {
 		return
 	}
-	if err := s.core.Propose(s.proposeBuf); err != nil {
+	_, _, diskBehind := s.store.Backlog()
+	if diskBehind || s.core.Propose(s.proposeBuf) != nil {
+		// A full core queue, or a disk that is behind: refuse new commands (clients retry) rather
+		// than queue more. Heartbeats and replies keep flowing: the loop never waits for the disk.
 		s.stats.busy.Add(uint64(len(s.proposeReqs)))
 		for _, r := range s.proposeReqs {
 			s.unregister(r)
@@ -264,31 +264,35 @@ func (s *Server) handle(rd *paxos.Ready) {
 	}
 }
 
-// persist hands the Ready's durable part to the disk; its AfterSync messages wait for the ticket.
+// persist hands the Ready's durable part to the disk; its AfterSync messages wait until the store's
+// durable sequence number reaches the record's. Persist never blocks.
 func (s *Server) persist(rd *paxos.Ready) {
 	if !s.cfg.Fsync {
 		rd.MustSync = false
 	}
-	t := s.store.Persist(rd)
-	s.ticketSeq++
-	if len(rd.AfterSync) > 0 {
-		s.afterQ = append(s.afterQ, afterItem{s.ticketSeq, rd.AfterSync})
+	t, err := s.store.Persist(rd)
+	if err != nil {
+		s.fail(err)
+		return
 	}
-	s.tickets <- ticketItem{s.ticketSeq, t}
+	if len(rd.AfterSync) > 0 {
+		s.afterQ = append(s.afterQ, afterItem{t.Seq(), rd.AfterSync})
+	}
 }
 
-// onDurable releases every message whose persist is now durable. A failed ticket fails the replica:
+// onDurable releases every message whose persist is now durable. A failed store fails the replica:
 // nothing that depended on it is ever sent.
-func (s *Server) onDurable(d ticketResult) {
-	if d.err != nil {
-		s.fail(d.err)
+func (s *Server) onDurable() {
+	if err := s.store.Err(); err != nil {
+		s.fail(err)
 		return
 	}
 	if s.failed != nil {
 		return
 	}
+	durable := s.store.Durable()
 	n := 0
-	for ; n < len(s.afterQ) && s.afterQ[n].seq <= d.seq; n++ {
+	for ; n < len(s.afterQ) && s.afterQ[n].seq <= durable; n++ {
 		for i := range s.afterQ[n].msgs {
 			s.sendPeer(&s.afterQ[n].msgs[i])
 		}

@@ -32,8 +32,6 @@ type Server struct {
 	peerIn    chan paxos.Message
 	reqs      chan *request
 	statusReq chan chan Status
-	tickets   chan ticketItem
-	durable   chan ticketResult
 	snapDone  chan snapResult
 	bg        chan func()
 	stopped   chan struct{} // closed when the loop has returned: nobody answers requests any more
@@ -43,7 +41,6 @@ type Server struct {
 	proposeBuf   []paxos.Command
 	proposeReqs  []*request
 	afterQ       []afterItem
-	ticketSeq    uint64
 	local        []paxos.Message
 	deadlines    []*request
 	readWait     []*request
@@ -116,16 +113,6 @@ func (r *request) answer(s *Server, resp response) {
 	r.reply(resp)
 }
 
-type ticketItem struct {
-	seq uint64
-	t   *disk.Ticket
-}
-
-type ticketResult struct {
-	seq uint64
-	err error
-}
-
 type afterItem struct {
 	seq  uint64
 	msgs []paxos.Message
@@ -182,8 +169,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("replica", cfg.ID), store: store, core: core, state: state,
 		peerIn: make(chan paxos.Message, 4096), reqs: make(chan *request, cfg.RequestQueueMax),
-		statusReq: make(chan chan Status), tickets: make(chan ticketItem, 1<<16),
-		durable: make(chan ticketResult, 1<<16), snapDone: make(chan snapResult, 4), bg: make(chan func(), 16), stopped: make(chan struct{}),
+		statusReq: make(chan chan Status), snapDone: make(chan snapResult, 4), bg: make(chan func(), 16), stopped: make(chan struct{}),
 		pending: map[cmdKey][]*request{}, lastSnap: state.Applied(), replies: map[*clientConn][]wire.Response{},
 		connSem: make(chan struct{}, cfg.ClientConnsMax)}
 	s.ctx = context.Background() // Run replaces it with the one that stops the replica
@@ -218,8 +204,7 @@ func (s *Server) Run(ctx context.Context) error {
 	clientCtx, closeClients := context.WithCancel(context.Background())
 	defer closeClients()
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); s.waitTickets(ctx) }()
+	wg.Add(2)
 	go func() { defer wg.Done(); s.background(ctx) }()
 	go func() { defer wg.Done(); s.serveClients(clientCtx) }()
 	if s.httpSrv != nil {
@@ -291,29 +276,6 @@ func (s *Server) submit(r *request) {
 	default:
 		s.stats.busy.Add(1)
 		r.answer(s, response{status: wire.StatusBusy})
-	}
-}
-
-// waitTickets resolves disk tickets in submission order and tells the loop. Order matters: a
-// resolved ticket means every earlier write is durable too, so the loop may release the messages
-// that waited for any of them.
-func (s *Server) waitTickets(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case it := <-s.tickets:
-			select {
-			case <-it.t.Done():
-			case <-ctx.Done():
-				return
-			}
-			select {
-			case s.durable <- ticketResult{it.seq, it.t.Err()}:
-			case <-ctx.Done():
-				return
-			}
-		}
 	}
 }
 
