@@ -112,7 +112,7 @@ type committer struct {
 	written      [][]*record // groups written (or skipped after a failure), not yet resolved
 	writtenCount int         // records in written
 	writtenBytes int
-	err          error       // sticky: ErrFailed wrapping the first write or sync error
+	err          error // sticky: ErrFailed wrapping the first write or sync error
 	closing      bool
 	writerDone   bool
 	seq          uint64 // last sequence number given to a queued ticket
