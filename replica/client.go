@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/sofadb/sofadb/driver"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
@@ -100,17 +101,17 @@ func (cc *clientConn) readLoop(ctx context.Context) error {
 			continue
 		}
 		seq := req.Seq
-		r := &request{
-			cmd: paxos.Command{ClientID: req.ClientID, Seq: req.Seq, Op: req.Op,
+		r := &driver.Request{
+			Cmd: paxos.Command{ClientID: req.ClientID, Seq: req.Seq, Op: req.Op,
 				Key: bytes.Clone(req.Key), Value: bytes.Clone(req.Value)},
-			deadline: time.Now().Add(s.cfg.RequestTimeout),
+			Deadline: time.Now().Add(s.cfg.RequestTimeout),
 		}
 		// Replies come from the loop, which gathers them per connection and hands each connection
-		// one batch per iteration (see flushReplies); only Busy is answered here, by submit.
-		r.reply = func(resp response) {
-			out := wire.Response{Seq: seq, Status: resp.status, Value: resp.value, Leader: resp.leader}
-			if resp.status == wire.StatusNotLeader && resp.leader != 0 {
-				out.LeaderAddr = []byte(s.cfg.ClientAddrs[resp.leader])
+		// one batch per iteration (see flushReplies); only Busy is answered here.
+		r.Reply = func(resp driver.Response) {
+			out := wire.Response{Seq: seq, Status: resp.Status, Value: resp.Value, Leader: resp.Leader}
+			if resp.Status == wire.StatusNotLeader && resp.Leader != 0 {
+				out.LeaderAddr = []byte(s.cfg.ClientAddrs[resp.Leader])
 			}
 			s.replies[cc] = append(s.replies[cc], out)
 		}

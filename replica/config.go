@@ -11,32 +11,21 @@ import (
 	"time"
 
 	"github.com/sofadb/sofadb/disk"
+	"github.com/sofadb/sofadb/driver"
 	"github.com/sofadb/sofadb/paxos"
 )
 
-// ReadMode says how GET is served.
-type ReadMode uint8
+// ReadMode says how GET is served (driver.ReadMode).
+type ReadMode = driver.ReadMode
 
+// Read modes.
 const (
-	// ReadLease serves reads from the leader's own state while it holds a lease (majority-granted,
-	// shorter than the election timeout by a drift margin); otherwise through the log.
-	ReadLease ReadMode = iota
-	// ReadLog sends every read through the log, like a write: the baseline leases are measured against.
-	ReadLog
+	ReadLease = driver.ReadLease
+	ReadLog   = driver.ReadLog
 )
 
 // ParseReadMode reads a ReadMode from a flag value.
-func ParseReadMode(s string) (ReadMode, error) {
-	switch s {
-	case "lease":
-		return ReadLease, nil
-	case "log":
-		return ReadLog, nil
-	}
-	return 0, fmt.Errorf("unknown read mode %q (want lease or log)", s)
-}
-
-func (m ReadMode) String() string { return [...]string{"lease", "log"}[m] }
+func ParseReadMode(s string) (ReadMode, error) { return driver.ParseReadMode(s) }
 
 // Config is everything a replica process needs. Durations are wall-clock; the core counts ticks of
 // TickInterval.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/sofadb/sofadb/driver"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
@@ -102,13 +103,13 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 			fasthttp.StatusRequestEntityTooLarge)
 		return
 	}
-	done := make(chan response, 1)
-	r := &request{
-		// The loop gives the request a session and sequence number of its own (httpSessions).
-		cmd:      paxos.Command{Op: op, Key: bytes.Clone(key), Value: bytes.Clone(value)},
-		http:     true,
-		deadline: time.Now().Add(s.cfg.RequestTimeout),
-		reply:    func(resp response) { done <- resp },
+	done := make(chan driver.Response, 1)
+	r := &driver.Request{
+		// The driver gives the request a session and sequence number of its own.
+		Cmd:      paxos.Command{Op: op, Key: bytes.Clone(key), Value: bytes.Clone(value)},
+		HTTP:     true,
+		Deadline: time.Now().Add(s.cfg.RequestTimeout),
+		Reply:    func(resp driver.Response) { done <- resp },
 	}
 	s.submit(r)
 	select {
@@ -129,21 +130,21 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 	}
 }
 
-func (s *Server) writeKV(ctx *fasthttp.RequestCtx, op paxos.Op, key []byte, resp response) {
-	switch resp.status {
+func (s *Server) writeKV(ctx *fasthttp.RequestCtx, op paxos.Op, key []byte, resp driver.Response) {
+	switch resp.Status {
 	case wire.StatusOK:
 		if op == paxos.OpGet {
 			ctx.SetContentType("application/octet-stream")
-			ctx.SetBody(resp.value)
+			ctx.SetBody(resp.Value)
 			return
 		}
 		ctx.SetStatusCode(fasthttp.StatusNoContent)
 	case wire.StatusNotFound:
 		ctx.Error("not found\n", fasthttp.StatusNotFound)
 	case wire.StatusNotLeader:
-		if addr := s.cfg.HTTPAddrs[resp.leader]; resp.leader != 0 && addr != "" {
+		if addr := s.cfg.HTTPAddrs[resp.Leader]; resp.Leader != 0 && addr != "" {
 			// ctx.Error resets the response, headers included: set Location after it.
-			ctx.Error(fmt.Sprintf("not the leader: replica %d is\n", resp.leader), fasthttp.StatusTemporaryRedirect)
+			ctx.Error(fmt.Sprintf("not the leader: replica %d is\n", resp.Leader), fasthttp.StatusTemporaryRedirect)
 			ctx.Response.Header.Set("Location", "http://"+addr+"/kv/"+string(key))
 			return
 		}

@@ -42,9 +42,6 @@ type peer struct {
 	conn       net.Conn
 	wake       chan struct{}
 	dirty      atomic.Bool // queued since the last flush
-	// snapSending is set while a snapshot for this peer is being encoded, so the loop starts at
-	// most one at a time however often the core offers one.
-	snapSending atomic.Bool
 
 	sent, dropped, reconnects atomic.Uint64
 }

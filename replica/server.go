@@ -2,10 +2,8 @@ package replica
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -14,113 +12,46 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/sofadb/sofadb/disk"
+	"github.com/sofadb/sofadb/driver"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
 
-// Server is one replica process. New opens its disk and restores the core; Run serves until the
-// context ends. Only the loop goroutine touches core, state and the pending tables; everything
-// else talks to it through bounded channels.
+// Server is one replica process: the loop goroutine that drives the driver (package driver), the
+// peer transport, the client listeners and the background executor. New opens its disk and restores
+// the core; Run serves until the context ends. Only the loop touches the driver; everything else
+// talks to it through bounded channels.
 type Server struct {
 	cfg   Config
 	log   *slog.Logger
 	store *disk.Store
-	core  *paxos.Replica
-	state *disk.State
+	drv   *driver.Driver
 	tr    *transport
+	exec  *executor
 
 	peerIn    chan paxos.Message
-	reqs      chan *request
+	reqs      chan *driver.Request
 	statusReq chan chan Status
-	snapDone  chan snapResult
-	bg        chan func()
+	bgDone    <-chan func()
 	stopped   chan struct{} // closed when the loop has returned: nobody answers requests any more
 
-	// Owned by the loop.
-	pending      map[cmdKey][]*request
-	proposeBuf   []paxos.Command
-	proposeReqs  []*request
-	afterQ       []afterItem
-	local        []paxos.Message
-	deadlines    []*request
-	readWait     []*request
-	results      []disk.Result
-	snapshotting bool
-	lastSnap     uint64
-	bytesSince   uint64  // command bytes applied since the last snapshot began
-	snapJitter   float64 // this cycle's stretch of the snapshot thresholds, in [0, 0.5)
-	lastTick     time.Time
-	peerSnap     *disk.State // a peer snapshot validated by stepPeer, for installSnapshot
-	rng          *rand.Rand  // the runtime's own randomness (snapshot jitter, HTTP client ids)
-	ctx          context.Context
-	snapWG       sync.WaitGroup // snapshot encodings for lagging peers
-	failed       error
-	leader       paxos.ReplicaID
-	replies      map[*clientConn][]wire.Response // binary replies of this loop iteration, per connection
+	replies map[*clientConn][]wire.Response // binary replies of this loop iteration, per connection; the loop's
 
 	clientLn net.Listener
 	httpSrv  *fasthttp.Server
 	httpLn   net.Listener
 	connSem  chan struct{}
 	conns    sync.WaitGroup
-	httpSess httpSessions // sessions for HTTP requests; the loop's
 
 	stats serverStats
 }
 
-// serverStats are counters read by /metrics from other goroutines.
+// serverStats are the process shell's counters, read by /metrics from other goroutines (the
+// driver keeps its own: driver.Stats).
 type serverStats struct {
-	byStatus       [16]atomic.Uint64 // replies by wire.Status
-	timeouts       atomic.Uint64
-	leaseReads     atomic.Uint64
-	logReads       atomic.Uint64
-	busy           atomic.Uint64
+	busy           atomic.Uint64 // requests refused before reaching the loop (its queue was full)
 	badClientConns atomic.Uint64
 	clientConns    atomic.Int64
-	snapshots      atomic.Uint64
-	snapshotErrors atomic.Uint64
-}
-
-type cmdKey struct{ client, seq uint64 }
-
-// request is one client operation waiting for its answer. reply must not block: binary
-// connections reserve room for every reply before submitting, HTTP handlers wait on a buffered
-// channel.
-type request struct {
-	cmd       paxos.Command
-	reply     func(response)
-	deadline  time.Time
-	readIndex uint64 // lease reads: serve once applied through here
-	done      bool
-	http      bool // an HTTP request: the loop gives it a session (see httpSessions)
-	internal  bool // the loop's own request (an OpOpen for HTTP sessions): not counted in replies
-}
-
-type response struct {
-	status wire.Status
-	value  []byte
-	leader paxos.ReplicaID
-}
-
-func (r *request) answer(s *Server, resp response) {
-	if r.done {
-		return
-	}
-	r.done = true
-	if int(resp.status) < len(s.stats.byStatus) && !r.internal {
-		s.stats.byStatus[resp.status].Add(1)
-	}
-	r.reply(resp)
-}
-
-type afterItem struct {
-	seq  uint64
-	msgs []paxos.Message
-}
-
-type snapResult struct {
-	slot uint64
-	err  error
 }
 
 // New opens the replica's data directory and rebuilds its state: the latest snapshot, then the
@@ -162,20 +93,21 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	cfg.Core.Seed ^= uint64(time.Now().UnixNano()) // a restarted replica must not replay its old timeouts
-	core, err := paxos.New(cfg.Core, &rec.Durable)
+	s := &Server{cfg: cfg, log: cfg.Logger.With("replica", cfg.ID), store: store,
+		peerIn: make(chan paxos.Message, 4096), reqs: make(chan *driver.Request, cfg.RequestQueueMax),
+		statusReq: make(chan chan Status), stopped: make(chan struct{}),
+		replies: map[*clientConn][]wire.Response{}, connSem: make(chan struct{}, cfg.ClientConnsMax)}
+	s.exec = newExecutor(16)
+	s.bgDone = s.exec.done
+	s.tr = newTransport(s)
+	dcfg := driver.Config{Core: cfg.Core, TickInterval: cfg.TickInterval, ReadMode: cfg.ReadMode, Redirect: cfg.Redirect,
+		Fsync: cfg.Fsync, SnapshotEverySlots: cfg.SnapshotEverySlots, SnapshotEveryBytes: cfg.SnapshotEveryBytes,
+		SnapshotBytesMax: cfg.PeerFrameBytesMax, RequestTimeout: cfg.RequestTimeout, Seed: cfg.Core.Seed, Logger: s.log}
+	s.drv, err = driver.New(dcfg, wallClock{}, storage{store}, transportIO{s.tr}, s.exec, driver.Hooks{}, state, &rec.Durable)
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("replica", cfg.ID), store: store, core: core, state: state,
-		peerIn: make(chan paxos.Message, 4096), reqs: make(chan *request, cfg.RequestQueueMax),
-		statusReq: make(chan chan Status), snapDone: make(chan snapResult, 4), bg: make(chan func(), 16), stopped: make(chan struct{}),
-		pending: map[cmdKey][]*request{}, lastSnap: state.Applied(), replies: map[*clientConn][]wire.Response{},
-		connSem: make(chan struct{}, cfg.ClientConnsMax)}
-	s.ctx = context.Background() // Run replaces it with the one that stops the replica
-	s.rng = rand.New(rand.NewPCG(cfg.Core.Seed, uint64(cfg.ID)))
-	s.snapJitter = s.rng.Float64() / 2 // from the first cycle on: replicas start together
-	s.tr = newTransport(s)
 	s.log.Info("replica opened", "dir", cfg.DataDir, "applied", state.Applied(), "promised", rec.Durable.Promised,
 		"slots", len(rec.Durable.Entries), "mode", cfg.Core.Mode, "reads", cfg.ReadMode, "fsync", cfg.Fsync)
 	if !cfg.Fsync {
@@ -189,7 +121,6 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.ctx = ctx
 	if err := s.listen(); err != nil {
 		s.store.Close()
 		return err
@@ -205,7 +136,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer closeClients()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); s.background(ctx) }()
+	go func() { defer wg.Done(); s.exec.run(ctx) }()
 	go func() { defer wg.Done(); s.serveClients(clientCtx) }()
 	if s.httpSrv != nil {
 		wg.Add(1)
@@ -219,7 +150,6 @@ func (s *Server) Run(ctx context.Context) error {
 	s.closeListeners()
 	s.tr.stop()
 	wg.Wait()
-	s.snapWG.Wait()
 	s.conns.Wait()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
@@ -270,25 +200,11 @@ func (s *Server) deliver(ctx context.Context, m paxos.Message) bool {
 // submit hands a client request to the loop, or refuses it Busy at once (answering on the caller's
 // goroutine) when the loop's queue is full: an overloaded replica sheds load instead of queueing
 // without bound.
-func (s *Server) submit(r *request) {
+func (s *Server) submit(r *driver.Request) {
 	select {
 	case s.reqs <- r:
 	default:
 		s.stats.busy.Add(1)
-		r.answer(s, response{status: wire.StatusBusy})
+		r.Reply(driver.Response{Status: wire.StatusBusy})
 	}
 }
-
-// background runs slow disk work (snapshots, truncation) off the loop, one job at a time.
-func (s *Server) background(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case job := <-s.bg:
-			job()
-		}
-	}
-}
-
-var errStopped = errors.New("replica stopped")

@@ -83,17 +83,17 @@ func (s *Server) Status() (Status, bool) {
 
 // status is built on the loop.
 func (s *Server) status() Status {
-	cs := s.core.Status()
+	cs, state := s.drv.Core().Status(), s.drv.State()
 	st := Status{ID: s.cfg.ID, Role: cs.Role, Ballot: cs.Ballot.String(), Promised: cs.Promised.String(),
 		Leader: cs.Leader, Mode: s.cfg.Core.Mode.String(), ReadMode: s.cfg.ReadMode.String(), Fsync: s.cfg.Fsync,
-		Commit: cs.Commit, Applied: s.state.Applied(), Digest: fmt.Sprintf("%016x", s.state.Digest()),
-		Keys: s.state.Len(), LogBase: cs.LogBase, LogLast: cs.LogLast, Inflight: cs.Inflight, Queued: cs.QueueLen,
-		Pending: len(s.pending), Lease: cs.LeaseHeld, Core: cs.Metrics}
+		Commit: cs.Commit, Applied: state.Applied(), Digest: fmt.Sprintf("%016x", state.Digest()),
+		Keys: state.Len(), LogBase: cs.LogBase, LogLast: cs.LogLast, Inflight: cs.Inflight, Queued: cs.QueueLen,
+		Pending: s.drv.Pending(), Lease: cs.LeaseHeld, Core: cs.Metrics}
 	if cs.Leader != 0 {
 		st.LeaderClient, st.LeaderHTTP = s.cfg.ClientAddrs[cs.Leader], s.cfg.HTTPAddrs[cs.Leader]
 	}
-	if s.failed != nil {
-		st.DiskError = s.failed.Error()
+	if err := s.drv.Failed(); err != nil {
+		st.DiskError = err.Error()
 	} else if err := s.store.Err(); err != nil {
 		st.DiskError = err.Error()
 	}
@@ -112,7 +112,7 @@ func (s *Server) status() Status {
 func (s *Server) diskStatus() DiskStatus {
 	ds := s.store.Stats()
 	out := DiskStatus{Syncs: ds.Syncs, Records: ds.Records, Bytes: ds.Bytes, Failures: ds.Failures,
-		SnapshotsSaved: s.stats.snapshots.Load(), SnapshotErrors: s.stats.snapshotErrors.Load(),
+		SnapshotsSaved: s.drv.Stats().Snapshots.Load(), SnapshotErrors: s.drv.Stats().SnapshotErrors.Load(),
 		SnapshotApplied: s.store.SnapshotSlot()}
 	if h := ds.SyncLatencyNs; h != nil && h.TotalCount() > 0 {
 		out.SyncP50Ns, out.SyncP99Ns = h.ValueAtQuantile(50), h.ValueAtQuantile(99)
@@ -166,16 +166,21 @@ func (s *Server) handleMetrics(ctx *fasthttp.RequestCtx) {
 	counter("catchup_requests_total", "Catch-up requests sent.", m.CatchupsSent)
 	counter("snapshots_installed_total", "Snapshots installed from peers.", m.SnapshotsIn)
 	counter("lease_refusals_total", "Prepares ignored to honour a lease.", m.LeaseRefusals)
-	counter("lease_reads_total", "Reads served locally under the lease.", s.stats.leaseReads.Load())
-	counter("log_reads_total", "Reads sent through the log.", s.stats.logReads.Load())
-	counter("request_timeouts_total", "Requests answered Unavailable after RequestTimeout.", s.stats.timeouts.Load())
-	counter("busy_total", "Requests refused because a queue was full.", s.stats.busy.Load())
+	ds := s.drv.Stats()
+	counter("lease_reads_total", "Reads served locally under the lease.", ds.LeaseReads.Load())
+	counter("log_reads_total", "Reads sent through the log.", ds.LogReads.Load())
+	counter("request_timeouts_total", "Requests answered Unavailable after RequestTimeout.", ds.Timeouts.Load())
+	counter("busy_total", "Requests refused because a queue was full.", ds.Busy.Load()+s.stats.busy.Load())
 	counter("bad_client_connections_total", "Client connections closed for malformed input or over the limit.", s.stats.badClientConns.Load())
 	counter("peer_handshakes_refused_total", "Peer connections refused (no key, unknown peer, garbage).", s.tr.refused.Load())
 	fmt.Fprintf(&b, "# HELP sofadb_replies_total Client replies by status.\n# TYPE sofadb_replies_total counter\n")
-	for code := range s.stats.byStatus {
+	for code := range ds.Replies {
 		if st := wire.Status(code); st.Valid() {
-			fmt.Fprintf(&b, "sofadb_replies_total{status=%q} %d\n", st.String(), s.stats.byStatus[code].Load())
+			n := ds.Replies[code].Load()
+			if st == wire.StatusBusy {
+				n += s.stats.busy.Load() // refused before reaching the loop
+			}
+			fmt.Fprintf(&b, "sofadb_replies_total{status=%q} %d\n", st.String(), n)
 		}
 	}
 	writeDiskMetrics(&b, s.store.Stats().SyncLatencyNs, st.Disk)

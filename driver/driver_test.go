@@ -1,0 +1,147 @@
+package driver
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/sofadb/sofadb/disk"
+	"github.com/sofadb/sofadb/paxos"
+)
+
+// testIO is the smallest world a driver can run in: a clock the test moves, a store that is
+// durable as soon as the test says, a transport that records, and an executor that runs jobs when
+// the test says.
+type testIO struct {
+	now     time.Time
+	seq     uint64
+	durable uint64
+	err     error
+	behind  bool
+	sent    []paxos.Message
+	jobs    []func() func()
+	saved   [][]byte
+}
+
+func (t *testIO) Now() time.Time { return t.now }
+func (t *testIO) Persist(rd *paxos.Ready) (uint64, error) {
+	if t.err != nil {
+		return 0, t.err
+	}
+	t.seq++
+	return t.seq, nil
+}
+func (t *testIO) Durable() uint64                { return t.durable }
+func (t *testIO) Err() error                     { return t.err }
+func (t *testIO) Behind() bool                   { return t.behind }
+func (t *testIO) SaveSnapshot(data []byte) error { t.saved = append(t.saved, data); return nil }
+func (t *testIO) Truncate(upTo uint64) error     { return nil }
+func (t *testIO) Send(m *paxos.Message)          { t.sent = append(t.sent, *m) }
+func (t *testIO) Flush()                         {}
+func (t *testIO) Go(job func() func()) bool      { t.jobs = append(t.jobs, job); return true }
+
+// runJobs runs the queued background jobs and their completions, as the loop would.
+func (t *testIO) runJobs(d *Driver) {
+	for len(t.jobs) > 0 {
+		job := t.jobs[0]
+		t.jobs = t.jobs[1:]
+		done := job()
+		d.Begin()
+		done()
+		d.End()
+	}
+}
+
+func newTestDriver(t *testing.T, mut Mutation) (*Driver, *testIO) {
+	t.Helper()
+	io_ := &testIO{now: time.Unix(1000, 0)}
+	cfg := Config{Core: paxos.DefaultConfig(1, []paxos.ReplicaID{1, 2, 3}), TickInterval: 10 * time.Millisecond,
+		RequestTimeout: time.Second, Fsync: true, Mutation: mut,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d, err := New(cfg, io_, io_, io_, io_, Hooks{}, disk.NewState(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, io_
+}
+
+func stateThrough(slots uint64) *disk.State {
+	st := disk.NewState()
+	for slot := uint64(1); slot <= slots; slot++ {
+		st.Apply(slot, []paxos.Command{{Op: paxos.OpOpen}}, nil)
+	}
+	return st
+}
+
+// TestPeerSnapshotIsValidatedBeforeTheCoreTakesIt: a snapshot the state machine cannot restore, or
+// whose contents disagree with the slot it claims, is refused before the core moves its log past
+// that slot (which made the next applied slot out of order and panicked the replica); a good one
+// is installed, saved in the background, and only then reported to the core.
+func TestPeerSnapshotIsValidatedBeforeTheCoreTakesIt(t *testing.T) {
+	d, tio := newTestDriver(t, MutNone)
+	good := stateThrough(11)
+	data := good.AppendSnapshot(nil)
+	for name, m := range map[string]paxos.Message{
+		"garbage":         {Type: paxos.MsgSnapshot, From: 2, To: 1, Slot: 11, Data: []byte{1, 2, 3}},
+		"slot disagrees":  {Type: paxos.MsgSnapshot, From: 2, To: 1, Slot: 50, Data: data},
+		"newer version":   {Type: paxos.MsgSnapshot, From: 2, To: 1, Slot: 11, Data: append([]byte{7}, data[1:]...)},
+		"truncated bytes": {Type: paxos.MsgSnapshot, From: 2, To: 1, Slot: 11, Data: data[:len(data)/2]},
+	} {
+		d.Begin()
+		d.Step(&m)
+		d.End()
+		if st := d.Core().Status(); st.Commit != 0 || d.Failed() != nil {
+			t.Fatalf("%s: the core took a bad snapshot (commit %d, failed %v)", name, st.Commit, d.Failed())
+		}
+	}
+	d.Begin()
+	d.Step(&paxos.Message{Type: paxos.MsgSnapshot, From: 2, To: 1, Slot: 11, Data: data})
+	d.End()
+	if d.Failed() != nil || d.State().Applied() != 11 || d.State().Digest() != good.Digest() {
+		t.Fatalf("installed: failed=%v applied=%d", d.Failed(), d.State().Applied())
+	}
+	if len(tio.saved) != 0 || len(tio.jobs) != 1 {
+		t.Fatalf("the snapshot must be saved in the background: saved %d, jobs %d", len(tio.saved), len(tio.jobs))
+	}
+	tio.runJobs(d)
+	if len(tio.saved) != 1 || d.SnapshotSlot() != 11 {
+		t.Fatalf("after the background save: saved %d, snapshot slot %d", len(tio.saved), d.SnapshotSlot())
+	}
+}
+
+// TestTwoPeerSnapshotsInOneBatchInstallTheNewer: an older snapshot stepped after a newer one in the
+// same wake-up (two peers answering one catch-up) overwrote the validated snapshot the core was
+// about to install, and the replica fenced itself for good (issue 8, bug 7).
+func TestTwoPeerSnapshotsInOneBatchInstallTheNewer(t *testing.T) {
+	d, _ := newTestDriver(t, MutNone)
+	newer := paxos.Message{Type: paxos.MsgSnapshot, From: 2, To: 1, Slot: 20, Data: stateThrough(20).AppendSnapshot(nil)}
+	older := paxos.Message{Type: paxos.MsgSnapshot, From: 3, To: 1, Slot: 11, Data: stateThrough(11).AppendSnapshot(nil)}
+	d.Begin()
+	d.Step(&newer)
+	d.Step(&older)
+	d.End()
+	if d.Failed() != nil || d.State().Applied() != 20 {
+		t.Fatalf("after installing: failed=%v applied=%d", d.Failed(), d.State().Applied())
+	}
+}
+
+// TestTicksComeFromTheClockNotFromWakeUps: a loop that slept (a stopped process) sees, at its next
+// wake-up, every tick that passed; counting wake-ups is the planted bug MutTickerTicks.
+func TestTicksComeFromTheClockNotFromWakeUps(t *testing.T) {
+	for _, mut := range []Mutation{MutNone, MutTickerTicks} {
+		d, tio := newTestDriver(t, mut)
+		before := d.Core().Status().Tick
+		tio.now = tio.now.Add(time.Second) // 100 ticks of 10 ms pass while the process is stopped
+		d.Begin()
+		d.OnTicker()
+		d.End()
+		got := d.Core().Status().Tick - before
+		if mut == MutNone && got != 100 {
+			t.Fatalf("one wake-up after a second: %d ticks, want 100", got)
+		}
+		if mut == MutTickerTicks && got != 1 {
+			t.Fatalf("planted bug: %d ticks, want 1", got)
+		}
+	}
+}
