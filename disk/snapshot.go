@@ -58,11 +58,11 @@ func decodeSnapPointer(b []byte) (snapPointer, error) {
 	}, nil
 }
 
-// snapshotSlot reads the applied slot from the head of State.AppendSnapshot bytes, so the slot a
+// SnapshotSlot reads the applied slot from the head of State.AppendSnapshot bytes, so the slot a
 // snapshot covers is the one stored inside it, never a second copy that could disagree.
-func snapshotSlot(data []byte) (uint64, error) {
+func SnapshotSlot(data []byte) (uint64, error) {
 	d := snapDecoder{b: data}
-	if v := d.uvarint(); d.err == nil && v != snapshotVersion {
+	if v := d.uvarint(); d.err == nil && v != snapshotVersion && v != 1 {
 		return 0, fmt.Errorf("%w: version %d", ErrBadSnapshot, v)
 	}
 	slot := d.uvarint()
@@ -81,7 +81,7 @@ func snapshotSlot(data []byte) (uint64, error) {
 // is safe to call from a goroutine other than the runtime loop (snapshots can be tens of MB); one
 // runs at a time. Errors: ErrBadSnapshot, ErrSnapshotOlder, ErrClosed, or the sticky failure.
 func (s *Store) SaveSnapshot(data []byte) error {
-	slot, err := snapshotSlot(data)
+	slot, err := SnapshotSlot(data)
 	if err != nil {
 		return err
 	}
@@ -195,7 +195,7 @@ func checkSnapshot(p snapPointer, data []byte) error {
 		return fmt.Errorf("%w: snapshot %d: %d bytes (want %d) or checksum mismatch",
 			ErrCorrupt, p.gen, len(data), p.sizeBytes)
 	}
-	slot, err := snapshotSlot(data)
+	slot, err := SnapshotSlot(data)
 	if err != nil || slot != p.slot {
 		return fmt.Errorf("%w: snapshot %d: slot %d, pointer says %d (%v)", ErrCorrupt, p.gen, slot, p.slot, err)
 	}

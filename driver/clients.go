@@ -29,8 +29,8 @@ func (d *Driver) Submit(r *Request) {
 		return
 	}
 	leader := d.core.Status().Leader
-	if r.Cmd.Op == paxos.OpGet && d.cfg.ReadMode == ReadLease {
-		if idx, ok := d.core.ReadIndex(); ok {
+	if r.Cmd.Op == paxos.OpGet {
+		if idx, ok := d.ReadIndex(); ok {
 			d.stats.LeaseReads.Add(1)
 			r.readIndex = idx
 			if d.state.Applied() >= idx {

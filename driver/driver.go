@@ -77,6 +77,9 @@ type Hooks struct {
 	Applied func(e *paxos.Entry, results []disk.Result)
 	// SnapshotInstalled is called after a peer's snapshot replaced the state.
 	SnapshotInstalled func(slot uint64)
+	// Local is called for each message the replica sends itself (its own promises and votes),
+	// when it is released: such messages never reach the transport.
+	Local func(m *paxos.Message)
 }
 
 // Mutation plants a bug in the driver, for the simulator's runtime canaries only.
@@ -391,6 +394,15 @@ func (d *Driver) noteLeader(l paxos.ReplicaID) {
 	d.leader = l
 }
 
+// ReadIndex is the index a lease read would be served at now, and whether one would be: never on a
+// fenced or stopped driver (its core is frozen, lease and all).
+func (d *Driver) ReadIndex() (uint64, bool) {
+	if d.failed != nil || d.stopped || d.cfg.ReadMode != ReadLease {
+		return 0, false
+	}
+	return d.core.ReadIndex()
+}
+
 // Leader is the replica this one believes leads (0: none known).
 func (d *Driver) Leader() paxos.ReplicaID { return d.leader }
 
@@ -407,6 +419,9 @@ func (d *Driver) stepLocal() {
 
 func (d *Driver) sendPeer(m *paxos.Message) {
 	if m.To == d.cfg.Core.ID {
+		if d.hooks.Local != nil {
+			d.hooks.Local(m)
+		}
 		d.local = append(d.local, *m)
 		return
 	}

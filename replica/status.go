@@ -88,7 +88,8 @@ func (s *Server) status() Status {
 		Leader: cs.Leader, Mode: s.cfg.Core.Mode.String(), ReadMode: s.cfg.ReadMode.String(), Fsync: s.cfg.Fsync,
 		Commit: cs.Commit, Applied: state.Applied(), Digest: fmt.Sprintf("%016x", state.Digest()),
 		Keys: state.Len(), LogBase: cs.LogBase, LogLast: cs.LogLast, Inflight: cs.Inflight, Queued: cs.QueueLen,
-		Pending: s.drv.Pending(), Lease: cs.LeaseHeld, Core: cs.Metrics}
+		Pending: s.drv.Pending(), Core: cs.Metrics}
+	_, st.Lease = s.drv.ReadIndex()
 	if cs.Leader != 0 {
 		st.LeaderClient, st.LeaderHTTP = s.cfg.ClientAddrs[cs.Leader], s.cfg.HTTPAddrs[cs.Leader]
 	}

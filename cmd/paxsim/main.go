@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/paxos/sim"
 )
 
@@ -50,21 +49,21 @@ func main() {
 		return
 	}
 	began := time.Now()
-	violations, total := run.seeds(*start, *seeds, paxos.MutNone, true)
+	violations, total := run.seeds(*start, *seeds, sim.Canary{}, true)
 	caught, canaries := 0, 0
 	if *canarySeeds > 0 {
-		for _, m := range paxos.Mutations() {
+		for _, m := range sim.Canaries() {
 			canaries++
 			seed, ok := run.canary(*start, *canarySeeds, m)
-			switch test, scripted := sim.ScenarioCanaries[m]; {
+			switch test, scripted := sim.ScenarioCanaries[m.Name()]; {
 			case ok:
 				caught++
-				fmt.Printf("canary %-26s caught by seed %d\n", m, seed)
+				fmt.Printf("canary %-30s caught by seed %d\n", m.Name(), seed)
 			case scripted:
 				caught++
-				fmt.Printf("canary %-26s not caught in %d random seeds; its gate is the scenario test %s\n", m, *canarySeeds, test)
+				fmt.Printf("canary %-30s not caught in %d random seeds; its gate is the scenario test %s\n", m.Name(), *canarySeeds, test)
 			default:
-				fmt.Printf("canary %-26s NOT CAUGHT in %d seeds\n", m, *canarySeeds)
+				fmt.Printf("canary %-30s NOT CAUGHT in %d seeds\n", m.Name(), *canarySeeds)
 			}
 		}
 	}
@@ -84,7 +83,7 @@ type runner struct {
 
 // seeds runs n seeds from start on the workers and prints each failure (in seed order of discovery).
 // It returns how many seeds violated something and how many events were simulated.
-func (r runner) seeds(start uint64, n int, mut paxos.Mutation, report bool) (int, int64) {
+func (r runner) seeds(start uint64, n int, mut sim.Canary, report bool) (int, int64) {
 	var next atomic.Uint64
 	next.Store(start)
 	end := start + uint64(n)
@@ -119,9 +118,9 @@ func (r runner) seeds(start uint64, n int, mut paxos.Mutation, report bool) (int
 	return int(failed.Load()), total.Load()
 }
 
-func (r runner) one(seed uint64, mut paxos.Mutation) sim.Result {
+func (r runner) one(seed uint64, mut sim.Canary) sim.Result {
 	p := sim.Choose(seed, r.replicas, r.events)
-	p.Mutation = mut
+	mut.Plant(&p)
 	p.TraceMessages = r.trace
 	p.NoOracles = r.noOracles
 	if !r.verbose {
@@ -139,7 +138,7 @@ func (r runner) one(seed uint64, mut paxos.Mutation) sim.Result {
 }
 
 // canary runs seeds with a planted bug until one catches it, returning that seed.
-func (r runner) canary(start uint64, budget int, m paxos.Mutation) (uint64, bool) {
+func (r runner) canary(start uint64, budget int, m sim.Canary) (uint64, bool) {
 	quiet := r
 	quiet.verbose = false
 	const batch = 16
@@ -172,16 +171,16 @@ func (r runner) canary(start uint64, budget int, m paxos.Mutation) (uint64, bool
 // each checker was the first to fire. It reports false when a canary is never caught.
 func (r runner) canaryRates(start uint64, n int) bool {
 	all := true
-	for _, m := range paxos.Mutations() {
+	for _, m := range sim.Canaries() {
 		with := r.rate(start, n, m, false)
 		without := r.rate(start, n, m, true)
 		if with.count == 0 {
 			all = false
-			fmt.Printf("canary %-26s NOT CAUGHT in %d seeds\n", m, n)
+			fmt.Printf("canary %-30s NOT CAUGHT in %d seeds\n", m.Name(), n)
 			continue
 		}
-		fmt.Printf("canary %-26s first seed %-4d caught by %3d of %d seeds (%3d without oracles); first checker:%s; without oracles:%s\n",
-			m, with.first, with.count, n, without.count, with.kinds, without.kinds)
+		fmt.Printf("canary %-30s first seed %-4d caught by %3d of %d seeds (%3d without oracles); first checker:%s; without oracles:%s\n",
+			m.Name(), with.first, with.count, n, without.count, with.kinds, without.kinds)
 	}
 	return all
 }
@@ -192,7 +191,7 @@ type rateResult struct {
 	kinds string
 }
 
-func (r runner) rate(start uint64, n int, m paxos.Mutation, noOracles bool) rateResult {
+func (r runner) rate(start uint64, n int, m sim.Canary, noOracles bool) rateResult {
 	quiet := r
 	quiet.verbose, quiet.noOracles = false, noOracles
 	caught := make([]bool, n)

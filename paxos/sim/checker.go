@@ -315,7 +315,7 @@ func (c *checker) onDurable(n *node, wr *write) {
 // chosen without asking anyone), so a prefix persisted ahead of its values, or ahead of the snapshot
 // that covers them, would make a restarted replica apply a value that was not chosen.
 func (c *checker) checkDurablePrefix(n *node, before uint64) {
-	d := n.durable
+	d := n.disk.durable
 	for s := max(before, d.snap.Slot) + 1; s <= d.chosenTo; s++ {
 		e, ok := d.entries[s]
 		ch, known := c.chosen[s]
@@ -341,7 +341,7 @@ func (c *checker) onApply(n *node, e *paxos.Entry, results []disk.Result) {
 	}
 	rec, seen := c.canon[e.Slot]
 	if !seen {
-		rec = canonRec{fp: fp, digest: n.state.Digest(), cmds: e.Cmds}
+		rec = canonRec{fp: fp, digest: n.st().Digest(), cmds: e.Cmds}
 		c.canon[e.Slot] = rec
 		for i := range e.Cmds {
 			cm := &e.Cmds[i]
@@ -356,7 +356,7 @@ func (c *checker) onApply(n *node, e *paxos.Entry, results []disk.Result) {
 				c.dupSlots++
 			}
 		}
-	} else if rec.fp != fp || rec.digest != n.state.Digest() {
+	} else if rec.fp != fp || rec.digest != n.st().Digest() {
 		c.violate("logs-agree", "r%d applied log diverges at slot %d", n.id, e.Slot)
 		return
 	}
@@ -384,7 +384,7 @@ func (c *checker) checkCommand(n *node, at position, cm *paxos.Command, res disk
 func (c *checker) onSnapshotInstalled(n *node, slot uint64) {
 	c.maxApplied = max(c.maxApplied, slot)
 	rec, ok := c.canon[slot]
-	if !ok || n.state.Applied() != slot || rec.digest != n.state.Digest() {
+	if !ok || n.st().Applied() != slot || rec.digest != n.st().Digest() {
 		c.violate("snapshot-matches-log", "r%d installed a snapshot for slot %d that does not match the applied log", n.id, slot)
 	}
 }
@@ -394,14 +394,14 @@ func (c *checker) onStart(n *node) {
 	if n.inc == 1 {
 		return
 	}
-	st := n.r.Status()
+	st := n.core().Status()
 	if st.Promised < c.promiseSent[n.idx] {
 		c.violate("promise-durable", "restarted r%d promises %v but had sent a promise for %v", n.id, st.Promised, c.promiseSent[n.idx])
 	}
 	// What it read back as chosen must be what was chosen: a restart that takes a vote for a chosen
 	// value (say, a chosen prefix persisted past a snapshot that was never saved) diverges later.
 	for s := st.LogBase + 1; s <= st.LogLast; s++ {
-		cmds, chosen, ok := n.r.Value(s)
+		cmds, chosen, ok := n.core().Value(s)
 		if !ok || !chosen {
 			continue
 		}
@@ -416,7 +416,7 @@ func (c *checker) onStart(n *node) {
 			delete(sent, s) // covered by its durable snapshot
 			continue
 		}
-		b, chosen, ok := n.r.Vote(s)
+		b, chosen, ok := n.core().Vote(s)
 		if !ok || (!chosen && b < sent[s]) {
 			c.violate("vote-durable", "restarted r%d lost its vote for slot %d (had acknowledged ballot %v, holds %v)", n.id, s, sent[s], b)
 			return
@@ -426,11 +426,17 @@ func (c *checker) onStart(n *node) {
 
 func (c *checker) onPropose(cm *paxos.Command) { c.proposed[keyOf(cm)] = *cm }
 
-func (c *checker) onAck(cm *paxos.Command) {
+// onAck records an acknowledged command. A write must have taken effect, and after every write
+// acknowledged before it was sent (mustSee): the log's order must respect real time.
+func (c *checker) onAck(cm *paxos.Command, mustSee position) {
 	c.acked[keyOf(cm)] = true
 	at, ok := c.effective[keyOf(cm)]
 	if cm.Op.Mutates() && !ok {
 		c.violate("acked-took-effect", "client %d seq %d acknowledged but never took effect", cm.ClientID, cm.Seq)
+	}
+	if cm.Op.Mutates() && ok && !mustSee.before(at) {
+		c.violate("write-order", "client %d seq %d took effect at %v, before the write at %v that was acknowledged before it was sent",
+			cm.ClientID, cm.Seq, at, mustSee)
 	}
 	if cm.Op.Mutates() && c.lastAcked.before(at) {
 		c.lastAcked = at
@@ -452,7 +458,7 @@ func (c *checker) checkLeaseIndex(n *node, idx uint64) {
 		c.violate("lease-oracle", "r%d holds a read lease at index %d, but slot %d is already applied elsewhere", n.id, idx, c.maxApplied)
 		return
 	}
-	b := n.r.Status().Ballot
+	b := n.core().Status().Ballot
 	higher := 0
 	for _, p := range c.promiseSent {
 		if p > b {
@@ -531,7 +537,7 @@ func (c *checker) final() {
 		}
 		for k := range c.w.p.Keys {
 			key := fmt.Sprintf("k%d", k)
-			got, ok := n.state.Get([]byte(key))
+			got, ok := n.st().Get([]byte(key))
 			want, wok := model[key]
 			if ok != wok || string(got) != want {
 				c.violate("final-state", "r%d final state %s=%q (present %v), model says %q (present %v)", n.id, key, got, ok, want, wok)

@@ -53,8 +53,9 @@ type client struct {
 	writer  bool // issues only puts (scenario tests)
 	// scripted clients send only commands a test gives them (want), after opening their session.
 	scripted bool
-	// mustSee is, for a read, the log position of the latest write acknowledged (to any client)
-	// before the read was first sent: linearizability says the read must reflect it.
+	// mustSee is the log position of the latest write acknowledged (to any client) before this
+	// command was first sent: linearizability says a read must reflect it and a write must take
+	// effect after it.
 	mustSee position
 }
 
@@ -79,7 +80,6 @@ func (c *client) newCommand() paxos.Command {
 		cmd.Op, cmd.Value = paxos.OpPut, []byte(fmt.Sprintf("v%d.%d", c.id, c.seq))
 	case c.reader || x < c.w.p.ReadPct:
 		cmd.Op = paxos.OpGet
-		c.mustSee = c.w.chk.lastAcked
 	case x < c.w.p.ReadPct+(100-c.w.p.ReadPct)*8/9:
 		cmd.Op, cmd.Value = paxos.OpPut, []byte(fmt.Sprintf("v%d.%d", c.id, c.seq))
 	default:
@@ -94,6 +94,7 @@ func (c *client) send() {
 			return // after heal, clients only finish what they started
 		}
 		c.cmd = c.newCommand()
+		c.mustSee = c.w.chk.lastAcked
 		c.waiting = true
 		if !c.follow {
 			c.hint = -1
@@ -140,7 +141,7 @@ func (c *client) reply(cm *clientMsg) {
 		if c.follow && cm.leader != 0 {
 			c.hint = int(cm.leader) - 1
 		}
-		c.w.chk.onAck(&c.cmd)
+		c.w.chk.onAck(&c.cmd, c.mustSee)
 		c.waiting = false
 		think := int64(c.w.p.ClientThinkUs)
 		if c.reader || c.cmd.Op == paxos.OpOpen {

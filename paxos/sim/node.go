@@ -1,62 +1,66 @@
 package sim
 
 import (
-	"slices"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
 
 	"github.com/sofadb/sofadb/disk"
+	"github.com/sofadb/sofadb/driver"
 	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
 )
 
-// node is one simulated replica process: the real core, the real state machine, and a disk model
-// with the fsync discipline of disk/: writes queue, one sync at a time covers everything queued when
-// it started, replies wait for their sync, and a crash loses what was not synced (except a random
-// prefix the OS happened to write out). Snapshots are saved as the runtime saves them: in the
-// background, one at a time, taking their own time, and only then reported to the core (Compact).
+// node is one simulated replica process: the real driver (package driver, the same code the
+// process runs) over the real core and state machine, with simulated IO: a clock that is simulated
+// time (skewed per node), a disk model with the fsync discipline of disk/ (records resolve in
+// order, one sync at a time covers everything written before it, a crash loses what was not synced
+// except a random prefix the OS happened to write out, and it can fail), the simulated network, and
+// a background executor whose jobs take seeded time. A node can also be paused (SIGSTOP): inputs
+// wait, ticks do not fire, and the clock goes on.
 type node struct {
-	w       *world
-	idx     int
-	id      paxos.ReplicaID
-	peers   []paxos.ReplicaID
-	up      bool
-	dead    bool // down for good: never restarts
-	inc     int  // incarnation: 1 at first start, +1 per restart
-	r       *paxos.Replica
-	state   *disk.State
+	w     *world
+	idx   int
+	id    paxos.ReplicaID
+	peers []paxos.ReplicaID
+	up    bool
+	dead  bool // down for good: never restarts
+	inc   int  // incarnation: 1 at first start, +1 per restart
+	d     *driver.Driver
+	disk  *simDisk
+	skew  float64 // this node's clock runs at 1+skew of simulated time
+
+	paused   bool
+	deferred []func() // inputs that arrived while paused, in order
+
+	bg     []func() func() // background jobs, in order; the first is running
+	bgGen  uint64          // invalidates a job's completion after a crash
+	metric paxos.Metrics   // summed over dead incarnations
+}
+
+// simDisk is a node's disk. durable survives crashes; pending is what was handed to it since the
+// last sync that covered it.
+type simDisk struct {
+	n       *node
 	durable *durableModel
-	pending []*write // handed to the disk, not yet synced, in order
+	pending []*write // resolved in order by syncs
+	seq     uint64   // last sequence number given out
+	done    uint64   // last sequence number resolved
 	syncing bool
 	syncN   int    // how many of pending the sync in flight covers
 	syncGen uint64 // invalidates a sync completion after a crash
-	owes    map[cmdKey]int
-	lastSnp uint64
-	results []disk.Result
-	metrics paxos.Metrics // summed over dead incarnations
-	// Background snapshot saves, in order; bgGen invalidates a completion after a crash.
-	bg       []paxos.Snapshot
-	bgBusy   bool
-	bgGen    uint64
-	readWait []leaseRead // lease reads waiting for the state to reach their read index
+	failed  error
 }
 
-// leaseRead is a client read admitted under the leader's lease, served once applied reaches index.
-type leaseRead struct {
-	cm    clientMsg
-	index uint64
-}
-
-// write is one Ready's worth of persistence, plus the messages waiting for it to be durable.
+// write is one Ready's worth of persistence.
 type write struct {
-	promised  paxos.Ballot
-	entries   []paxos.Entry
-	chosenTo  uint64
-	compactTo uint64
-	after     []paxos.Message
-	needSync  bool
-}
-
-func (wr *write) empty() bool {
-	return wr.promised == 0 && len(wr.entries) == 0 && wr.chosenTo == 0 && wr.compactTo == 0 &&
-		len(wr.after) == 0
+	seq      uint64
+	promised paxos.Ballot
+	entries  []paxos.Entry
+	chosenTo uint64
 }
 
 // durableModel is what survives a crash.
@@ -79,17 +83,10 @@ func (d *durableModel) apply(wr *write) {
 	if wr.chosenTo != 0 {
 		d.chosenTo = wr.chosenTo
 	}
-	if wr.compactTo != 0 {
-		for _, s := range sortedKeys(d.entries) {
-			if s <= wr.compactTo {
-				delete(d.entries, s)
-			}
-		}
-	}
 }
 
 func (d *durableModel) toDurable() paxos.Durable {
-	out := paxos.Durable{Promised: d.promised, Applied: d.snap.Slot, ChosenTo: d.chosenTo}
+	out := paxos.Durable{Promised: d.promised, Applied: d.snap.Slot, ChosenTo: max(d.chosenTo, d.snap.Slot)}
 	for _, s := range sortedKeys(d.entries) {
 		if s > d.snap.Slot {
 			out.Entries = append(out.Entries, d.entries[s])
@@ -98,7 +95,165 @@ func (d *durableModel) toDurable() paxos.Durable {
 	return out
 }
 
-func (n *node) config() paxos.Config {
+var (
+	errDiskFailed   = errors.New("sim: injected disk failure (ENOSPC)")
+	errSnapshotBack = errors.New("sim: snapshot older than the durable one")
+)
+
+// Persist queues a record; it resolves with the next sync that covers it.
+func (sd *simDisk) Persist(rd *paxos.Ready) (uint64, error) {
+	if sd.failed != nil {
+		return 0, sd.failed
+	}
+	sd.seq++
+	sd.pending = append(sd.pending, &write{seq: sd.seq, promised: rd.Promised, entries: rd.Entries, chosenTo: rd.ChosenTo})
+	sd.maybeSync()
+	return sd.seq, nil
+}
+
+func (sd *simDisk) Durable() uint64 { return sd.done }
+func (sd *simDisk) Err() error      { return sd.failed }
+
+// Behind reports a backlog over the seed's bound, so the driver's Busy path runs too.
+func (sd *simDisk) Behind() bool {
+	return sd.n.w.p.DiskBacklogMax > 0 && len(sd.pending) > sd.n.w.p.DiskBacklogMax
+}
+
+// SaveSnapshot runs inside a background job's completion event: the save is atomic and durable at
+// that moment, as disk.Store's pointer flip is.
+func (sd *simDisk) SaveSnapshot(data []byte) error {
+	if sd.failed != nil {
+		return sd.failed
+	}
+	slot, err := disk.SnapshotSlot(data)
+	if err != nil {
+		return err
+	}
+	if slot < sd.durable.snap.Slot {
+		return fmt.Errorf("%w: %w", disk.ErrSnapshotOlder, errSnapshotBack)
+	}
+	sd.durable.snap = paxos.Snapshot{Slot: slot, Data: data}
+	return nil
+}
+
+// Truncate deletes durable slots at or below upTo, which the store allows only under its snapshot.
+func (sd *simDisk) Truncate(upTo uint64) error {
+	if upTo > sd.durable.snap.Slot {
+		sd.n.w.chk.violate("truncate", "r%d truncates through slot %d, above its durable snapshot at %d", sd.n.id, upTo, sd.durable.snap.Slot)
+		return fmt.Errorf("truncate beyond snapshot")
+	}
+	for _, s := range sortedKeys(sd.durable.entries) {
+		if s <= upTo {
+			delete(sd.durable.entries, s)
+		}
+	}
+	return nil
+}
+
+// maybeSync starts an fsync covering every record written so far, unless one is in flight.
+func (sd *simDisk) maybeSync() {
+	if sd.syncing || len(sd.pending) == 0 {
+		return
+	}
+	sd.syncing, sd.syncN = true, len(sd.pending)
+	sd.syncGen++
+	w := sd.n.w
+	at := w.nowUs + int64(w.p.SyncMinUs+w.rng.IntN(w.p.SyncSpreadUs+1))
+	w.schedule(&event{kind: evSyncDone, node: sd.n.idx, gen: sd.syncGen, atUs: at})
+}
+
+// syncDone makes the covered records durable and resolves them; a failed disk fails them instead.
+func (sd *simDisk) syncDone(gen uint64) {
+	n := sd.n
+	if !n.up || gen != sd.syncGen || !sd.syncing {
+		return
+	}
+	sd.syncing = false
+	if sd.failed == nil {
+		done := sd.pending[:sd.syncN]
+		sd.pending = append([]*write(nil), sd.pending[sd.syncN:]...)
+		for _, wr := range done {
+			sd.makeDurable(wr)
+			sd.done = wr.seq
+		}
+		sd.maybeSync()
+	}
+	n.wake(n.d.OnDurable)
+}
+
+func (sd *simDisk) makeDurable(wr *write) {
+	before := sd.durable.chosenTo
+	sd.durable.apply(wr)
+	sd.n.w.chk.onDurable(sd.n, wr)
+	if sd.durable.chosenTo > before {
+		sd.n.w.chk.checkDurablePrefix(sd.n, before)
+	}
+}
+
+// crash loses the unsynced records but a random prefix.
+func (sd *simDisk) crash() {
+	for _, wr := range sd.pending {
+		if sd.n.w.rng.IntN(100) >= sd.n.w.p.UnsyncedKeepPct {
+			break
+		}
+		sd.makeDurable(wr)
+	}
+	sd.pending, sd.syncing, sd.failed = nil, false, nil // a restart comes with a repaired disk
+	sd.syncGen++
+	sd.seq, sd.done = 0, 0
+}
+
+// Now is the node's clock: simulated time, running 1+skew times as fast.
+func (n *node) Now() time.Time {
+	return time.Unix(0, 0).Add(time.Duration(float64(n.w.nowUs)*(1+n.skew)) * time.Microsecond)
+}
+
+// Send puts a peer message on the simulated network, through the checkers.
+func (n *node) Send(m *paxos.Message) {
+	n.w.chk.onSend(n, m)
+	if m.Type == paxos.MsgSnapshot {
+		n.w.stats.SnapshotsSent++
+	}
+	n.w.send(n.idx, *m)
+}
+
+// Flush ends a wake-up; the simulated network has nothing to coalesce.
+func (n *node) Flush() {}
+
+// Go queues a background job; each takes seeded time, one at a time, like the process's single
+// background goroutine with its bounded queue.
+func (n *node) Go(job func() func()) bool {
+	if len(n.bg) >= 16 {
+		return false
+	}
+	n.bg = append(n.bg, job)
+	if len(n.bg) == 1 {
+		n.startJob()
+	}
+	return true
+}
+
+func (n *node) startJob() {
+	w := n.w
+	at := w.nowUs + int64(w.p.SnapSaveMinUs+w.rng.IntN(w.p.SnapSaveSpreadUs+1))
+	w.schedule(&event{kind: evBgDone, node: n.idx, gen: n.bgGen, atUs: at})
+}
+
+// bgDone runs the oldest job (its effects land now: a snapshot saved, a snapshot sent) and its
+// completion on the loop.
+func (n *node) bgDone(gen uint64) {
+	if !n.up || gen != n.bgGen || len(n.bg) == 0 {
+		return
+	}
+	job := n.bg[0]
+	n.bg = n.bg[1:]
+	if len(n.bg) > 0 {
+		n.startJob()
+	}
+	n.wake(func() { job()() })
+}
+
+func (n *node) driverConfig() driver.Config {
 	p := n.w.p
 	cfg := paxos.DefaultConfig(n.id, n.peers)
 	cfg.Seed = p.Seed*1_000_003 + uint64(n.inc)
@@ -113,34 +268,82 @@ func (n *node) config() paxos.Config {
 	if p.TruncateSilentTicks > 0 {
 		cfg.TruncateSilentTicks = p.TruncateSilentTicks
 	}
-	return cfg
+	reads := driver.ReadLog
+	if p.LeaseReads {
+		reads = driver.ReadLease
+	}
+	return driver.Config{Core: cfg, TickInterval: time.Duration(p.TickUs) * time.Microsecond, ReadMode: reads,
+		Fsync: true, SnapshotEverySlots: p.SnapshotEvery, RequestTimeout: 4 * time.Duration(p.ClientTimeoutUs) * time.Microsecond,
+		Seed: cfg.Seed, Logger: discard, Mutation: p.DriverMutation}
 }
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func (n *node) start() {
 	n.inc++
-	d := n.durable.toDurable()
-	n.state = disk.NewState()
-	if n.durable.snap.Data != nil {
-		if err := n.state.Restore(n.durable.snap.Data); err != nil {
+	dm := n.disk.durable
+	d := dm.toDurable()
+	state := disk.NewState()
+	if dm.snap.Data != nil {
+		if err := state.Restore(dm.snap.Data); err != nil {
 			n.w.chk.violate("snapshot-restores", "r%d: durable snapshot does not restore: %v", n.id, err)
 		}
 	}
-	r, err := paxos.New(n.config(), &d)
+	hooks := driver.Hooks{
+		Applied:           func(e *paxos.Entry, res []disk.Result) { n.w.chk.onApply(n, e, res) },
+		SnapshotInstalled: func(slot uint64) { n.w.chk.onSnapshotInstalled(n, slot); n.maybeCrashInSave() },
+		Local: func(m *paxos.Message) {
+			n.w.chk.onSend(n, m)
+			n.w.chk.onDeliver(n, m)
+		},
+	}
+	drv, err := driver.New(n.driverConfig(), n, n.disk, n, n, hooks, state, &d)
 	if err != nil {
 		// A bad config is a simulator bug; inconsistent durable state is the core's or the model's.
 		n.w.chk.violate("restart", "r%d does not restart: %v", n.id, err)
 		n.up = false
 		return
 	}
-	n.r, n.up, n.owes, n.lastSnp = r, true, map[cmdKey]int{}, n.durable.snap.Slot
+	n.d, n.up, n.paused, n.deferred = drv, true, false, nil
 	n.w.chk.onStart(n)
-	n.process()
+	n.wake(func() {})
+}
+
+// maybeCrashInSave aims a crash at the moment a peer's snapshot is installed but not yet saved,
+// where the chosen prefix must not yet be persisted past it.
+func (n *node) maybeCrashInSave() {
+	w := n.w
+	if !w.healed && w.p.CrashInSavePct > 0 && w.rng.IntN(100) < w.p.CrashInSavePct {
+		at := w.nowUs + 1 + int64(w.rng.IntN(w.p.SnapSaveMinUs+w.p.SnapSaveSpreadUs+1))
+		w.schedule(&event{kind: evCrashNode, node: n.idx, gen: uint64(n.inc), atUs: at})
+	}
+}
+
+// core and st are the running incarnation's core and state machine, for the checkers.
+func (n *node) core() *paxos.Replica { return n.d.Core() }
+func (n *node) st() *disk.State      { return n.d.State() }
+
+// wake runs one wake-up of the driver around input: Begin, the input, End, then the lease oracle.
+// A paused node keeps its inputs for when it resumes.
+func (n *node) wake(input func()) {
+	if !n.up {
+		return
+	}
+	if n.paused {
+		n.deferred = append(n.deferred, input)
+		return
+	}
+	n.d.Begin()
+	input()
+	n.d.End()
+	if idx, ok := n.d.ReadIndex(); ok {
+		n.w.chk.checkLeaseIndex(n, idx)
+	}
 }
 
 func (n *node) tick() {
-	if n.up {
-		n.r.Tick()
-		n.process()
+	if n.up && !n.paused {
+		n.wake(n.d.OnTicker)
 	}
 }
 
@@ -148,243 +351,63 @@ func (n *node) deliver(m *paxos.Message) {
 	if !n.up {
 		return
 	}
-	n.w.chk.onDeliver(n, m)
-	n.r.Step(m)
-	n.process()
+	msg := *m
+	n.wake(func() {
+		n.w.chk.onDeliver(n, &msg)
+		n.d.Step(&msg)
+	})
 }
 
+// clientRequest goes through the driver's client path, as a request on a connection would.
 func (n *node) clientRequest(cm *clientMsg) {
 	if !n.up {
 		return
 	}
-	if cm.cmd.Op == paxos.OpGet && n.w.p.LeaseReads {
-		if idx, ok := n.r.ReadIndex(); ok {
-			n.w.chk.checkLeaseIndex(n, idx)
-			if n.state.Applied() >= idx {
-				n.serveRead(cm)
-			} else {
-				n.readWait = append(n.readWait, leaseRead{*cm, idx})
-			}
-			return
+	client, cmd := cm.client, cm.cmd
+	n.wake(func() {
+		n.d.Submit(&driver.Request{Cmd: cmd, Deadline: n.Now().Add(n.driverConfig().RequestTimeout),
+			Reply: func(resp driver.Response) { n.reply(client, cmd.Seq, resp) }})
+	})
+}
+
+// reply carries a driver's answer back to the client, with the leader hint clients follow.
+func (n *node) reply(client int, seq uint64, resp driver.Response) {
+	cm := clientMsg{seq: seq, leader: resp.Leader}
+	if cm.leader == 0 && n.d != nil {
+		cm.leader = n.d.Leader()
+	}
+	switch resp.Status {
+	case wire.StatusOK, wire.StatusNotFound:
+		cm.ok = true
+		cm.found = resp.Status == wire.StatusOK
+		cm.value = resp.Value
+		cm.servedAt, cm.servedIdx, cm.lease = resp.Slot, resp.Index, resp.Index < 0
+		if len(resp.Value) == 8 {
+			cm.session = binary.BigEndian.Uint64(resp.Value)
 		}
+	case wire.StatusSessionExpired:
+		cm.expired = true
+	default: // not leader, busy, unavailable, stale: try again
+		cm.retry = true
 	}
-	if err := n.r.Propose([]paxos.Command{cm.cmd}); err != nil {
-		n.w.sendClient(evClientReply, cm.client, clientMsg{seq: cm.cmd.Seq, retry: true})
-		return
-	}
-	n.owes[keyOf(&cm.cmd)] = cm.client
-	n.process()
+	n.w.sendClient(evClientReply, client, cm)
 }
 
-// process drains the core's Ready: the runtime's job, done the way the real runtime does it.
-//
-// After every step, the lease oracle: if the replica could serve a lease read now, it must know
-// every slot any replica has applied.
-func (n *node) process() {
-	for range 100 {
-		rd := n.r.Ready()
-		if rd.Empty() {
-			if idx, ok := n.r.ReadIndex(); ok {
-				n.w.chk.checkLeaseIndex(n, idx)
-			}
-			return
-		}
-		n.handle(&rd)
-		n.r.Advance(&rd)
-	}
-	n.w.chk.violate("ready-drains", "r%d: Ready never empties", n.id)
-}
-
-func (n *node) handle(rd *paxos.Ready) {
-	wr := &write{promised: rd.Promised, entries: rd.Entries, chosenTo: rd.ChosenTo, compactTo: rd.CompactTo,
-		after: rd.AfterSync, needSync: rd.MustSync || len(rd.AfterSync) > 0}
-	if rd.Snapshot != nil {
-		n.installSnapshot(rd.Snapshot)
-		n.saveSnapshot(*rd.Snapshot)
-	}
-	for i := range rd.Committed {
-		n.apply(&rd.Committed[i])
-	}
-	for _, m := range rd.Messages {
-		n.emit(m)
-	}
-	for i := range rd.Dropped {
-		n.answer(&rd.Dropped[i], clientMsg{retry: true, leader: rd.Leader})
-	}
-	for _, to := range rd.SendSnapshot {
-		if n.state.Applied() > 0 {
-			n.w.stats.SnapshotsSent++
-			n.emit(paxos.Message{Type: paxos.MsgSnapshot, From: n.id, To: to, Slot: n.state.Applied(), Data: n.state.AppendSnapshot(nil)})
-		}
-	}
-	if p := n.w.p.SnapshotEvery; p > 0 && !n.bgBusy && n.state.Applied() >= n.lastSnp+p {
-		n.saveSnapshot(paxos.Snapshot{Slot: n.state.Applied(), Data: n.state.AppendSnapshot(nil)})
-	}
-	if !wr.empty() {
-		n.pending = append(n.pending, wr)
-		n.maybeSync()
-	}
-}
-
-func (n *node) emit(m paxos.Message) {
-	n.w.chk.onSend(n, &m)
-	n.w.send(n.idx, m)
-}
-
-func (n *node) apply(e *paxos.Entry) {
-	var err error
-	n.results, err = n.state.Apply(e.Slot, e.Cmds, n.results[:0])
-	if err != nil {
-		n.w.chk.violate("apply-order", "r%d: apply slot %d: %v", n.id, e.Slot, err)
-		return
-	}
-	n.w.chk.onApply(n, e, n.results)
-	for i := range e.Cmds {
-		res := &n.results[i]
-		n.answer(&e.Cmds[i], clientMsg{ok: !res.Stale && !res.Expired, retry: res.Stale, expired: res.Expired,
-			session: res.Session, servedAt: e.Slot, servedIdx: i, found: res.Found, value: append([]byte(nil), res.Value...)})
-	}
-	if len(n.readWait) > 0 {
-		kept := n.readWait[:0]
-		for _, lr := range n.readWait {
-			if n.state.Applied() >= lr.index {
-				n.serveRead(&lr.cm)
-			} else {
-				kept = append(kept, lr)
-			}
-		}
-		n.readWait = kept
-	}
-}
-
-// serveRead answers a lease read from the local state, as the runtime does.
-func (n *node) serveRead(cm *clientMsg) {
-	v, ok := n.state.Get(cm.cmd.Key)
-	n.w.sendClient(evClientReply, cm.client, clientMsg{seq: cm.cmd.Seq, ok: true, lease: true, leader: n.id,
-		servedAt: n.state.Applied(), servedIdx: -1, found: ok, value: append([]byte(nil), v...)})
-}
-
-// saveSnapshot queues a snapshot for the background saver: durable only when its job completes.
-func (n *node) saveSnapshot(s paxos.Snapshot) {
-	n.lastSnp = max(n.lastSnp, s.Slot)
-	n.bg = append(n.bg, s)
-	n.startBackground()
-}
-
-func (n *node) startBackground() {
-	if n.bgBusy || len(n.bg) == 0 {
-		return
-	}
-	n.bgBusy = true
-	at := n.w.nowUs + int64(n.w.p.SnapSaveMinUs+n.w.rng.IntN(n.w.p.SnapSaveSpreadUs+1))
-	n.w.schedule(&event{kind: evSnapSaved, node: n.idx, gen: n.bgGen, atUs: at})
-}
-
-// snapSaved makes the oldest queued snapshot durable and tells the core, which may then persist its
-// chosen prefix past it and truncate the log below it.
-func (n *node) snapSaved(gen uint64) {
-	if !n.up || gen != n.bgGen || !n.bgBusy {
-		return
-	}
-	s := n.bg[0]
-	n.bg = n.bg[1:]
-	n.bgBusy = false
-	if s.Slot > n.durable.snap.Slot {
-		n.durable.snap = s
-	}
-	n.r.Compact(s.Slot)
-	n.startBackground()
-	n.process()
-}
-
-// answer replies to the client this replica owes a reply for cmd, if any.
-func (n *node) answer(cmd *paxos.Command, cm clientMsg) {
-	k := keyOf(cmd)
-	ci, ok := n.owes[k]
-	if !ok {
-		return
-	}
-	delete(n.owes, k)
-	cm.seq = cmd.Seq
-	if cm.leader == 0 {
-		cm.leader = n.r.Status().Leader
-	}
-	n.w.sendClient(evClientReply, ci, cm)
-}
-
-func (n *node) installSnapshot(s *paxos.Snapshot) {
-	if err := n.state.Restore(s.Data); err != nil {
-		n.w.chk.violate("snapshot-restores", "r%d: snapshot for slot %d does not restore: %v", n.id, s.Slot, err)
-		return
-	}
-	n.w.logf("r%d installed a peer snapshot at slot %d", n.id, s.Slot)
-	n.w.chk.onSnapshotInstalled(n, s.Slot)
-	if !n.w.healed && n.w.p.CrashInSavePct > 0 && n.w.rng.IntN(100) < n.w.p.CrashInSavePct {
-		at := n.w.nowUs + 1 + int64(n.w.rng.IntN(n.w.p.SnapSaveMinUs+n.w.p.SnapSaveSpreadUs+1))
-		n.w.schedule(&event{kind: evCrashNode, node: n.idx, gen: uint64(n.inc), atUs: at})
-	}
-}
-
-// maybeSync starts an fsync covering every write queued so far, unless one is in flight.
-func (n *node) maybeSync() {
-	if n.syncing || !slices.ContainsFunc(n.pending, func(wr *write) bool { return wr.needSync }) {
-		return
-	}
-	n.syncing, n.syncN = true, len(n.pending)
-	n.syncGen++
-	at := n.w.nowUs + int64(n.w.p.SyncMinUs+n.w.rng.IntN(n.w.p.SyncSpreadUs+1))
-	n.w.schedule(&event{kind: evSyncDone, node: n.idx, gen: n.syncGen, atUs: at})
-}
-
-// syncDone makes the covered writes durable and releases the messages that waited for them.
-func (n *node) syncDone(gen uint64) {
-	if !n.up || gen != n.syncGen || !n.syncing {
-		return
-	}
-	done := n.pending[:n.syncN]
-	n.pending = slices.Clone(n.pending[n.syncN:])
-	n.syncing = false
-	for _, wr := range done {
-		n.makeDurable(wr)
-		for _, m := range wr.after {
-			n.emit(m)
-		}
-	}
-	n.maybeSync()
-	n.process()
-}
-
-func (n *node) makeDurable(wr *write) {
-	before := n.durable.chosenTo
-	n.durable.apply(wr)
-	n.w.chk.onDurable(n, wr)
-	if n.durable.chosenTo > before {
-		n.w.chk.checkDurablePrefix(n, before)
-	}
-}
-
-// crash kills the process: memory, unsynced writes (but a random prefix), and pending replies go.
+// crash kills the process: memory, unsynced writes (but a random prefix), background jobs and
+// pending replies go.
 func (n *node) crash() {
 	n.w.stats.Crashes++
 	n.w.logf("crash r%d", n.id)
-	for _, wr := range n.pending {
-		if n.w.rng.IntN(100) >= n.w.p.UnsyncedKeepPct {
-			break
-		}
-		n.makeDurable(wr)
+	if n.d != nil {
+		st := n.d.Core().Status().Metrics
+		n.metric.Preempted += st.Preempted
+		n.metric.Campaigns += st.Campaigns
+		n.metric.LeaseRefusals += st.LeaseRefusals
 	}
-	st := n.r.Status().Metrics
-	n.metrics.Preempted += st.Preempted
-	n.metrics.Campaigns += st.Campaigns
-	n.metrics.LeaseRefusals += st.LeaseRefusals
-	if len(n.bg) > 0 {
-		n.w.logf("r%d crashed with %d snapshot saves pending (first slot %d, durable %d)", n.id, len(n.bg), n.bg[0].Slot, n.durable.snap.Slot)
-	}
-	n.pending, n.syncing, n.owes = nil, false, nil
-	n.syncGen++
-	n.bg, n.bgBusy, n.readWait = nil, false, nil
+	n.disk.crash()
+	n.bg = nil
 	n.bgGen++
-	n.up, n.r, n.state = false, nil, nil
+	n.up, n.paused, n.deferred = false, false, nil
 }
 
 func (n *node) restart() {
@@ -393,4 +416,39 @@ func (n *node) restart() {
 	}
 	n.w.logf("restart r%d", n.id)
 	n.start()
+}
+
+// pause stops the process (SIGSTOP): its clock goes on, nothing of it runs.
+func (n *node) pause() {
+	if n.up && !n.paused {
+		n.w.logf("pause r%d", n.id)
+		n.paused = true
+	}
+}
+
+// resume continues it (SIGCONT): one wake-up sees the time that passed, then every input that
+// waited, then the ticker's one pending tick.
+func (n *node) resume() {
+	if !n.up || !n.paused {
+		return
+	}
+	n.w.logf("resume r%d", n.id)
+	n.paused = false
+	inputs := n.deferred
+	n.deferred = nil
+	n.wake(func() {
+		for _, in := range inputs {
+			in()
+		}
+		n.d.OnTicker()
+	})
+}
+
+// failDisk makes the node's disk fail from now on (ENOSPC, EIO): the driver must fence itself.
+func (n *node) failDisk() {
+	if n.up && n.disk.failed == nil {
+		n.w.logf("disk of r%d fails", n.id)
+		n.disk.failed = errDiskFailed
+		n.wake(n.d.OnDurable)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"strings"
 
+	"github.com/sofadb/sofadb/driver"
 	"github.com/sofadb/sofadb/paxos"
 )
 
@@ -66,6 +67,24 @@ type Params struct {
 	// TigerBeetle's simulator aims its faults).
 	CrashInSavePct int
 
+	// PauseEveryUs is the mean time between pauses (SIGSTOP) of a random replica, each for
+	// PauseMinUs plus up to PauseSpanUs: its clock goes on, nothing of it runs. 0: none.
+	PauseEveryUs, PauseMinUs, PauseSpanUs int
+	// DiskFailEveryUs is the mean time between disk failures (ENOSPC, EIO) of a random replica,
+	// which must fence itself. 0: none.
+	DiskFailEveryUs int
+	// DiskBacklogMax is how many unresolved records a disk holds before it says it is behind (the
+	// driver then answers new commands Busy).
+	DiskBacklogMax int
+	// ClockSkewPct bounds how much faster or slower each replica's clock runs than simulated time,
+	// within the lease's drift margin.
+	ClockSkewPct int
+	// BadSnapshotPct of snapshots on the wire are replaced by one the state machine cannot use at
+	// the slot they claim (a peer's bug): the receiver must refuse them.
+	BadSnapshotPct int
+	// DriverMutation plants a bug in the driver (runtime canaries).
+	DriverMutation driver.Mutation
+
 	// NoOracles turns off the checks that look inside replicas (the lease oracles), leaving what
 	// clients and the durable state show: canary reports run both ways.
 	NoOracles bool
@@ -96,9 +115,38 @@ type Params struct {
 // rarely (about 1 seed in 500): each has a scripted scenario test, run by make test, that shows a
 // client a stale read with the bug and none without it. Random canary runs report them, but their
 // gate is the scenario test.
-var ScenarioCanaries = map[paxos.Mutation]string{
-	paxos.MutNoRestartQuiet: "TestRestartedFollowerDoesNotHandTheLeaseToANewLeader",
+var ScenarioCanaries = map[string]string{
+	paxos.MutNoRestartQuiet.String(): "TestRestartedFollowerDoesNotHandTheLeaseToANewLeader",
 }
+
+// Canary is one planted bug: in the core, or in the driver (a runtime canary).
+type Canary struct {
+	Core   paxos.Mutation
+	Driver driver.Mutation
+}
+
+// Name is the canary's name in reports: the core mutation's, or "driver-" and the driver's.
+func (c Canary) Name() string {
+	if c.Driver != driver.MutNone {
+		return "driver-" + c.Driver.String()
+	}
+	return c.Core.String()
+}
+
+// Canaries lists every planted bug of the core and of the driver.
+func Canaries() []Canary {
+	var out []Canary
+	for _, m := range paxos.Mutations() {
+		out = append(out, Canary{Core: m})
+	}
+	for _, m := range driver.Mutations() {
+		out = append(out, Canary{Driver: m})
+	}
+	return out
+}
+
+// Plant sets the canary's bug in p.
+func (c Canary) Plant(p *Params) { p.Mutation, p.DriverMutation = c.Core, c.Driver }
 
 func pick[T any](rng *rand.Rand, xs ...T) T { return xs[rng.IntN(len(xs))] }
 
@@ -165,6 +213,18 @@ func Choose(seed uint64, replicas, events int) Params {
 	if p.CrashEveryUs > 0 {
 		p.CrashInSavePct = pick(rng, 0, 50)
 	}
+	if on(40) {
+		p.PauseEveryUs = 20_000 + rng.IntN(200_000)
+		p.PauseMinUs, p.PauseSpanUs = 1_000+rng.IntN(10_000), rng.IntN(60_000)
+	}
+	if on(15) {
+		p.DiskFailEveryUs = 100_000 + rng.IntN(500_000)
+	}
+	p.DiskBacklogMax = pick(rng, 4, 64, 1<<20)
+	p.ClockSkewPct = pick(rng, 0, 1, 3)
+	if on(35) {
+		p.BadSnapshotPct = pick(rng, 30, 100)
+	}
 	if p.CrashEveryUs > 0 && on(30) {
 		p.DownMinUs = 100 + rng.IntN(2000) // quick restarts: back within a lease term
 	}
@@ -186,6 +246,8 @@ func (p Params) String() string {
 		p.ClientThinkUs, p.ClientTimeoutUs, p.Keys, p.BatchBytesMax, p.InflightSlotsMax, p.WindowSlotsMax,
 		p.QueueBytesMax)
 	fmt.Fprintf(&b, " truncate-silent=%dticks crash-in-save=%d%%", p.TruncateSilentTicks, p.CrashInSavePct)
+	fmt.Fprintf(&b, " pause-every=%dus for=%d+%dus disk-fail-every=%dus disk-backlog=%d skew=%d%% bad-snapshots=%d%% driver-mutation=%v",
+		p.PauseEveryUs, p.PauseMinUs, p.PauseSpanUs, p.DiskFailEveryUs, p.DiskBacklogMax, p.ClockSkewPct, p.BadSnapshotPct, p.DriverMutation)
 	fmt.Fprintf(&b, " snapshot-every=%d save=%d+%dus lease-reads=%v reads=%d%% follow-leader=%d%% readers=%d dead-for-good=%d events=%d",
 		p.SnapshotEvery, p.SnapSaveMinUs, p.SnapSaveSpreadUs, p.LeaseReads, p.ReadPct, p.FollowLeaderPct, p.Readers,
 		p.DeadForGood, p.FaultEvents)

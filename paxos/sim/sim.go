@@ -33,6 +33,8 @@ type Stats struct {
 	Proposed       int    // distinct client commands issued
 	Crashes        int
 	Partitions     int
+	Pauses         int
+	DiskFailures   int
 	Preempted      uint64 // summed over replicas
 	Campaigns      uint64
 	Messages       int
@@ -64,8 +66,11 @@ const (
 	evRestart
 	evPartition
 	evHealPartition
-	evSnapSaved
+	evBgDone
 	evCrashNode
+	evPause
+	evResume
+	evDiskFail
 )
 
 type event struct {
@@ -150,7 +155,11 @@ func newWorld(p Params, log io.Writer) *world {
 		peers[i] = paxos.ReplicaID(i + 1)
 	}
 	for i := range p.Replicas {
-		n := &node{w: w, idx: i, id: peers[i], peers: peers, durable: newDurableModel()}
+		n := &node{w: w, idx: i, id: peers[i], peers: peers}
+		n.disk = &simDisk{n: n, durable: newDurableModel()}
+		if p.ClockSkewPct > 0 {
+			n.skew = (w.rng.Float64()*2 - 1) * float64(p.ClockSkewPct) / 100
+		}
 		w.nodes = append(w.nodes, n)
 		n.start()
 		// Stagger first ticks so replicas do not run in lock step.
@@ -169,6 +178,12 @@ func newWorld(p Params, log io.Writer) *world {
 	}
 	if p.PartitionEveryUs > 0 {
 		w.schedule(&event{kind: evPartition, atUs: w.expDelay(p.PartitionEveryUs)})
+	}
+	if p.PauseEveryUs > 0 {
+		w.schedule(&event{kind: evPause, atUs: w.expDelay(p.PauseEveryUs)})
+	}
+	if p.DiskFailEveryUs > 0 {
+		w.schedule(&event{kind: evDiskFail, atUs: w.expDelay(p.DiskFailEveryUs)})
 	}
 	return w
 }
@@ -248,7 +263,7 @@ func (w *world) dispatch(e *event) {
 	case evDeliver:
 		w.nodes[e.node].deliver(&e.msg)
 	case evSyncDone:
-		w.nodes[e.node].syncDone(e.gen)
+		w.nodes[e.node].disk.syncDone(e.gen)
 	case evClientSend:
 		w.cls[e.node].send()
 	case evClientTimeout:
@@ -267,8 +282,14 @@ func (w *world) dispatch(e *event) {
 		w.partition()
 	case evHealPartition:
 		w.healPartitions()
-	case evSnapSaved:
-		w.nodes[e.node].snapSaved(e.gen)
+	case evBgDone:
+		w.nodes[e.node].bgDone(e.gen)
+	case evPause:
+		w.pauseSomeone()
+	case evResume:
+		w.nodes[e.node].resume()
+	case evDiskFail:
+		w.failSomeDisk()
 	case evCrashNode:
 		w.crashNode(w.nodes[e.node], int(e.gen))
 	}
@@ -292,6 +313,12 @@ func (w *world) heal() {
 		}
 	}
 	for _, n := range w.nodes {
+		if n.up && n.paused {
+			n.resume()
+		}
+		if n.up && n.disk.failed != nil {
+			n.crash() // a fenced replica is restarted on a repaired disk
+		}
 		if !n.up {
 			n.restart()
 		}
@@ -312,6 +339,9 @@ func (w *world) send(from int, m paxos.Message) {
 	m, ok := w.throughWire(&m)
 	if !ok {
 		return
+	}
+	if m.Type == paxos.MsgSnapshot && !w.healed && w.p.BadSnapshotPct > 0 && w.rng.IntN(100) < w.p.BadSnapshotPct {
+		m.Data = badSnapshot(m.Data) // a peer's bug: the receiver must refuse it
 	}
 	if !w.healed && (w.cut[from][to] || w.rng.IntN(100) < w.p.LossPct) {
 		return
@@ -356,6 +386,31 @@ func (w *world) crashSomeone() {
 		w.schedule(&event{kind: evRestart, node: n.idx, atUs: w.nowUs + int64(w.p.DownMinUs+w.rng.IntN(w.p.DownSpreadUs+1))})
 	}
 	w.schedule(&event{kind: evCrash, atUs: w.expDelay(w.p.CrashEveryUs)})
+}
+
+// pauseSomeone stops a random replica (SIGSTOP) for a while, then resumes it.
+func (w *world) pauseSomeone() {
+	if w.healed {
+		return
+	}
+	n := w.nodes[w.rng.IntN(len(w.nodes))]
+	if n.up && !n.paused {
+		n.pause()
+		w.stats.Pauses++
+		w.schedule(&event{kind: evResume, node: n.idx, atUs: w.nowUs + int64(w.p.PauseMinUs+w.rng.IntN(w.p.PauseSpanUs+1))})
+	}
+	w.schedule(&event{kind: evPause, atUs: w.expDelay(w.p.PauseEveryUs)})
+}
+
+// failSomeDisk makes a random replica's disk fail; it stays fenced until it crashes or the heal
+// restarts it on a repaired disk.
+func (w *world) failSomeDisk() {
+	if w.healed {
+		return
+	}
+	w.nodes[w.rng.IntN(len(w.nodes))].failDisk()
+	w.stats.DiskFailures++
+	w.schedule(&event{kind: evDiskFail, atUs: w.expDelay(w.p.DiskFailEveryUs)})
 }
 
 // crashNode crashes one replica, if it is still the incarnation the crash was aimed at, and
@@ -433,12 +488,12 @@ func (w *world) converged() bool {
 		if !n.up {
 			return false
 		}
-		top = max(top, n.r.Status().Commit)
+		top = max(top, n.core().Status().Commit)
 		live = append(live, n)
 	}
-	d := live[0].state.Digest()
+	d := live[0].st().Digest()
 	for _, n := range live {
-		if n.state.Applied() != top || n.state.Digest() != d {
+		if n.st().Applied() != top || n.st().Digest() != d {
 			return false
 		}
 	}
@@ -463,8 +518,8 @@ func (w *world) convergeReport() string {
 			st = "dead"
 		}
 		if n.up {
-			rs := n.r.Status()
-			st = fmt.Sprintf("%s ballot=%v leader=%d commit=%d applied=%d known=%d", rs.Role, rs.Ballot, rs.Leader, rs.Commit, n.state.Applied(), rs.LogLast)
+			rs := n.core().Status()
+			st = fmt.Sprintf("%s ballot=%v leader=%d commit=%d applied=%d known=%d", rs.Role, rs.Ballot, rs.Leader, rs.Commit, n.st().Applied(), rs.LogLast)
 		}
 		s += fmt.Sprintf(" [r%d %s]", n.id, st)
 	}
@@ -481,16 +536,16 @@ func (w *world) finalStats() Stats {
 	s := w.stats
 	s.EndUs = w.nowUs
 	for _, n := range w.nodes {
-		if n.r != nil {
-			st := n.r.Status()
+		if n.d != nil {
+			st := n.core().Status()
 			s.ChosenSlots = max(s.ChosenSlots, st.Commit)
 			s.Preempted += st.Metrics.Preempted
 			s.Campaigns += st.Metrics.Campaigns
 			s.LeaseRefusals += st.Metrics.LeaseRefusals
 		}
-		s.Preempted += n.metrics.Preempted
-		s.Campaigns += n.metrics.Campaigns
-		s.LeaseRefusals += n.metrics.LeaseRefusals
+		s.Preempted += n.metric.Preempted
+		s.Campaigns += n.metric.Campaigns
+		s.LeaseRefusals += n.metric.LeaseRefusals
 	}
 	s.Acked = len(w.chk.acked)
 	s.Proposed = len(w.chk.proposed)
@@ -509,5 +564,8 @@ func sortedKeys[K interface{ ~uint64 | ~int }, V any](m map[K]V) []K {
 	return keys
 }
 
-// stateDigest is a state's identity for convergence and snapshot checks.
-func stateDigest(s *disk.State) (uint64, uint64) { return s.Applied(), s.Digest() }
+// badSnapshot is a snapshot the state machine reads, but of an empty state: its slot disagrees with
+// the one the message claims.
+func badSnapshot(data []byte) []byte { return emptySnapshot }
+
+var emptySnapshot = disk.NewState().AppendSnapshot(nil)

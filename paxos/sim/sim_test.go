@@ -84,7 +84,7 @@ func submit(t *testing.T, w *world, to int, key, value string) *client {
 
 func leaderOf(w *world) *node {
 	for _, n := range w.nodes {
-		if n.up && n.r.Status().Role == "leader" {
+		if n.up && n.core().Status().Role == "leader" {
 			return n
 		}
 	}
@@ -198,7 +198,7 @@ func TestLeaderCrashAfterAcceptBeforeCommit(t *testing.T) {
 		t.Fatal("no leader elected")
 	}
 	old := leaderOf(w)
-	oldBallot := old.r.Status().Ballot
+	oldBallot := old.core().Status().Ballot
 	c := openClient(t, w, old.idx)
 	w.drop = func(from int, m *paxos.Message) bool {
 		return m.Type == paxos.MsgAccepted && int(m.To)-1 == old.idx && from != old.idx
@@ -208,7 +208,7 @@ func TestLeaderCrashAfterAcceptBeforeCommit(t *testing.T) {
 	votedBy := func() int {
 		n := 0
 		for _, f := range w.nodes {
-			for s, e := range f.durable.entries {
+			for s, e := range f.disk.durable.entries {
 				if f != old && len(e.Cmds) > 0 && string(e.Cmds[0].Value) == "precious" {
 					n, slot = n+1, s
 				}
@@ -219,7 +219,7 @@ func TestLeaderCrashAfterAcceptBeforeCommit(t *testing.T) {
 	if !runUntil(w, 500_000, func() bool { return votedBy() == 2 }) {
 		t.Fatal("followers never voted durably for the command")
 	}
-	if old.r.Status().Commit >= slot {
+	if old.core().Status().Commit >= slot {
 		t.Fatal("leader learned the slot was chosen: the scenario needs it not to")
 	}
 	old.crash()
@@ -230,7 +230,7 @@ func TestLeaderCrashAfterAcceptBeforeCommit(t *testing.T) {
 	if at := w.chk.effective[cmdKey{c.session, 1}]; at.slot != slot {
 		t.Fatalf("command took effect in slot %d, want slot %d where the crashed leader proposed it", at.slot, slot)
 	}
-	if nl := leaderOf(w); nl == nil || nl.r.Status().Ballot <= oldBallot {
+	if nl := leaderOf(w); nl == nil || nl.core().Status().Ballot <= oldBallot {
 		t.Fatalf("no new leader above %v", oldBallot)
 	}
 	mustConverge(t, w)
@@ -264,10 +264,10 @@ func TestMinorityPartitionedThenHealed(t *testing.T) {
 	for range 4 {
 		addClient(w, lead.idx) // load the majority side; the random clients also hit the minority
 	}
-	before := lead.r.Status().Commit
+	before := lead.core().Status().Commit
 	runFor(w, 500_000)
-	during := lead.r.Status().Commit
-	behind := w.nodes[minority[0]].r.Status().Commit
+	during := lead.core().Status().Commit
+	behind := w.nodes[minority[0]].core().Status().Commit
 	if during < before+50 {
 		t.Fatalf("majority stalled during the partition: commit %d -> %d", before, during)
 	}
@@ -275,7 +275,7 @@ func TestMinorityPartitionedThenHealed(t *testing.T) {
 		t.Fatalf("minority at %d, majority at %d: want the minority to have learned a prefix and then fallen behind", behind, during)
 	}
 	mustConverge(t, w)
-	t.Logf("majority chose %d slots while the minority sat at %d; all converged at %d", during-before, behind, w.nodes[0].state.Applied())
+	t.Logf("majority chose %d slots while the minority sat at %d; all converged at %d", during-before, behind, w.nodes[0].st().Applied())
 }
 
 // TestReplicaRestartedFromDurableStateCatchesUp: a follower crashes (losing what it had not
@@ -301,17 +301,17 @@ func TestReplicaRestartedFromDurableStateCatchesUp(t *testing.T) {
 			}
 			runFor(w, 100_000)
 			f.crash()
-			crashedAt := w.nodes[(f.idx+1)%3].r.Status().Commit
+			crashedAt := w.nodes[(f.idx+1)%3].core().Status().Commit
 			runFor(w, 600_000)
 			f.restart()
 			mustConverge(t, w)
-			if f.state.Applied() <= crashedAt+100 {
-				t.Fatalf("too little happened while r%d was down: %d -> %d", f.id, crashedAt, f.state.Applied())
+			if f.st().Applied() <= crashedAt+100 {
+				t.Fatalf("too little happened while r%d was down: %d -> %d", f.id, crashedAt, f.st().Applied())
 			}
 			if snapEvery > 0 && w.stats.SnapshotsSent == 0 {
 				t.Fatal("log truncated but no snapshot was sent")
 			}
-			t.Logf("r%d crashed at slot ~%d, caught up to %d (snapshots sent: %d)", f.id, crashedAt, f.state.Applied(), w.stats.SnapshotsSent)
+			t.Logf("r%d crashed at slot ~%d, caught up to %d (snapshots sent: %d)", f.id, crashedAt, f.st().Applied(), w.stats.SnapshotsSent)
 		})
 	}
 }
@@ -319,24 +319,24 @@ func TestReplicaRestartedFromDurableStateCatchesUp(t *testing.T) {
 // TestMutationCanariesAreCaught plants each known bug and requires the checkers to fire within a
 // small seed budget: a checker that never fires proves nothing.
 func TestMutationCanariesAreCaught(t *testing.T) {
-	for _, m := range paxos.Mutations() {
-		if _, scripted := ScenarioCanaries[m]; scripted {
+	for _, m := range Canaries() {
+		if _, scripted := ScenarioCanaries[m.Name()]; scripted {
 			continue // gated by its scenario test
 		}
 		caught := uint64(0)
 		var first string
 		for seed := uint64(1); seed <= 100 && caught == 0; seed++ {
 			p := Choose(seed, 0, 20000)
-			p.Mutation = m
+			m.Plant(&p)
 			if res := Run(p, nil); res.Failed() {
 				caught, first = seed, res.Violations[0]
 			}
 		}
 		if caught == 0 {
-			t.Errorf("canary %v not caught in 100 seeds", m)
+			t.Errorf("canary %v not caught in 100 seeds", m.Name())
 			continue
 		}
-		t.Logf("canary %v caught by seed %d: %s", m, caught, first)
+		t.Logf("canary %v caught by seed %d: %s", m.Name(), caught, first)
 	}
 }
 
@@ -361,9 +361,9 @@ func TestForwardedCommandSurvivesLeaderCrashWithoutClientRetry(t *testing.T) {
 	old := leaderOf(w)
 	f := w.nodes[(old.idx+1)%3]
 	c := openClient(t, w, f.idx)
-	before := f.r.Status().Metrics.Forwarded
+	before := f.core().Status().Metrics.Forwarded
 	c.put(f.idx, "k", "forwarded")
-	forwarded := func() bool { return f.r.Status().Metrics.Forwarded > before }
+	forwarded := func() bool { return f.core().Status().Metrics.Forwarded > before }
 	if !runUntil(w, 100_000, forwarded) {
 		t.Fatal("follower never forwarded the command")
 	}
@@ -376,9 +376,9 @@ func TestForwardedCommandSurvivesLeaderCrashWithoutClientRetry(t *testing.T) {
 	}
 	if !runUntil(w, 5_000_000, func() bool { return c.acks > 0 }) {
 		t.Fatalf("command never applied after the leader crashed (reforwarded %d): %s",
-			f.r.Status().Metrics.Reforwarded, w.convergeReport())
+			f.core().Status().Metrics.Reforwarded, w.convergeReport())
 	}
-	if f.r.Status().Metrics.Reforwarded == 0 {
+	if f.core().Status().Metrics.Reforwarded == 0 {
 		t.Fatal("applied without a re-forward: the scenario did not test what it says")
 	}
 	w.drop = nil
@@ -444,13 +444,17 @@ func TestNewLeaderServesNoStaleLeaseReadBeforeItsReproposalsAreChosen(t *testing
 		w.p.SyncMinUs = 4_000 // accept replies wait for a slow fsync; heartbeat acknowledgements do not
 		old := leaderOf(w)
 		a, b := w.nodes[(old.idx+1)%3], w.nodes[(old.idx+2)%3]
-		ra, rb := addPinned(w, a.idx, true), addPinned(w, b.idx, true) // readers at both survivors
+		// Readers at both survivors, idle until the old leader is gone: a read they sent through it
+		// now would carry the chosen prefix to a (in the accepts that follow), and the new leader
+		// would learn it from a's promise.
+		ra, rb := openClient(t, w, a.idx), openClient(t, w, b.idx)
 		c := openClient(t, w, old.idx)
-		runUntil(w, 100_000, func() bool { return ra.session != 0 && rb.session != 0 })
 		w.p.ClientTimeoutUs = 1_500 // readers ask again often, so reads arrive right after the election
-		// From now on the old leader's accepts reach only a, and nobody hears its chosen prefix.
+		// From now on the old leader's accepts reach only a, and nobody hears that the write's
+		// slot (or anything after it) is chosen: not from a commit notice, not piggybacked.
+		known := old.core().Status().Commit
 		w.drop = func(from int, m *paxos.Message) bool {
-			return from == old.idx && (m.Type == paxos.MsgCommit || int(m.To) == b.idx+1)
+			return from == old.idx && (m.Type == paxos.MsgCommit || int(m.To) == b.idx+1 || m.Commit > known)
 		}
 		c.put(old.idx, "k1", "precious")
 		if !runUntil(w, 200_000, func() bool { return c.acks > 0 }) {
@@ -458,6 +462,10 @@ func TestNewLeaderServesNoStaleLeaseReadBeforeItsReproposalsAreChosen(t *testing
 		}
 		old.crash()
 		w.drop = nil
+		for _, r := range []*client{ra, rb} {
+			r.scripted, r.reader, r.pin = false, true, r.hint
+			r.send()
+		}
 		runFor(w, 300_000)
 		if leaderOf(w) == nil {
 			t.Fatal("no new leader")
@@ -481,12 +489,12 @@ func TestDeposedLeaderGetsNoLeaseFromAnAcceptorThatPromisedHigher(t *testing.T) 
 		// f stops hearing the old leader until n leads: f's lease lapses and it promises n.
 		w.p.ClientTimeoutUs = 1_500
 		w.drop = func(from int, m *paxos.Message) bool {
-			if from == old.idx && int(m.To) == f.idx+1 && n.r.Status().Role != "leader" {
+			if from == old.idx && int(m.To) == f.idx+1 && n.core().Status().Role != "leader" {
 				return true
 			}
 			return from == f.idx && int(m.To) == old.idx+1 && m.Type == paxos.MsgNack
 		}
-		if !runUntil(w, 500_000, func() bool { return n.up && n.r.Status().Role == "leader" }) {
+		if !runUntil(w, 500_000, func() bool { return n.up && n.core().Status().Role == "leader" }) {
 			t.Fatal("the cut-off follower never took over")
 		}
 		wr := addPinned(w, n.idx, false)
@@ -511,7 +519,7 @@ func TestRestartedFollowerDoesNotHandTheLeaseToANewLeader(t *testing.T) {
 		w.cut[old.idx][n.idx], w.cut[n.idx][old.idx] = true, true
 		runFor(w, 30_000) // n campaigns in vain: f refuses it while it grants the old leader a lease
 		servedBefore := w.chk.leaseReads
-		if n.r.Status().Metrics.Campaigns == 0 {
+		if n.core().Status().Metrics.Campaigns == 0 {
 			t.Fatal("the cut-off follower never campaigned")
 		}
 		w.p.ClientTimeoutUs = 1_500
@@ -520,7 +528,7 @@ func TestRestartedFollowerDoesNotHandTheLeaseToANewLeader(t *testing.T) {
 		runFor(w, 1_000)             // what was in flight to f is lost with the crash
 		f.restart()
 		runFor(w, 60_000)
-		if len(w.chk.violations) == 0 && n.r.Status().Role == "leader" && wr.seq < 2 {
+		if len(w.chk.violations) == 0 && n.core().Status().Role == "leader" && wr.seq < 2 {
 			t.Fatalf("new leader took no writes (writer at seq %d)", wr.seq)
 		}
 		return func() int { return servedBefore }
