@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
-	"github.com/sofadb/sofadb/wire"
+	"github.com/sofadb/sofadb/wire/peerwire"
 )
 
 // benchRecordBytes is the encoded size of one benchmark record (one slot, one command).
@@ -44,16 +45,16 @@ func benchDir(b *testing.B) string {
 // benchEntry is a one-command slot whose wire encoding is benchRecordBytes long (for 3-byte slot
 // varints, slots 16384 to 2 million: the benchmarks stay in that range).
 func benchEntry(slot uint64) paxos.Entry {
-	e := paxos.Entry{Slot: slot, Ballot: paxos.MakeBallot(1, 1), Cmds: []paxos.Command{{
-		ClientID: 1, Seq: 1, Op: paxos.OpPut, Key: []byte("key-0123456789ab"), Value: benchValue()}}}
+	e := paxos.Entry{Slot: slot, Ballot: paxos.MakeBallot(1, 1), Cmds: []paxos.Command{
+		put(1, 1, "key-0123456789ab", string(benchValue()))}}
 	return e
 }
 
 // benchValue pads the command so that a slot in the benchmarks' range encodes to benchRecordBytes.
 var benchValue = sync.OnceValue(func() []byte {
-	e := paxos.Entry{Slot: 1 << 14, Ballot: paxos.MakeBallot(1, 1), Cmds: []paxos.Command{{
-		ClientID: 1, Seq: 1, Op: paxos.OpPut, Key: []byte("key-0123456789ab")}}}
-	return bytes.Repeat([]byte("v"), benchRecordBytes-len(wire.AppendEntry(nil, &e)))
+	e := paxos.Entry{Slot: 1 << 14, Ballot: paxos.MakeBallot(1, 1), Cmds: []paxos.Command{
+		put(1, 1, "key-0123456789ab", "")}}
+	return bytes.Repeat([]byte("v"), benchRecordBytes-len(peerwire.AppendEntry(nil, &e)))
 })
 
 // reportGroups reports what the group committer did during the timed part of a benchmark.
@@ -129,7 +130,7 @@ func BenchmarkSyncEach(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		e := benchEntry(uint64(1<<14 + i))
-		o := op{key: appendSlotKey(nil, e.Slot), value: wire.AppendEntry(nil, &e)}
+		o := op{key: appendSlotKey(nil, e.Slot), value: peerwire.AppendEntry(nil, &e)}
 		if err := be.write([]op{o}); err != nil {
 			b.Fatal(err)
 		}
@@ -145,19 +146,19 @@ func BenchmarkSyncEach(b *testing.B) {
 }
 
 // benchState builds a state of n keys of 16 bytes with 128-byte values.
-func benchState(n int) *State {
-	st := NewState()
+func benchState(n int) *kv.State {
+	st := kv.NewState()
 	val := bytes.Repeat([]byte("v"), 128)
-	cmds := make([]paxos.Command, 0, 64)
+	cmds := []kv.Command{{Op: kv.OpOpen}} // session 1, then its puts
 	slot := uint64(0)
 	for i := 0; i < n; {
-		cmds = cmds[:0]
 		for ; len(cmds) < 64 && i < n; i++ {
-			cmds = append(cmds, paxos.Command{ClientID: 1, Seq: uint64(i + 1), Op: paxos.OpPut,
+			cmds = append(cmds, kv.Command{ClientID: 1, Seq: uint64(i + 1), Op: kv.OpPut,
 				Key: fmt.Appendf(nil, "key-%012d", i), Value: val})
 		}
 		slot++
 		st.Apply(slot, cmds, nil)
+		cmds = cmds[:0]
 	}
 	return st
 }
@@ -194,8 +195,7 @@ func BenchmarkOpen(b *testing.B) {
 	for i := range uint64(slots) {
 		e := paxos.Entry{Slot: st.Applied() + 1 + i, Ballot: 1}
 		for j := range 16 {
-			e.Cmds = append(e.Cmds, paxos.Command{ClientID: 2, Seq: i*16 + uint64(j), Op: paxos.OpPut,
-				Key: fmt.Appendf(nil, "key-%012d", j), Value: val})
+			e.Cmds = append(e.Cmds, put(2, i*16+uint64(j), fmt.Sprintf("key-%012d", j), string(val)))
 		}
 		persistTicket(s, &paxos.Ready{Entries: []paxos.Entry{e}})
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 )
 
@@ -152,7 +153,7 @@ func checkAfterCrash(t *testing.T, dir string, f *crashFacts) {
 		t.Fatalf("snapshot at %d after crash, acknowledged one at %d", d.Applied, f.snapSlot)
 	}
 	if d.Applied > 0 {
-		st := NewState()
+		st := kv.NewState()
 		if err := st.Restore(rec.Snapshot); err != nil || st.Applied() != d.Applied {
 			t.Fatalf("snapshot does not restore: %v (applied %d, want %d)", err, st.Applied(), d.Applied)
 		}
@@ -170,7 +171,7 @@ func checkAfterCrash(t *testing.T, dir string, f *crashFacts) {
 			continue // covered by the snapshot, possibly truncated
 		}
 		e := stored[slot]
-		if e == nil || len(e.Cmds) != 1 || string(e.Cmds[0].Value) != crashValue(slot) {
+		if e == nil || len(e.Cmds) != 1 || valueOf(&e.Cmds[0]) != crashValue(slot) {
 			t.Fatalf("acknowledged slot %d lost or damaged after SIGKILL (applied %d): %+v", slot, d.Applied, e)
 		}
 	}
@@ -196,7 +197,7 @@ func TestCrashChild(t *testing.T) {
 		c.next.Store(rec.Durable.Entries[n-1].Slot)
 	}
 	c.round.Store(rec.Durable.Promised.Round())
-	c.state = NewState()
+	c.state = kv.NewState()
 	if rec.Snapshot != nil {
 		if err := c.state.Restore(rec.Snapshot); err != nil {
 			fmt.Fprintln(os.Stderr, "child restore:", err)
@@ -215,7 +216,7 @@ type crashChild struct {
 	next     atomic.Uint64 // last slot handed out
 	round    atomic.Uint64
 	maxAcked atomic.Uint64
-	state    *State // the snapshotter's
+	state    *kv.State // the snapshotter's
 	outMu    sync.Mutex
 	submitMu sync.Mutex
 }
@@ -234,7 +235,7 @@ func (c *crashChild) writer(w int) {
 	for i := 0; ; i++ {
 		slot := c.next.Add(1)
 		rd := &paxos.Ready{MustSync: true, Entries: []paxos.Entry{{Slot: slot, Ballot: 1,
-			Cmds: []paxos.Command{{ClientID: uint64(w), Seq: slot, Op: paxos.OpPut, Key: []byte("k"), Value: []byte(crashValue(slot))}}}}}
+			Cmds: []paxos.Command{put(uint64(w), slot, "k", crashValue(slot))}}}}
 		if i%8 == 0 {
 			rd.ChosenTo = slot
 		}
@@ -270,9 +271,12 @@ func (c *crashChild) snapshotter() {
 			continue
 		}
 		for slot := c.state.Applied() + 1; slot <= upTo; slot++ {
-			var cmds []paxos.Command
-			if slot%7 == 0 {
-				cmds = []paxos.Command{{ClientID: 1 << 40, Seq: slot, Op: paxos.OpPut, Key: fmt.Appendf(nil, "key-%d", slot%2000), Value: []byte(value)}}
+			var cmds []kv.Command
+			switch {
+			case slot == 1:
+				cmds = []kv.Command{{Op: kv.OpOpen}} // session 1
+			case slot%7 == 0:
+				cmds = []kv.Command{{ClientID: 1, Seq: slot, Op: kv.OpPut, Key: fmt.Appendf(nil, "key-%d", slot%2000), Value: []byte(value)}}
 			}
 			c.state.Apply(slot, cmds, nil)
 		}

@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/sofadb/sofadb/kv"
 )
 
 // ErrSnapshotOlder refuses a snapshot below the durable one: the log above the durable snapshot
@@ -58,20 +60,6 @@ func decodeSnapPointer(b []byte) (snapPointer, error) {
 	}, nil
 }
 
-// SnapshotSlot reads the applied slot from the head of State.AppendSnapshot bytes, so the slot a
-// snapshot covers is the one stored inside it, never a second copy that could disagree.
-func SnapshotSlot(data []byte) (uint64, error) {
-	d := snapDecoder{b: data}
-	if v := d.uvarint(); d.err == nil && v != snapshotVersion && v != 1 {
-		return 0, fmt.Errorf("%w: version %d", ErrBadSnapshot, v)
-	}
-	slot := d.uvarint()
-	if d.err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrBadSnapshot, d.err)
-	}
-	return slot, nil
-}
-
 // SaveSnapshot makes data (State.AppendSnapshot bytes) the durable snapshot and returns once it is:
 // chunks are written through the group committer, synced, and only then is the pointer flipped (in
 // one synced record); the previous snapshot's chunks are deleted after. A crash at any point leaves
@@ -79,9 +67,9 @@ func SnapshotSlot(data []byte) (uint64, error) {
 //
 // data is read until SaveSnapshot returns and never kept: the caller may reuse it afterwards. It
 // is safe to call from a goroutine other than the runtime loop (snapshots can be tens of MB); one
-// runs at a time. Errors: ErrBadSnapshot, ErrSnapshotOlder, ErrClosed, or the sticky failure.
+// runs at a time. Errors: kv.ErrBadSnapshot, ErrSnapshotOlder, ErrClosed, or the sticky failure.
 func (s *Store) SaveSnapshot(data []byte) error {
-	slot, err := SnapshotSlot(data)
+	slot, err := kv.SnapshotSlot(data)
 	if err != nil {
 		return err
 	}
@@ -195,7 +183,7 @@ func checkSnapshot(p snapPointer, data []byte) error {
 		return fmt.Errorf("%w: snapshot %d: %d bytes (want %d) or checksum mismatch",
 			ErrCorrupt, p.gen, len(data), p.sizeBytes)
 	}
-	slot, err := SnapshotSlot(data)
+	slot, err := kv.SnapshotSlot(data)
 	if err != nil || slot != p.slot {
 		return fmt.Errorf("%w: snapshot %d: slot %d, pointer says %d (%v)", ErrCorrupt, p.gen, slot, p.slot, err)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/sofadb/sofadb/paxos"
-	"github.com/sofadb/sofadb/wire"
+	"github.com/sofadb/sofadb/wire/peerwire"
 )
 
 // ErrCorrupt is returned by Open when a stored record does not decode or contradicts its key: the
@@ -212,7 +212,7 @@ func readEntries(txn *badger.Txn, applied uint64) ([]paxos.Entry, error) {
 			return nil, err
 		}
 		var e paxos.Entry
-		n, err := wire.DecodeEntry(val, &e)
+		n, err := peerwire.DecodeEntry(val, &e)
 		if err != nil || n != len(val) || e.Slot != slot {
 			return nil, fmt.Errorf("%w: slot %d (decoded %d of %d bytes, slot %d): %v",
 				ErrCorrupt, slot, n, len(val), e.Slot, err)
@@ -257,7 +257,7 @@ func (s *Store) Persist(rd *paxos.Ready) (Ticket, error) {
 	}
 	for i := range rd.Entries {
 		b.setSlot(rd.Entries[i].Slot)
-		b.buf = wire.AppendEntry(b.buf, &rd.Entries[i])
+		b.buf = peerwire.AppendEntry(b.buf, &rd.Entries[i])
 	}
 	if rd.ChosenTo != 0 {
 		b.set(keyChosen)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 )
 
@@ -34,7 +35,7 @@ func openStore(t testing.TB, dir string, opt Options) (*Store, Recovered) {
 func entry(slot uint64, ballot paxos.Ballot, vals ...string) paxos.Entry {
 	e := paxos.Entry{Slot: slot, Ballot: ballot}
 	for i, v := range vals {
-		e.Cmds = append(e.Cmds, put(uint64(slot), uint64(i+1), fmt.Sprint("k", slot), v))
+		e.Cmds = append(e.Cmds, put(slot, uint64(i+1), fmt.Sprint("k", slot), v))
 	}
 	return e
 }
@@ -52,8 +53,7 @@ func sameEntries(t *testing.T, got, want []paxos.Entry) {
 		}
 		for j := range w.Cmds {
 			gc, wc := g.Cmds[j], w.Cmds[j]
-			if gc.ClientID != wc.ClientID || gc.Seq != wc.Seq || gc.Op != wc.Op ||
-				!bytes.Equal(gc.Key, wc.Key) || !bytes.Equal(gc.Value, wc.Value) {
+			if gc.ClientID != wc.ClientID || gc.Seq != wc.Seq || !bytes.Equal(gc.Data, wc.Data) {
 				t.Fatalf("entry %d command %d = %+v, want %+v", i, j, gc, wc)
 			}
 		}
@@ -94,7 +94,7 @@ func TestPersistCopiesTheReadySoTheCallerMayReuseIt(t *testing.T) {
 	e := entry(1, 7, "original")
 	rd := &paxos.Ready{Entries: []paxos.Entry{e}, MustSync: true}
 	tk := persistTicket(s, rd)
-	copy(e.Cmds[0].Value, "XXXXXXXX") // reuse the memory before the ticket resolves
+	copy(e.Cmds[0].Data, "XXXXXXXX") // reuse the memory before the ticket resolves
 	rd.Entries[0].Slot = 99
 	if err := tk.Wait(); err != nil {
 		t.Fatal(err)
@@ -128,7 +128,7 @@ func TestSnapshotIsStoredWithItsSlotAndReopenResumesAfterIt(t *testing.T) {
 	if e := rec.Durable.Entries; len(e) != 5 || e[0].Slot != 3001 || e[4].Slot != 3005 {
 		t.Fatalf("entries above the snapshot: %d, first %+v", len(e), e)
 	}
-	restored := NewState()
+	restored := kv.NewState()
 	if err := restored.Restore(rec.Snapshot); err != nil || restored.Digest() != st.Digest() {
 		t.Fatalf("restore: %v, digest %x want %x", err, restored.Digest(), st.Digest())
 	}
@@ -136,7 +136,7 @@ func TestSnapshotIsStoredWithItsSlotAndReopenResumesAfterIt(t *testing.T) {
 
 func TestSnapshotRefusesGarbageAndGoingBack(t *testing.T) {
 	s, _ := openStore(t, t.TempDir(), testOptions())
-	if err := s.SaveSnapshot([]byte{9, 9}); !errors.Is(err, ErrBadSnapshot) {
+	if err := s.SaveSnapshot([]byte{9, 9}); !errors.Is(err, kv.ErrBadSnapshot) {
 		t.Fatalf("garbage: %v", err)
 	}
 	if err := s.SaveSnapshot(buildState(20).AppendSnapshot(nil)); err != nil {
@@ -228,12 +228,12 @@ func slotKeys(t *testing.T, s *Store) []uint64 {
 func TestTruncateDeletesSlotsOnlyUpToTheDurableSnapshot(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := openStore(t, dir, testOptions())
-	st := NewState()
+	st := kv.NewState()
 	for slot := uint64(1); slot <= 100; slot++ {
 		e := entry(slot, 1, "v")
 		persist(t, s, &paxos.Ready{Entries: []paxos.Entry{e}, MustSync: true})
 		if slot <= 50 {
-			st.Apply(slot, e.Cmds, nil)
+			applyEntry(st, &e)
 		}
 	}
 	if err := s.Truncate(10); !errors.Is(err, ErrTruncateBeyondSnapshot) {
@@ -285,7 +285,7 @@ func TestLongRunKeepsTheDiskBounded(t *testing.T) {
 	opt := testOptions()
 	opt.MemTableBytes = 1 << 20 // a small structural bound, so the run can write many times it
 	s, _ := openStore(t, dir, opt)
-	st := NewState()
+	st := kv.NewState()
 	value := bytes.Repeat([]byte("x"), 1000)
 	const cycles, slotsPerCycle = 80, 1000 // about 1 MB of log per cycle
 	slot := uint64(0)
@@ -293,10 +293,9 @@ func TestLongRunKeepsTheDiskBounded(t *testing.T) {
 	for c := range cycles {
 		for range slotsPerCycle {
 			slot++
-			e := paxos.Entry{Slot: slot, Ballot: 1, Cmds: []paxos.Command{
-				{ClientID: 1, Seq: slot, Op: paxos.OpPut, Key: fmt.Appendf(nil, "k%d", slot%100), Value: value}}}
+			e := paxos.Entry{Slot: slot, Ballot: 1, Cmds: []paxos.Command{put(1, slot, fmt.Sprintf("k%d", slot%100), string(value))}}
 			tk := persistTicket(s, &paxos.Ready{Entries: []paxos.Entry{e}, MustSync: slot%50 == 0})
-			st.Apply(slot, e.Cmds, nil)
+			applyEntry(st, &e)
 			if slot%50 == 0 {
 				if err := tk.Wait(); err != nil {
 					t.Fatal(err)
@@ -341,7 +340,7 @@ func TestWALsRotatedOutBetweenSyncsAreSyncedToo(t *testing.T) {
 	s, _ := openStore(t, t.TempDir(), testOptions())
 	value := bytes.Repeat([]byte("r"), 4000)
 	for slot := uint64(1); slot <= 3000; slot++ { // 12 MB through a 4 MiB memtable
-		e := paxos.Entry{Slot: slot, Cmds: []paxos.Command{{ClientID: 1, Seq: slot, Op: paxos.OpPut, Key: []byte("k"), Value: value}}}
+		e := paxos.Entry{Slot: slot, Cmds: []paxos.Command{put(1, slot, "k", string(value))}}
 		tk := persistTicket(s, &paxos.Ready{Entries: []paxos.Entry{e}, MustSync: slot%100 == 0})
 		if slot%100 == 0 {
 			if err := tk.Wait(); err != nil {
@@ -426,7 +425,7 @@ func TestEveryEntryPointRefusesAfterClose(t *testing.T) {
 	if err := persistTicket(s, &paxos.Ready{MustSync: true}).Wait(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Persist after Close: %v", err)
 	}
-	if err := s.SaveSnapshot(NewState().AppendSnapshot(nil)); !errors.Is(err, ErrClosed) {
+	if err := s.SaveSnapshot(kv.NewState().AppendSnapshot(nil)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("SaveSnapshot after Close: %v", err)
 	}
 	if err := s.Truncate(0); !errors.Is(err, ErrClosed) {

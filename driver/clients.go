@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"time"
 
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
@@ -21,6 +22,12 @@ func (d *Driver) answer(r *Request, resp Response) {
 	r.Reply(resp)
 }
 
+// NewCommand builds the command for a client's operation: its name and the state machine's payload
+// (one buffer holds key and value, copied from the caller's).
+func NewCommand(clientID, seq uint64, op kv.Op, key, value []byte) paxos.Command {
+	return paxos.Command{ClientID: clientID, Seq: seq, Data: kv.AppendPayload(make([]byte, 0, kv.PayloadBytes(key, value)), op, key, value)}
+}
+
 // Submit routes one client request: a lease read is answered from local state, everything else
 // becomes a command for the log (proposed at End, with the others of this wake-up).
 func (d *Driver) Submit(r *Request) {
@@ -28,8 +35,14 @@ func (d *Driver) Submit(r *Request) {
 		d.answer(r, Response{Status: wire.StatusUnavailable})
 		return
 	}
+	op, key, _, err := kv.DecodePayload(r.Cmd.Data)
+	if err != nil {
+		d.answer(r, Response{Status: wire.StatusBadRequest})
+		return
+	}
+	r.op, r.key = op, key
 	leader := d.core.Status().Leader
-	if r.Cmd.Op == paxos.OpGet {
+	if op == kv.OpGet {
 		if idx, ok := d.ReadIndex(); ok {
 			d.stats.LeaseReads.Add(1)
 			r.readIndex = idx
@@ -43,14 +56,14 @@ func (d *Driver) Submit(r *Request) {
 	}
 	// A session is opened through whichever replica the client reached: it names the client for
 	// good, wherever its later requests go.
-	if d.cfg.Redirect && leader != d.cfg.Core.ID && r.Cmd.Op != paxos.OpOpen {
+	if d.cfg.Redirect && leader != d.cfg.Core.ID && op != kv.OpOpen {
 		d.answer(r, Response{Status: wire.StatusNotLeader, Leader: leader})
 		return
 	}
 	if r.HTTP && r.Cmd.ClientID == 0 && !d.assignHTTP(r) {
 		return // parked until an HTTP session is open
 	}
-	if r.Cmd.Op == paxos.OpGet {
+	if op == kv.OpGet {
 		d.stats.LogReads.Add(1)
 	}
 	k := cmdKey{r.Cmd.ClientID, r.Cmd.Seq}
@@ -116,7 +129,7 @@ func (d *Driver) answerCmd(c *paxos.Command, resp Response) {
 }
 
 func (d *Driver) answerRead(r *Request) {
-	v, ok := d.state.Get(r.Cmd.Key)
+	v, ok := d.state.Get(r.key)
 	resp := Response{Status: wire.StatusNotFound, Slot: d.state.Applied(), Index: -1}
 	if ok {
 		resp.Status, resp.Value = wire.StatusOK, bytes.Clone(v)
@@ -213,7 +226,7 @@ func (d *Driver) openHTTPSession() {
 	p := &d.httpSess
 	p.opening = true
 	r := &Request{
-		Cmd:      paxos.Command{ClientID: d.rng.Uint64() | 1, Op: paxos.OpOpen},
+		Cmd:      NewCommand(d.rng.Uint64()|1, 0, kv.OpOpen, nil, nil),
 		Deadline: d.clock.Now().Add(d.cfg.RequestTimeout),
 		internal: true,
 	}

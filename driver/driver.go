@@ -22,7 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sofadb/sofadb/disk"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
@@ -73,8 +73,8 @@ type Executor interface {
 
 // Hooks let a checker watch the driver from inside (the simulator's); every field may be nil.
 type Hooks struct {
-	// Applied is called after each chosen slot is applied, with each command's result.
-	Applied func(e *paxos.Entry, results []disk.Result)
+	// Applied is called after each chosen slot is applied, with each command decoded and its result.
+	Applied func(e *paxos.Entry, cmds []kv.Command, results []kv.Result)
 	// SnapshotInstalled is called after a peer's snapshot replaced the state.
 	SnapshotInstalled func(slot uint64)
 	// Local is called for each message the replica sends itself (its own promises and votes),
@@ -174,6 +174,8 @@ type Request struct {
 	Deadline time.Time
 	HTTP     bool
 
+	op        kv.Op  // decoded from Cmd.Data by Submit
+	key       []byte // aliases Cmd.Data
 	readIndex uint64 // lease reads: serve once applied through here
 	done      bool
 	internal  bool // the driver's own request (an OpOpen for HTTP sessions): not counted in Replies
@@ -218,7 +220,7 @@ type Driver struct {
 	exec  Executor
 	hooks Hooks
 	core  *paxos.Replica
-	state *disk.State
+	state *kv.State
 	rng   *rand.Rand
 
 	pending      map[cmdKey][]*Request
@@ -228,13 +230,14 @@ type Driver struct {
 	local        []paxos.Message
 	deadlines    []*Request
 	readWait     []*Request
-	results      []disk.Result
+	results      []kv.Result
+	kvCmds       []kv.Command // the slot being applied, decoded
 	snapshotting bool
 	lastSnap     uint64
 	bytesSince   uint64  // command bytes applied since the last snapshot began
 	snapJitter   float64 // this cycle's stretch of the snapshot thresholds, in [0, 0.5)
 	lastTick     time.Time
-	peerSnap     *disk.State // a peer snapshot validated by Step, for installSnapshot
+	peerSnap     *kv.State // a peer snapshot validated by Step, for installSnapshot
 	snapSending  map[paxos.ReplicaID]bool
 	failed       error
 	leader       paxos.ReplicaID
@@ -247,7 +250,7 @@ type Driver struct {
 // New builds a driver around a core restored from durable (nil for a new replica) and a state
 // restored from the latest durable snapshot.
 func New(cfg Config, clock Clock, store Storage, tr Transport, exec Executor, hooks Hooks,
-	state *disk.State, durable *paxos.Durable) (*Driver, error) {
+	state *kv.State, durable *paxos.Durable) (*Driver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -270,7 +273,7 @@ func New(cfg Config, clock Clock, store Storage, tr Transport, exec Executor, ho
 func (d *Driver) Core() *paxos.Replica { return d.core }
 
 // State is the key-value state machine, for status and for checkers; only the driver changes it.
-func (d *Driver) State() *disk.State { return d.state }
+func (d *Driver) State() *kv.State { return d.state }
 
 // Stats are the driver's counters; safe to read from any goroutine.
 func (d *Driver) Stats() *Stats { return d.stats }
@@ -371,7 +374,7 @@ func (d *Driver) Step(m *paxos.Message) {
 		if m.Slot <= d.core.Status().Commit || (d.peerSnap != nil && m.Slot <= d.peerSnap.Applied()) {
 			return // the core would ignore it, or holds a newer one already
 		}
-		st := disk.NewState()
+		st := kv.NewState()
 		err := st.Restore(m.Data)
 		if d.cfg.Mutation != MutNoSnapshotCheck && (err != nil || st.Applied() != m.Slot) {
 			d.log.Error("refusing a peer snapshot the state machine cannot use", "peer", m.From, "slot", m.Slot,
@@ -527,18 +530,24 @@ func (d *Driver) fail(err error) {
 
 // apply applies one chosen slot and answers the requests waiting for its commands.
 func (d *Driver) apply(e *paxos.Entry) {
+	d.kvCmds = d.kvCmds[:0]
+	for i := range e.Cmds {
+		var c kv.Command
+		c.Decode(e.Cmds[i].ClientID, e.Cmds[i].Seq, e.Cmds[i].Data) // a bad payload keeps Op 0: Invalid
+		d.kvCmds = append(d.kvCmds, c)
+	}
 	var err error
-	d.results, err = d.state.Apply(e.Slot, e.Cmds, d.results[:0])
+	d.results, err = d.state.Apply(e.Slot, d.kvCmds, d.results[:0])
 	if err != nil {
 		// The core released slots out of order: a bug that must stop the replica, not corrupt it.
 		panic(err)
 	}
 	if d.hooks.Applied != nil {
-		d.hooks.Applied(e, d.results)
+		d.hooks.Applied(e, d.kvCmds, d.results)
 	}
 	for i := range e.Cmds {
 		d.bytesSince += uint64(e.Cmds[i].Size())
-		resp := resultResponse(&e.Cmds[i], &d.results[i])
+		resp := resultResponse(&d.kvCmds[i], &d.results[i])
 		resp.Slot, resp.Index = e.Slot, i
 		d.answerCmd(&e.Cmds[i], resp)
 	}
@@ -547,15 +556,17 @@ func (d *Driver) apply(e *paxos.Entry) {
 	}
 }
 
-func resultResponse(c *paxos.Command, res *disk.Result) Response {
+func resultResponse(c *kv.Command, res *kv.Result) Response {
 	switch {
+	case res.Invalid:
+		return Response{Status: wire.StatusBadRequest}
 	case res.Stale:
 		return Response{Status: wire.StatusStale}
 	case res.Expired:
 		return Response{Status: wire.StatusSessionExpired}
-	case c.Op == paxos.OpOpen:
+	case c.Op == kv.OpOpen:
 		return Response{Status: wire.StatusOK, Value: sessionBytes(res.Session)}
-	case c.Op != paxos.OpGet:
+	case c.Op != kv.OpGet:
 		return Response{Status: wire.StatusOK}
 	case !res.Found:
 		return Response{Status: wire.StatusNotFound}
@@ -625,10 +636,10 @@ func (d *Driver) onSnapshotSaved(slot uint64, size int, started time.Time, err e
 	d.log.Info("snapshot saved", "slot", slot, "bytes", size, "took", d.clock.Now().Sub(started).Round(time.Millisecond), "err", err)
 	if err != nil {
 		d.stats.SnapshotErrors.Add(1)
-		if errors.Is(err, disk.ErrFailed) {
-			d.fail(err)
-		} else if !errors.Is(err, disk.ErrSnapshotOlder) {
-			d.log.Error("snapshot not saved", "slot", slot, "err", err)
+		if serr := d.store.Err(); serr != nil {
+			d.fail(serr) // the store failed: fence
+		} else {
+			d.log.Warn("snapshot not saved", "slot", slot, "err", err) // older than the saved one, say
 		}
 		return
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sofadb/sofadb/disk"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 )
 
@@ -59,17 +59,17 @@ func newTestDriver(t *testing.T, mut Mutation) (*Driver, *testIO) {
 	cfg := Config{Core: paxos.DefaultConfig(1, []paxos.ReplicaID{1, 2, 3}), TickInterval: 10 * time.Millisecond,
 		RequestTimeout: time.Second, Fsync: true, Mutation: mut,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	d, err := New(cfg, io_, io_, io_, io_, Hooks{}, disk.NewState(), nil)
+	d, err := New(cfg, io_, io_, io_, io_, Hooks{}, kv.NewState(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d, io_
 }
 
-func stateThrough(slots uint64) *disk.State {
-	st := disk.NewState()
+func stateThrough(slots uint64) *kv.State {
+	st := kv.NewState()
 	for slot := uint64(1); slot <= slots; slot++ {
-		st.Apply(slot, []paxos.Command{{Op: paxos.OpOpen}}, nil)
+		st.Apply(slot, []kv.Command{{Op: kv.OpOpen}}, nil)
 	}
 	return st
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 )
 
 // BenchmarkPlanNext is the dispatcher's cost to draw one step (arrival, op, Zipfian key).
@@ -35,7 +35,7 @@ func BenchmarkZipfRank(b *testing.B) {
 // BenchmarkRecord is a worker's cost to record one completion in its interval and summary sets.
 func BenchmarkRecord(b *testing.B) {
 	cur, sum := new(recSet), new(recSet)
-	c := &Call{Step: Step{Op: paxos.OpPut, DueNs: 1000}, SentNs: 2000}
+	c := &Call{Step: Step{Op: kv.OpPut, DueNs: 1000}, SentNs: 2000}
 	b.ReportAllocs()
 	i := int64(0)
 	for b.Loop() {

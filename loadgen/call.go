@@ -36,7 +36,7 @@ func (c Class) String() string {
 // while a failure's goes into the error histogram, so fast failures cannot flatter the percentiles.
 func (c Class) Success() bool { return c == ClassOK || c == ClassNotFound }
 
-// numOps is the number of paxos.Op values (put, get, delete); ops index arrays as op-1.
+// numOps is the number of kv.Op values (put, get, delete); ops index arrays as op-1.
 const numOps = 3
 
 var opNames = [numOps]string{"put", "get", "delete"}

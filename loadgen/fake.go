@@ -5,7 +5,7 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 )
 
 // Fake is an in-process target whose behaviour is known exactly, for testing the generator and for
@@ -59,7 +59,7 @@ func (f *Fake) Go(c *Call, done chan<- *Call) {
 	now := f.clock.Now()
 	c.SentNs = now
 	c.Class = ClassOK
-	if c.Op == paxos.OpGet && c.KeepOutput {
+	if c.Op == kv.OpGet && c.KeepOutput {
 		c.Output = c.Output[:0]
 	}
 	doneNs := f.finishAt(now)

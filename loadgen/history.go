@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 )
 
 // historyFlushBytes is how much history a worker buffers before writing it out: large enough that
@@ -53,7 +53,7 @@ func (w *worker) appendHistory(c *Call) {
 	b = append(b, `","key":"`...)
 	b = append(b, c.Key...)
 	b = append(b, '"')
-	if c.Op == paxos.OpPut {
+	if c.Op == kv.OpPut {
 		b = append(b, `,"value":"`...)
 		b = append(b, c.Value[:min(len(c.Value), historyIDBytes)]...)
 		b = append(b, '"')
@@ -69,7 +69,7 @@ func (w *worker) appendHistory(c *Call) {
 	b = append(b, `,"class":"`...)
 	b = append(b, c.Class.String()...)
 	b = append(b, '"')
-	if c.Op == paxos.OpGet && c.Class.Success() {
+	if c.Op == kv.OpGet && c.Class.Success() {
 		b = append(b, `,"found":`...)
 		b = strconv.AppendBool(b, c.Class == ClassOK)
 		out, _ := json.Marshal(string(c.Output[:min(len(c.Output), historyIDBytes)]))

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/valyala/fasthttp"
 )
 
@@ -226,12 +226,12 @@ func (sofaHTTPCodec) build(req *fasthttp.Request, addr string, c *Call) {
 	var buf [128]byte
 	uri.SetPathBytes(append(append(buf[:0], "/kv/"...), c.Key...)) // copied by SetPathBytes
 	switch c.Op {
-	case paxos.OpPut:
+	case kv.OpPut:
 		req.Header.SetMethod(fasthttp.MethodPut)
 		req.SetBodyRaw(c.Value)
-	case paxos.OpGet:
+	case kv.OpGet:
 		req.Header.SetMethod(fasthttp.MethodGet)
-	case paxos.OpDelete:
+	case kv.OpDelete:
 		req.Header.SetMethod(fasthttp.MethodDelete)
 	}
 }
@@ -241,11 +241,11 @@ func (sofaHTTPCodec) parse(resp *fasthttp.Response, c *Call) string {
 	switch {
 	case code == fasthttp.StatusOK || code == fasthttp.StatusNoContent:
 		c.Class = ClassOK
-		if c.Op == paxos.OpGet && c.KeepOutput {
+		if c.Op == kv.OpGet && c.KeepOutput {
 			c.Output = append(c.Output[:0], resp.Body()...)
 		}
 		return ""
-	case code == fasthttp.StatusNotFound && c.Op == paxos.OpGet:
+	case code == fasthttp.StatusNotFound && c.Op == kv.OpGet:
 		c.Class = ClassNotFound
 		return ""
 	}
@@ -274,7 +274,7 @@ func (etcdCodec) build(req *fasthttp.Request, addr string, c *Call) {
 	req.Header.SetContentType("application/json")
 	b := append(req.Body()[:0], `{"key":"`...)
 	b = base64.StdEncoding.AppendEncode(b, c.Key)
-	if c.Op == paxos.OpPut {
+	if c.Op == kv.OpPut {
 		b = append(b, `","value":"`...)
 		b = base64.StdEncoding.AppendEncode(b, c.Value)
 	}
@@ -295,7 +295,7 @@ func (etcdCodec) parse(resp *fasthttp.Response, c *Call) string {
 		return ""
 	}
 	c.Class = ClassOK
-	if c.Op != paxos.OpGet {
+	if c.Op != kv.OpGet {
 		return ""
 	}
 	var r etcdRange

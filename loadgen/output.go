@@ -10,7 +10,7 @@ import (
 	"strconv"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 )
 
 // Result file names inside --out.
@@ -124,10 +124,10 @@ func (r *run) closeOutputs() {
 func (r *run) usedOps() []int {
 	var ops []int
 	if r.cfg.Workload.Mix.ReadFraction < 1 {
-		ops = append(ops, int(paxos.OpPut)-1)
+		ops = append(ops, int(kv.OpPut)-1)
 	}
 	if r.cfg.Workload.Mix.ReadFraction > 0 {
-		ops = append(ops, int(paxos.OpGet)-1)
+		ops = append(ops, int(kv.OpGet)-1)
 	}
 	return ops
 }

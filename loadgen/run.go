@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 )
 
 // batchCallsMax bounds how many due calls the dispatcher hands a worker at once. Batches cut the
@@ -393,7 +393,7 @@ func (r *run) preloadRound(ctx context.Context, keys []uint64) (failed []uint64,
 		if outstanding == r.cfg.MaxInflight {
 			wait()
 		}
-		c := &Call{Step: Step{ID: 1<<63 | k, Op: paxos.OpPut, KeyIndex: k}}
+		c := &Call{Step: Step{ID: 1<<63 | k, Op: kv.OpPut, KeyIndex: k}}
 		c.Key = w.AppendKey(nil, k)
 		c.Value = w.AppendValue(nil, c.ID, filler)
 		outstanding++

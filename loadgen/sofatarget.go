@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/sofaclient"
-	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -111,13 +111,13 @@ func (t *SofaTarget) classify(replica int, c *Call, resp *wire.Response) {
 	switch resp.Status {
 	case wire.StatusOK:
 		c.Class = ClassOK
-		if c.KeepOutput && c.Op == paxos.OpGet {
+		if c.KeepOutput && c.Op == kv.OpGet {
 			c.Output = append(c.Output[:0], resp.Value...)
 		}
 		return
 	case wire.StatusNotFound:
 		c.Class = ClassNotFound
-		if c.Op != paxos.OpGet {
+		if c.Op != kv.OpGet {
 			c.Class = ClassOK // deleting an absent key is done
 		}
 		return

@@ -12,14 +12,14 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/lincheck"
 	"github.com/sofadb/sofadb/loadgen/sofaclient/sofatest"
-	"github.com/sofadb/sofadb/paxos"
 	"github.com/valyala/fasthttp"
 )
 
 // issue sends one call through a target and waits for it.
-func issue(t *testing.T, tg Target, op paxos.Op, key, value string) *Call {
+func issue(t *testing.T, tg Target, op kv.Op, key, value string) *Call {
 	t.Helper()
 	done := make(chan *Call, 1)
 	tg.Go(&Call{Step: Step{Op: op}, Key: []byte(key), Value: []byte(value), KeepOutput: true}, done)
@@ -44,11 +44,11 @@ func expect(t *testing.T, c *Call, class Class, output string) {
 
 // kvSemantics checks put, get, get of a missing key and delete through any target.
 func kvSemantics(t *testing.T, tg Target) {
-	expect(t, issue(t, tg, paxos.OpPut, "k1", "value-1"), ClassOK, "")
-	expect(t, issue(t, tg, paxos.OpGet, "k1", ""), ClassOK, "value-1")
-	expect(t, issue(t, tg, paxos.OpGet, "nope", ""), ClassNotFound, "")
-	expect(t, issue(t, tg, paxos.OpDelete, "k1", ""), ClassOK, "")
-	expect(t, issue(t, tg, paxos.OpGet, "k1", ""), ClassNotFound, "")
+	expect(t, issue(t, tg, kv.OpPut, "k1", "value-1"), ClassOK, "")
+	expect(t, issue(t, tg, kv.OpGet, "k1", ""), ClassOK, "value-1")
+	expect(t, issue(t, tg, kv.OpGet, "nope", ""), ClassNotFound, "")
+	expect(t, issue(t, tg, kv.OpDelete, "k1", ""), ClassOK, "")
+	expect(t, issue(t, tg, kv.OpGet, "k1", ""), ClassNotFound, "")
 }
 
 func opts() TargetOptions {
@@ -65,12 +65,12 @@ func TestSofaTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tg.Close()
-	expect(t, issue(t, tg, paxos.OpPut, "k1", "v"), ClassNotLeader, "")
+	expect(t, issue(t, tg, kv.OpPut, "k1", "v"), ClassNotLeader, "")
 	kvSemantics(t, tg)
 	leader.SetSilent("hole")
-	expect(t, issue(t, tg, paxos.OpGet, "hole", ""), ClassTimeout, "")
+	expect(t, issue(t, tg, kv.OpGet, "hole", ""), ClassTimeout, "")
 	leader.Close()
-	expect(t, issue(t, tg, paxos.OpGet, "k1", ""), ClassConnection, "")
+	expect(t, issue(t, tg, kv.OpGet, "k1", ""), ClassConnection, "")
 }
 
 // TestSofaTargetReconnects: after its replica restarts, a broken connection is redialled in the
@@ -84,11 +84,11 @@ func TestSofaTargetReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tg.Close()
-	expect(t, issue(t, tg, paxos.OpPut, "k", "v"), ClassOK, "")
+	expect(t, issue(t, tg, kv.OpPut, "k", "v"), ClassOK, "")
 	addr := s.Addr()
 	s.Close()
-	expect(t, issue(t, tg, paxos.OpGet, "k", ""), ClassConnection, "")
-	expect(t, issue(t, tg, paxos.OpGet, "k", ""), ClassConnection, "") // redial pending: fails at once
+	expect(t, issue(t, tg, kv.OpGet, "k", ""), ClassConnection, "")
+	expect(t, issue(t, tg, kv.OpGet, "k", ""), ClassConnection, "") // redial pending: fails at once
 	s2, err := sofatest.StartAt(addr)
 	if err != nil {
 		t.Skipf("cannot listen on %s again: %v", addr, err)
@@ -96,7 +96,7 @@ func TestSofaTargetReconnects(t *testing.T) {
 	defer s2.Close()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		c := issue(t, tg, paxos.OpGet, "k", "")
+		c := issue(t, tg, kv.OpGet, "k", "")
 		if c.Class == ClassNotFound { // the restarted server has lost its data, but it answers
 			return
 		}
@@ -184,9 +184,9 @@ func TestSofaHTTPTarget(t *testing.T) {
 	follower.mu.Unlock()
 	tg := NewSofaHTTPTarget(NewClock(time.Now()), []string{follower.addr(), leader.addr()}, opts())
 	defer tg.Close()
-	expect(t, issue(t, tg, paxos.OpPut, "k1", "v"), ClassNotLeader, "")
+	expect(t, issue(t, tg, kv.OpPut, "k1", "v"), ClassNotLeader, "")
 	kvSemantics(t, tg)
-	expect(t, issue(t, tg, paxos.OpGet, "slow", ""), ClassTimeout, "")
+	expect(t, issue(t, tg, kv.OpGet, "slow", ""), ClassTimeout, "")
 	follower.mu.Lock()
 	defer follower.mu.Unlock()
 	if follower.requests != 1 {

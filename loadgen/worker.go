@@ -1,7 +1,7 @@
 package loadgen
 
 import (
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 )
 
 // worker issues calls on the target and records their completions. It owns two recSets: cur, the
@@ -74,7 +74,7 @@ func (w *worker) drainDone() {
 func (w *worker) issue(c *Call) {
 	wl := &w.r.cfg.Workload
 	c.Key = wl.AppendKey(c.Key[:0], c.KeyIndex)
-	if c.Op == paxos.OpPut {
+	if c.Op == kv.OpPut {
 		c.Value = wl.AppendValue(c.Value[:0], c.ID, w.filler)
 	}
 	c.KeepOutput = w.r.history != nil

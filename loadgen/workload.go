@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 )
 
 // Mix is the share of reads in a workload; the rest are writes (puts). The named mixes are the ones
@@ -131,7 +131,7 @@ func (w *Workload) AppendValue(dst []byte, id uint64, filler []byte) []byte {
 type Step struct {
 	ID       uint64 // position in the plan, unique within a run
 	DueNs    int64  // intended send time, ns after the run's start
-	Op       paxos.Op
+	Op       kv.Op
 	KeyIndex uint64 // formatted by Workload.AppendKey
 }
 
@@ -164,10 +164,10 @@ func NewPlan(sched *Schedule, w Workload, seed uint64) (*Plan, error) {
 
 // Next returns the next step of the plan.
 func (p *Plan) Next() Step {
-	s := Step{ID: p.next, DueNs: p.sched.Next(), Op: paxos.OpPut}
+	s := Step{ID: p.next, DueNs: p.sched.Next(), Op: kv.OpPut}
 	p.next++
 	if p.w.Mix.ReadFraction >= 1 || (p.w.Mix.ReadFraction > 0 && p.rng.Float64() < p.w.Mix.ReadFraction) {
-		s.Op = paxos.OpGet
+		s.Op = kv.OpGet
 	}
 	if p.zipf != nil {
 		s.KeyIndex = p.zipf.Rank(p.rng.Float64())

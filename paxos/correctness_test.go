@@ -234,9 +234,8 @@ func TestNewLeaderReproposesAReportedVoteBeyondItsWindow(t *testing.T) {
 func fingerprintCmds(cmds []Command) string {
 	var b bytes.Buffer
 	for _, c := range cmds {
-		b.Write(c.Key)
+		b.Write(c.Data)
 		b.WriteByte(0)
-		b.Write(c.Value)
 		b.WriteByte(byte(c.Seq))
 	}
 	return b.String()

@@ -33,61 +33,22 @@ func (b Ballot) ID() ReplicaID { return ReplicaID(b & (1<<ballotIDBits - 1)) }
 // String prints a ballot as round.replica, the form used in traces and logs.
 func (b Ballot) String() string { return fmt.Sprintf("%d.%d", b.Round(), b.ID()) }
 
-// Op is what a client command does to the key-value state machine.
-type Op uint8
-
-// Client operations. OpGet goes through the log only when reads are not served from a lease.
-//
-// OpOpen opens a client session: the state machine gives the client an id, derived from the slot the
-// command was chosen in, under which its puts and deletes are de-duplicated. A put or delete under an
-// id the state machine does not hold (never issued, or its session evicted) is refused as expired
-// rather than applied, so a retry from a client whose session was forgotten is never applied twice.
-const (
-	OpPut Op = iota + 1
-	OpGet
-	OpDelete
-	OpOpen
-	opLimit
-)
-
-// Valid reports whether o is an operation the state machine knows; decoders use it to reject input.
-func (o Op) Valid() bool { return o >= OpPut && o < opLimit }
-
-// Mutates reports whether applying the op changes the key-value state, and so must be applied at
-// most once. (OpOpen changes only the session table; opening twice just opens two sessions.)
-func (o Op) Mutates() bool { return o == OpPut || o == OpDelete }
-
-func (o Op) String() string {
-	switch o {
-	case OpPut:
-		return "put"
-	case OpGet:
-		return "get"
-	case OpDelete:
-		return "delete"
-	case OpOpen:
-		return "open"
-	}
-	return fmt.Sprintf("op(%d)", uint8(o))
-}
-
-// Command is one client request as it travels through the log. (ClientID, Seq) names it uniquely, so
-// a command retried by its client (after a timeout, a lost reply or a failover) and chosen in two
-// slots is applied only once: the state machine, not the core, does that de-duplication.
+// Command is one client command as it travels through the log: opaque bytes to the core (the
+// state machine's encoding, package kv), named by (ClientID, Seq). The name lets the state machine
+// apply a command chosen twice (a client's retry, a follower's re-forward) only once, and lets a
+// dueling proposer drop from its queue a command another proposer got chosen.
 type Command struct {
 	ClientID uint64
 	Seq      uint64
-	Op       Op
-	Key      []byte
-	Value    []byte
+	Data     []byte
 }
 
-// commandOverheadBytes approximates the fixed part of an encoded command (ids, op, two lengths); it
-// only has to be close enough for byte-bounded batching and pipelining.
+// commandOverheadBytes approximates the fixed part of an encoded command (ids, a length); it only
+// has to be close enough for byte-bounded batching and pipelining.
 const commandOverheadBytes = 24
 
 // Size is the command's approximate encoded size in bytes, the unit of the batch and pipeline limits.
-func (c *Command) Size() int { return commandOverheadBytes + len(c.Key) + len(c.Value) }
+func (c *Command) Size() int { return commandOverheadBytes + len(c.Data) }
 
 // Entry is one log slot's proposal: the batch of commands a ballot proposed for the slot. An empty
 // batch is a no-op, which a new leader uses to fill holes in the log.

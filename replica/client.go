@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,7 +8,7 @@ import (
 	"time"
 
 	"github.com/sofadb/sofadb/driver"
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -102,14 +101,13 @@ func (cc *clientConn) readLoop(ctx context.Context) error {
 		}
 		seq := req.Seq
 		r := &driver.Request{
-			Cmd: paxos.Command{ClientID: req.ClientID, Seq: req.Seq, Op: req.Op,
-				Key: bytes.Clone(req.Key), Value: bytes.Clone(req.Value)},
+			Cmd:      driver.NewCommand(req.ClientID, req.Seq, req.Op, req.Key, req.Value), // copies
 			Deadline: time.Now().Add(s.cfg.RequestTimeout),
 		}
 		// Replies come from the loop, which gathers them per connection and hands each connection
 		// one batch per iteration (see flushReplies); only Busy is answered here.
 		r.Reply = func(resp driver.Response) {
-			out := wire.Response{Seq: seq, Status: resp.Status, Value: resp.Value, Leader: resp.Leader}
+			out := wire.Response{Seq: seq, Status: resp.Status, Value: resp.Value, Leader: uint16(resp.Leader)}
 			if resp.Status == wire.StatusNotLeader && resp.Leader != 0 {
 				out.LeaderAddr = []byte(s.cfg.ClientAddrs[resp.Leader])
 			}
@@ -135,9 +133,9 @@ func (s *Server) flushReplies() {
 }
 
 // checkRequest validates what the wire decoder cannot know: this replica's limits.
-func (s *Server) checkRequest(op paxos.Op, keyLen, valueLen int) wire.Status {
+func (s *Server) checkRequest(op kv.Op, keyLen, valueLen int) wire.Status {
 	switch {
-	case !op.Valid() || (keyLen == 0) != (op == paxos.OpOpen):
+	case !op.Valid() || (keyLen == 0) != (op == kv.OpOpen):
 		return wire.StatusBadRequest
 	case keyLen > s.cfg.KeyBytesMax || valueLen > s.cfg.ValueBytesMax:
 		return wire.StatusTooLarge

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sofadb/sofadb/bench/cluster"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/sofaclient"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/replica"
@@ -97,7 +98,7 @@ func put(t *testing.T, conn *sofaclient.Conn, key, value string) wire.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	res, err := conn.Do(ctx, paxos.OpPut, []byte(key), []byte(value))
+	res, err := conn.Do(ctx, kv.OpPut, []byte(key), []byte(value))
 	if err != nil {
 		t.Fatalf("put %s: %v", key, err)
 	}

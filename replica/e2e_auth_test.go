@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/sofadb/sofadb/bench/cluster"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
+	"github.com/sofadb/sofadb/wire/peerwire"
 )
 
 const refusedMetric = "sofadb_peer_handshakes_refused_total"
@@ -31,7 +33,8 @@ func metric(t *testing.T, p *cluster.Proc, name string) float64 {
 // peerHandshake dials addr and plays the initiator's side of the handshake as replica from to
 // replica to, proving key (which may be wrong). It returns the connection, open, after the Proof
 // is sent, and whether the responder's Challenge proved key.
-func peerHandshake(t *testing.T, addr string, from, to paxos.ReplicaID, key []byte) (net.Conn, bool) {
+func peerHandshake(t *testing.T, addr string, fromID, toID paxos.ReplicaID, key []byte) (net.Conn, bool) {
+	from, to := uint16(fromID), uint16(toID)
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
@@ -42,7 +45,7 @@ func peerHandshake(t *testing.T, addr string, from, to paxos.ReplicaID, key []by
 	if _, err := nc.Write(wire.AppendHelloFrame(nil, &hello)); err != nil {
 		t.Fatal(err)
 	}
-	rd := wire.NewReader(nc, 1<<20, wire.PeerTypes)
+	rd := wire.NewReader(nc, 1<<20, peerwire.Types)
 	typ, payload, err := rd.Next()
 	if err != nil || typ != wire.TypeChallenge {
 		t.Fatalf("hello from %d to %d: got %v %v, want a challenge", from, to, typ, err)
@@ -117,8 +120,8 @@ func clusterServes(t *testing.T, c *cluster.Cluster, tag string) {
 	})
 	for _, id := range c.IDs() {
 		key, val := fmt.Sprintf("%s-%d", tag, id), fmt.Sprintf("served by %d", id)
-		expect(t, "put "+key, do(t, dial(t, c.ClientAddr(id)), paxos.OpPut, key, val), wire.StatusOK, "")
-		expect(t, "get "+key, do(t, dial(t, c.ClientAddr(id%c.N()+1)), paxos.OpGet, key, ""), wire.StatusOK, val)
+		expect(t, "put "+key, do(t, dial(t, c.ClientAddr(id)), kv.OpPut, key, val), wire.StatusOK, "")
+		expect(t, "get "+key, do(t, dial(t, c.ClientAddr(id%c.N()+1)), kv.OpGet, key, ""), wire.StatusOK, val)
 	}
 }
 

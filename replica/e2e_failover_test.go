@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/sofadb/sofadb/bench/cluster"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/sofaclient"
-	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -102,9 +102,9 @@ func (b *binaryClient) exec(in kvInput) (outcome, kvOutput) {
 	}
 	switch res.Status {
 	case wire.StatusOK:
-		return outDone, kvOutput{Found: in.Op == paxos.OpGet, Value: string(res.Value)}
+		return outDone, kvOutput{Found: in.Op == kv.OpGet, Value: string(res.Value)}
 	case wire.StatusNotFound:
-		if in.Op != paxos.OpGet {
+		if in.Op != kv.OpGet {
 			b.stats.violation("%v %s answered NotFound", in.Op, in.Key)
 		}
 		return outDone, kvOutput{}
@@ -148,9 +148,9 @@ func (r *restClient) next() {
 }
 
 func (r *restClient) exec(in kvInput) (outcome, kvOutput) {
-	method := map[paxos.Op]string{paxos.OpPut: "PUT", paxos.OpGet: "GET", paxos.OpDelete: "DELETE"}[in.Op]
+	method := map[kv.Op]string{kv.OpPut: "PUT", kv.OpGet: "GET", kv.OpDelete: "DELETE"}[in.Op]
 	var body []byte
-	if in.Op == paxos.OpPut {
+	if in.Op == kv.OpPut {
 		body = []byte(in.Value)
 	}
 	res, err := r.h.do(method, r.addr, "/kv/"+in.Key, body)
@@ -164,17 +164,17 @@ func (r *restClient) exec(in kvInput) (outcome, kvOutput) {
 	}
 	switch res.code {
 	case 200:
-		if in.Op != paxos.OpGet {
+		if in.Op != kv.OpGet {
 			r.stats.violation("%s %s answered 200", method, in.Key)
 		}
 		return outDone, kvOutput{Found: true, Value: res.body}
 	case 204:
-		if in.Op == paxos.OpGet {
+		if in.Op == kv.OpGet {
 			r.stats.violation("GET %s answered 204", in.Key)
 		}
 		return outDone, kvOutput{}
 	case 404:
-		if in.Op != paxos.OpGet {
+		if in.Op != kv.OpGet {
 			r.stats.violation("%s %s answered 404", method, in.Key)
 		}
 		return outDone, kvOutput{}
@@ -209,11 +209,11 @@ func runClient(ctx context.Context, id int, cl kvClient, keys []string, h *histo
 		in := kvInput{Key: keys[rng.IntN(len(keys))]}
 		switch p := rng.IntN(10); {
 		case p < 5:
-			in.Op, in.Value = paxos.OpPut, fmt.Sprintf("c%d-%d", id, n)
+			in.Op, in.Value = kv.OpPut, fmt.Sprintf("c%d-%d", id, n)
 		case p < 9:
-			in.Op = paxos.OpGet
+			in.Op = kv.OpGet
 		default:
-			in.Op = paxos.OpDelete
+			in.Op = kv.OpDelete
 		}
 		call := h.now()
 		out, res := cl.exec(in)
@@ -222,7 +222,7 @@ func runClient(ctx context.Context, id int, cl kvClient, keys []string, h *histo
 		case outDone:
 			h.done(id, in, call, ret, res)
 			stats.acked.Add(1)
-			if in.Op != paxos.OpGet {
+			if in.Op != kv.OpGet {
 				stats.ackedWrite.Add(1)
 			}
 		case outUnknown:
@@ -385,9 +385,9 @@ func leaderFault(t *testing.T, pause bool, flags ...string) {
 	for _, id := range c.IDs() {
 		conn := dial(t, c.ClientAddr(id))
 		for _, k := range keys {
-			in := kvInput{Op: paxos.OpGet, Key: k}
+			in := kvInput{Op: kv.OpGet, Key: k}
 			call := h.now()
-			res := do(t, conn, paxos.OpGet, k, "")
+			res := do(t, conn, kv.OpGet, k, "")
 			ret := h.now()
 			if res.Status != wire.StatusOK && res.Status != wire.StatusNotFound {
 				t.Fatalf("final read of %s at replica %d: %v", k, id, res.Status)

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
+	"github.com/sofadb/sofadb/wire/peerwire"
 )
 
 // rawFrame builds a frame by hand: version, length, CRC32C, then payload (type byte and body), so
@@ -49,7 +51,7 @@ type garbageCase struct {
 
 // clientGarbage is bad input for the binary client port.
 func clientGarbage() []garbageCase {
-	request := wire.AppendRequest(nil, &wire.Request{ClientID: 1, Seq: 1, Op: paxos.OpPut, Key: []byte("k"), Value: []byte("v")})
+	request := wire.AppendRequest(nil, &wire.Request{ClientID: 1, Seq: 1, Op: kv.OpPut, Key: []byte("k"), Value: []byte("v")})
 	badCRC := validFrame(request)
 	badCRC[len(badCRC)-1] ^= 0xff
 	badOp := append([]byte(nil), request...)
@@ -60,7 +62,7 @@ func clientGarbage() []garbageCase {
 		{"a header announcing 4 GiB", rawFrame(wire.Version, 0xFFFFFFF0, []byte{byte(wire.TypeRequest)}), "frame larger than the maximum (4294967280 bytes"},
 		{"a frame of an unknown type", validFrame([]byte{200, 1, 2, 3}), "unknown or unexpected type type(200)"},
 		{"a response frame", wire.AppendResponseFrame(nil, &wire.Response{Seq: 1, Status: wire.StatusOK}), "unknown or unexpected type response"},
-		{"a peer message", wire.AppendMessageFrame(nil, &paxos.Message{Type: paxos.MsgPrepare, From: 1, To: 2}), "unknown or unexpected type prepare"},
+		{"a peer message", peerwire.AppendMessageFrame(nil, &paxos.Message{Type: paxos.MsgPrepare, From: 1, To: 2}), "unknown or unexpected type prepare"},
 		{"a bad checksum", badCRC, "checksum mismatch"},
 		{"an unknown op", validFrame(badOp), "unknown op"},
 		{"a truncated body", validFrame(request[:5]), "body ends inside a field"},
@@ -73,7 +75,7 @@ func clientGarbage() []garbageCase {
 // only): everything a connection without the key can send before the handshake is done.
 func peerGarbage(self paxos.ReplicaID) []garbageCase {
 	hello := func(from, to paxos.ReplicaID) []byte {
-		return wire.AppendHelloFrame(nil, &wire.Hello{From: from, To: to, Nonce: wire.NewNonce()})
+		return wire.AppendHelloFrame(nil, &wire.Hello{From: uint16(from), To: uint16(to), Nonce: wire.NewNonce()})
 	}
 	return []garbageCase{
 		{"random bytes", randomBytes(2, 4096), "unknown format version 171"},
@@ -82,8 +84,8 @@ func peerGarbage(self paxos.ReplicaID) []garbageCase {
 		{"a hello to the wrong id", hello(1, 99), "hello from 1 to 99"},
 		{"a hello from itself", hello(self, self), fmt.Sprintf("hello from %d to %d", self, self)},
 		{"a hello from an unknown id", hello(77, self), fmt.Sprintf("hello from 77 to %d", self)},
-		{"a peer message before the handshake", wire.AppendMessageFrame(nil, &paxos.Message{Type: paxos.MsgAccept, From: 1, To: self}), "unknown or unexpected type accept"},
-		{"a client request", wire.AppendRequestFrame(nil, &wire.Request{ClientID: 1, Seq: 1, Op: paxos.OpGet, Key: []byte("k")}), "unknown or unexpected type request"},
+		{"a peer message before the handshake", peerwire.AppendMessageFrame(nil, &paxos.Message{Type: paxos.MsgAccept, From: 1, To: self}), "unknown or unexpected type accept"},
+		{"a client request", wire.AppendRequestFrame(nil, &wire.Request{ClientID: 1, Seq: 1, Op: kv.OpGet, Key: []byte("k")}), "unknown or unexpected type request"},
 		{"a hello then garbage", append(hello(1, self), randomBytes(3, 64)...), "unknown format version 171"},
 		{"a hello then a hello", append(hello(1, self), hello(1, self)...), "got hello, want a proof"},
 		{"a hello then a truncated proof", append(hello(1, self), validFrame([]byte{byte(wire.TypeProof), 1, 2})...), "body ends inside a field"},

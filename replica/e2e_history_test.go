@@ -8,14 +8,14 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/lincheck"
-	"github.com/sofadb/sofadb/paxos"
 )
 
 // kvInput is one client operation of a checked history. Values are unique per write, so a read
 // names the one write it saw.
 type kvInput struct {
-	Op         paxos.Op
+	Op         kv.Op
 	Key, Value string
 }
 
@@ -53,7 +53,7 @@ func record(client int, in kvInput, call, ret int64) lincheck.Record {
 func (h *history) done(client int, in kvInput, call, ret int64, out kvOutput) {
 	r := record(client, in, call, ret)
 	r.Class, r.Found, r.Output = "ok", out.Found, out.Value
-	if in.Op == paxos.OpGet && !out.Found {
+	if in.Op == kv.OpGet && !out.Found {
 		r.Class = "not_found"
 	}
 	h.mu.Lock()
@@ -66,7 +66,7 @@ func (h *history) done(client int, in kvInput, call, ret int64, out kvOutput) {
 func (h *history) maybe(client int, in kvInput, call int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if in.Op == paxos.OpGet {
+	if in.Op == kv.OpGet {
 		h.dropped++
 		return
 	}

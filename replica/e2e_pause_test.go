@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/sofadb/sofadb/bench/cluster"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/sofaclient"
-	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -29,10 +29,10 @@ func TestE2EPausedLeaderServesNoStaleLeaseReads(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, key := context.Background(), []byte("k")
-		if r, err := oc.Do(ctx, paxos.OpPut, key, []byte("v1")); err != nil || r.Status != wire.StatusOK {
+		if r, err := oc.Do(ctx, kv.OpPut, key, []byte("v1")); err != nil || r.Status != wire.StatusOK {
 			t.Fatalf("put v1: %v %v", r, err)
 		}
-		if r, err := oc.Do(ctx, paxos.OpGet, key, nil); err != nil || string(r.Value) != "v1" {
+		if r, err := oc.Do(ctx, kv.OpGet, key, nil); err != nil || string(r.Value) != "v1" {
 			t.Fatalf("get v1: %v %v", r, err)
 		}
 		pid := c.Replica(old).PID()
@@ -56,7 +56,7 @@ func TestE2EPausedLeaderServesNoStaleLeaseReads(t *testing.T) {
 			t.Fatal(err)
 		}
 		for {
-			if r, err := nc.Do(ctx, paxos.OpPut, key, []byte("v2")); err == nil && r.Status == wire.StatusOK {
+			if r, err := nc.Do(ctx, kv.OpPut, key, []byte("v2")); err == nil && r.Status == wire.StatusOK {
 				break
 			}
 			time.Sleep(5 * time.Millisecond)
@@ -67,7 +67,7 @@ func TestE2EPausedLeaderServesNoStaleLeaseReads(t *testing.T) {
 		stale := 0
 		for range 200 {
 			wg.Add(1)
-			oc.Go(paxos.OpGet, key, nil, func(r *wire.Response, err error) {
+			oc.Go(kv.OpGet, key, nil, func(r *wire.Response, err error) {
 				defer wg.Done()
 				mu.Lock()
 				defer mu.Unlock()

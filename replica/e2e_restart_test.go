@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/sofaclient"
-	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -34,10 +34,10 @@ func writeAll(t *testing.T, conn *sofaclient.Conn, want kvState, puts kvState, d
 		}
 	}
 	for k, v := range puts {
-		conn.Go(paxos.OpPut, []byte(k), []byte(v), cb("put "+k))
+		conn.Go(kv.OpPut, []byte(k), []byte(v), cb("put "+k))
 	}
 	for _, k := range deletes {
-		conn.Go(paxos.OpDelete, []byte(k), nil, cb("delete "+k))
+		conn.Go(kv.OpDelete, []byte(k), nil, cb("delete "+k))
 	}
 	wg.Wait()
 	if len(failed) > 0 {
@@ -55,7 +55,7 @@ func writeAll(t *testing.T, conn *sofaclient.Conn, want kvState, puts kvState, d
 func checkAll(t *testing.T, conn *sofaclient.Conn, want kvState, keys []string, where string) {
 	t.Helper()
 	for _, k := range keys {
-		res := do(t, conn, paxos.OpGet, k, "")
+		res := do(t, conn, kv.OpGet, k, "")
 		v, ok := want[k]
 		switch {
 		case ok && (res.Status != wire.StatusOK || string(res.Value) != v):
@@ -192,7 +192,7 @@ func TestE2EStopWithOpenConnections(t *testing.T) {
 	c, leader := startCluster(t, 3)
 	h := newHTTPClient(5 * time.Second)
 	for _, id := range c.IDs() {
-		expect(t, "put", do(t, dial(t, c.ClientAddr(id)), paxos.OpPut, fmt.Sprint(id), "v"), wire.StatusOK, "")
+		expect(t, "put", do(t, dial(t, c.ClientAddr(id)), kv.OpPut, fmt.Sprint(id), "v"), wire.StatusOK, "")
 		h.mustHTTP(t, "GET", c.HTTPAddr(id), fmt.Sprintf("/kv/%d", id), nil, 200, "v")
 	}
 	for _, id := range append([]int{leader}, c.IDs()...) {

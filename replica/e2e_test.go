@@ -22,8 +22,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/sofadb/sofadb/bench/cluster"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/sofaclient"
-	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -59,7 +59,7 @@ func dial(t *testing.T, addr string) *sofaclient.Conn {
 }
 
 // do sends one binary request and fails the test on a transport error.
-func do(t *testing.T, conn *sofaclient.Conn, op paxos.Op, key, value string) *sofaclient.Result {
+func do(t *testing.T, conn *sofaclient.Conn, op kv.Op, key, value string) *sofaclient.Result {
 	t.Helper()
 	res, err := conn.Do(context.Background(), op, []byte(key), []byte(value))
 	if err != nil {
@@ -153,25 +153,25 @@ func TestE2EAPIs(t *testing.T) {
 	}
 	for _, id := range c.IDs() {
 		key, val := fmt.Sprintf("bin-%d", id), fmt.Sprintf("value written through replica %d", id)
-		expect(t, "put "+key, do(t, conns[id], paxos.OpPut, key, val), wire.StatusOK, "")
+		expect(t, "put "+key, do(t, conns[id], kv.OpPut, key, val), wire.StatusOK, "")
 		for _, r := range c.IDs() {
-			expect(t, fmt.Sprintf("get %s at %d", key, r), do(t, conns[r], paxos.OpGet, key, ""), wire.StatusOK, val)
+			expect(t, fmt.Sprintf("get %s at %d", key, r), do(t, conns[r], kv.OpGet, key, ""), wire.StatusOK, val)
 		}
 	}
 	follower := leader%3 + 1
-	expect(t, "delete at follower", do(t, conns[follower], paxos.OpDelete, "bin-1", ""), wire.StatusOK, "")
+	expect(t, "delete at follower", do(t, conns[follower], kv.OpDelete, "bin-1", ""), wire.StatusOK, "")
 	for _, r := range c.IDs() {
-		expect(t, "get deleted", do(t, conns[r], paxos.OpGet, "bin-1", ""), wire.StatusNotFound, "")
+		expect(t, "get deleted", do(t, conns[r], kv.OpGet, "bin-1", ""), wire.StatusNotFound, "")
 	}
-	expect(t, "overwrite", do(t, conns[leader], paxos.OpPut, "bin-2", "second"), wire.StatusOK, "")
-	expect(t, "get overwritten", do(t, conns[follower], paxos.OpGet, "bin-2", ""), wire.StatusOK, "second")
-	expect(t, "key over the limit", do(t, conns[follower], paxos.OpPut, strings.Repeat("k", 1025), "v"), wire.StatusTooLarge, "")
-	expect(t, "value over the limit", do(t, conns[follower], paxos.OpPut, "big", strings.Repeat("v", 64<<10+1)), wire.StatusTooLarge, "")
-	expect(t, "value at the limit", do(t, conns[follower], paxos.OpPut, "big", strings.Repeat("v", 64<<10)), wire.StatusOK, "")
-	expect(t, "empty key", do(t, conns[follower], paxos.OpPut, "", "v"), wire.StatusBadRequest, "")
+	expect(t, "overwrite", do(t, conns[leader], kv.OpPut, "bin-2", "second"), wire.StatusOK, "")
+	expect(t, "get overwritten", do(t, conns[follower], kv.OpGet, "bin-2", ""), wire.StatusOK, "second")
+	expect(t, "key over the limit", do(t, conns[follower], kv.OpPut, strings.Repeat("k", 1025), "v"), wire.StatusTooLarge, "")
+	expect(t, "value over the limit", do(t, conns[follower], kv.OpPut, "big", strings.Repeat("v", 64<<10+1)), wire.StatusTooLarge, "")
+	expect(t, "value at the limit", do(t, conns[follower], kv.OpPut, "big", strings.Repeat("v", 64<<10)), wire.StatusOK, "")
+	expect(t, "empty key", do(t, conns[follower], kv.OpPut, "", "v"), wire.StatusBadRequest, "")
 	// A put under a session the cluster never gave out is refused, not applied (issue 8, bug 8).
 	unknown := make(chan *wire.Response, 1)
-	conns[follower].GoRequest(&wire.Request{ClientID: 1 << 60, Seq: 1, Op: paxos.OpPut, Key: []byte("bin-2"), Value: []byte("nobody")},
+	conns[follower].GoRequest(&wire.Request{ClientID: 1 << 60, Seq: 1, Op: kv.OpPut, Key: []byte("bin-2"), Value: []byte("nobody")},
 		func(resp *wire.Response, err error) {
 			if err != nil {
 				t.Errorf("put under an unknown session: %v", err)
@@ -182,7 +182,7 @@ func TestE2EAPIs(t *testing.T) {
 		t.Fatalf("put under an unknown session: %+v, want session-expired", resp)
 	}
 	// Refusals do not cost the connection: it still serves.
-	expect(t, "after refusals", do(t, conns[follower], paxos.OpGet, "bin-2", ""), wire.StatusOK, "second")
+	expect(t, "after refusals", do(t, conns[follower], kv.OpGet, "bin-2", ""), wire.StatusOK, "second")
 
 	// Pipelining: many requests in flight on one connection, each answered by its own seq.
 	var wg sync.WaitGroup
@@ -190,7 +190,7 @@ func TestE2EAPIs(t *testing.T) {
 	var failures []string
 	for i := range 200 {
 		wg.Add(1)
-		conns[follower].Go(paxos.OpPut, fmt.Appendf(nil, "pipe-%d", i%20), fmt.Appendf(nil, "%d", i), func(resp *wire.Response, err error) {
+		conns[follower].Go(kv.OpPut, fmt.Appendf(nil, "pipe-%d", i%20), fmt.Appendf(nil, "%d", i), func(resp *wire.Response, err error) {
 			defer wg.Done()
 			if err != nil || resp.Status != wire.StatusOK {
 				mu.Lock()
@@ -203,7 +203,7 @@ func TestE2EAPIs(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("pipelined puts failed: %v", failures)
 	}
-	res, err := conns[leader].Do(ctx, paxos.OpGet, []byte("pipe-7"), nil)
+	res, err := conns[leader].Do(ctx, kv.OpGet, []byte("pipe-7"), nil)
 	if err != nil || res.Status != wire.StatusOK || string(res.Value) != "187" {
 		t.Fatalf("pipe-7 after 200 pipelined puts (10 per key, in order on one connection): %+v %v, want 187", res, err)
 	}
@@ -219,7 +219,7 @@ func TestE2EAPIs(t *testing.T) {
 	}
 	// Both APIs share one state.
 	h.mustHTTP(t, "GET", c.HTTPAddr(follower), "/kv/bin-2", nil, 200, "second")
-	expect(t, "binary get of an HTTP put", do(t, conns[follower], paxos.OpGet, "http-3", ""), wire.StatusOK, "http value via 3")
+	expect(t, "binary get of an HTTP put", do(t, conns[follower], kv.OpGet, "http-3", ""), wire.StatusOK, "http value via 3")
 	h.mustHTTP(t, "DELETE", c.HTTPAddr(follower), "/kv/http-1", nil, 204, "")
 	for _, r := range c.IDs() {
 		h.mustHTTP(t, "GET", c.HTTPAddr(r), "/kv/http-1", nil, 404, "")
@@ -295,13 +295,13 @@ func TestE2ERedirect(t *testing.T) {
 	h.mustHTTP(t, "DELETE", c.HTTPAddr(follower), "/kv/r2", nil, 307, "")
 
 	conn := dial(t, c.ClientAddr(follower))
-	res := do(t, conn, paxos.OpPut, "b1", "v")
+	res := do(t, conn, kv.OpPut, "b1", "v")
 	if res.Status != wire.StatusNotLeader || int(res.Leader) != leader || res.LeaderAddr != c.ClientAddr(leader) {
 		t.Fatalf("binary put at a follower in redirect mode: %+v, want NotLeader naming %d at %s", res, leader, c.ClientAddr(leader))
 	}
 	lc := dial(t, res.LeaderAddr)
-	expect(t, "put at the hinted leader", do(t, lc, paxos.OpPut, "b1", "v"), wire.StatusOK, "")
-	expect(t, "get at the hinted leader", do(t, lc, paxos.OpGet, "b1", ""), wire.StatusOK, "v")
+	expect(t, "put at the hinted leader", do(t, lc, kv.OpPut, "b1", "v"), wire.StatusOK, "")
+	expect(t, "get at the hinted leader", do(t, lc, kv.OpGet, "b1", ""), wire.StatusOK, "v")
 }
 
 // rawExchange writes req on a fresh TCP connection and returns what comes back until the server
@@ -360,13 +360,13 @@ func splitLocation(loc string) (addr, path string, err error) {
 func TestE2ERequestsDoNotWaitForHeartbeats(t *testing.T) {
 	c, leader := startCluster(t, 3, "-heartbeat-ticks", "40", "-election-ticks", "100")
 	conn := dial(t, c.ClientAddr(leader))
-	do(t, conn, paxos.OpPut, "k", "warm") // the lease is granted by the first acknowledged heartbeat
+	do(t, conn, kv.OpPut, "k", "warm") // the lease is granted by the first acknowledged heartbeat
 	start := time.Now()
 	for i := range 10 {
-		if res := do(t, conn, paxos.OpPut, "k", fmt.Sprint(i)); res.Status != wire.StatusOK {
+		if res := do(t, conn, kv.OpPut, "k", fmt.Sprint(i)); res.Status != wire.StatusOK {
 			t.Fatalf("put: %v", res.Status)
 		}
-		if res := do(t, conn, paxos.OpGet, "k", ""); string(res.Value) != fmt.Sprint(i) {
+		if res := do(t, conn, kv.OpGet, "k", ""); string(res.Value) != fmt.Sprint(i) {
 			t.Fatalf("get after put %d: %v %q", i, res.Status, res.Value)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/sofadb/sofadb/driver"
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -76,14 +76,14 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
-	var op paxos.Op
+	var op kv.Op
 	switch {
 	case ctx.IsPut():
-		op = paxos.OpPut
+		op = kv.OpPut
 	case ctx.IsGet():
-		op = paxos.OpGet
+		op = kv.OpGet
 	case ctx.IsDelete():
-		op = paxos.OpDelete
+		op = kv.OpDelete
 	default:
 		// ctx.Error resets the response, headers included: set Allow after it.
 		ctx.Error("method not allowed: use GET, PUT or DELETE on /kv/{key}\n", fasthttp.StatusMethodNotAllowed)
@@ -91,7 +91,7 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 		return
 	}
 	var value []byte
-	if op == paxos.OpPut {
+	if op == kv.OpPut {
 		value = ctx.PostBody()
 	}
 	switch s.checkRequest(op, len(key), len(value)) {
@@ -106,7 +106,7 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 	done := make(chan driver.Response, 1)
 	r := &driver.Request{
 		// The driver gives the request a session and sequence number of its own.
-		Cmd:      paxos.Command{Op: op, Key: bytes.Clone(key), Value: bytes.Clone(value)},
+		Cmd:      driver.NewCommand(0, 0, op, key, value), // copies
 		HTTP:     true,
 		Deadline: time.Now().Add(s.cfg.RequestTimeout),
 		Reply:    func(resp driver.Response) { done <- resp },
@@ -130,10 +130,10 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 	}
 }
 
-func (s *Server) writeKV(ctx *fasthttp.RequestCtx, op paxos.Op, key []byte, resp driver.Response) {
+func (s *Server) writeKV(ctx *fasthttp.RequestCtx, op kv.Op, key []byte, resp driver.Response) {
 	switch resp.Status {
 	case wire.StatusOK:
-		if op == paxos.OpGet {
+		if op == kv.OpGet {
 			ctx.SetContentType("application/octet-stream")
 			ctx.SetBody(resp.Value)
 			return

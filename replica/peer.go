@@ -12,6 +12,7 @@ import (
 
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
+	"github.com/sofadb/sofadb/wire/peerwire"
 )
 
 // transport carries peer messages over one TCP connection per pair of replicas: the replica with
@@ -141,7 +142,7 @@ func (p *peer) writeLoop(ctx context.Context) {
 		} else {
 			buf = buf[:0]
 			for i := range batch {
-				buf = wire.AppendMessageFrame(buf, &batch[i])
+				buf = peerwire.AppendMessageFrame(buf, &batch[i])
 			}
 			if err := writeChunked(conn, buf); err != nil {
 				p.t.s.log.Warn("peer write failed; reconnecting", "peer", p.id, "err", err)
@@ -249,7 +250,7 @@ func (p *peer) dial(ctx context.Context) (authConn, error) {
 		return authConn{}, err
 	}
 	c.SetDeadline(time.Time{})
-	rd.SetLimits(p.t.s.cfg.PeerFrameBytesMax, wire.PeerTypes)
+	rd.SetLimits(p.t.s.cfg.PeerFrameBytesMax, peerwire.Types)
 	return authConn{c, rd}, nil
 }
 
@@ -263,8 +264,8 @@ var errHandshake = errors.New("peer handshake refused")
 
 // initiate runs the dialer's side: Hello, check the Challenge, send the Proof.
 func (t *transport) initiate(c net.Conn, rd *wire.Reader, to paxos.ReplicaID) error {
-	key := t.s.cfg.ClusterKey
-	hello := wire.Hello{From: t.self, To: to, Nonce: wire.NewNonce()}
+	key, self, peer := t.s.cfg.ClusterKey, uint16(t.self), uint16(to)
+	hello := wire.Hello{From: self, To: peer, Nonce: wire.NewNonce()}
 	if _, err := c.Write(wire.AppendHelloFrame(nil, &hello)); err != nil {
 		return err
 	}
@@ -279,10 +280,10 @@ func (t *transport) initiate(c net.Conn, rd *wire.Reader, to paxos.ReplicaID) er
 	if _, err := wire.DecodeChallenge(payload, &ch); err != nil {
 		return err
 	}
-	if ch.From != to || !wire.CheckMAC(&ch.MAC, key, wire.RoleResponder, t.self, to, &hello.Nonce, &ch.Nonce) {
+	if ch.From != peer || !wire.CheckMAC(&ch.MAC, key, wire.RoleResponder, self, peer, &hello.Nonce, &ch.Nonce) {
 		return fmt.Errorf("%w: replica at %d did not prove the cluster key", errHandshake, to)
 	}
-	proof := wire.Proof{MAC: wire.HandshakeMAC(key, wire.RoleInitiator, t.self, to, &hello.Nonce, &ch.Nonce)}
+	proof := wire.Proof{MAC: wire.HandshakeMAC(key, wire.RoleInitiator, self, peer, &hello.Nonce, &ch.Nonce)}
 	_, err = c.Write(wire.AppendProofFrame(nil, &proof))
 	return err
 }
@@ -325,7 +326,7 @@ func (t *transport) serveAccepted(ctx context.Context, c net.Conn) {
 		return
 	}
 	c.SetDeadline(time.Time{})
-	rd.SetLimits(t.s.cfg.PeerFrameBytesMax, wire.PeerTypes)
+	rd.SetLimits(t.s.cfg.PeerFrameBytesMax, peerwire.Types)
 	p := t.peers[from]
 	p.reconnects.Add(1)
 	p.setConn(c)
@@ -335,7 +336,7 @@ func (t *transport) serveAccepted(ctx context.Context, c net.Conn) {
 
 // respond runs the accepting side: check the Hello, send a Challenge, check the Proof.
 func (t *transport) respond(c net.Conn, rd *wire.Reader) (paxos.ReplicaID, error) {
-	key := t.s.cfg.ClusterKey
+	key, self := t.s.cfg.ClusterKey, uint16(t.self)
 	typ, payload, err := rd.Next()
 	if err != nil {
 		return 0, err
@@ -347,11 +348,12 @@ func (t *transport) respond(c net.Conn, rd *wire.Reader) (paxos.ReplicaID, error
 	if _, err := wire.DecodeHello(payload, &hello); err != nil {
 		return 0, err
 	}
-	if hello.To != t.self || hello.From >= t.self || t.peers[hello.From] == nil {
+	from := paxos.ReplicaID(hello.From)
+	if hello.To != self || from >= t.self || t.peers[from] == nil {
 		return 0, fmt.Errorf("%w: hello from %d to %d", errHandshake, hello.From, hello.To)
 	}
-	ch := wire.Challenge{From: t.self, Nonce: wire.NewNonce()}
-	ch.MAC = wire.HandshakeMAC(key, wire.RoleResponder, hello.From, t.self, &hello.Nonce, &ch.Nonce)
+	ch := wire.Challenge{From: self, Nonce: wire.NewNonce()}
+	ch.MAC = wire.HandshakeMAC(key, wire.RoleResponder, hello.From, self, &hello.Nonce, &ch.Nonce)
 	if _, err := c.Write(wire.AppendChallengeFrame(nil, &ch)); err != nil {
 		return 0, err
 	}
@@ -365,10 +367,10 @@ func (t *transport) respond(c net.Conn, rd *wire.Reader) (paxos.ReplicaID, error
 	if _, err := wire.DecodeProof(payload, &proof); err != nil {
 		return 0, err
 	}
-	if !wire.CheckMAC(&proof.MAC, key, wire.RoleInitiator, hello.From, t.self, &hello.Nonce, &ch.Nonce) {
+	if !wire.CheckMAC(&proof.MAC, key, wire.RoleInitiator, hello.From, self, &hello.Nonce, &ch.Nonce) {
 		return 0, fmt.Errorf("%w: replica %d did not prove the cluster key", errHandshake, hello.From)
 	}
-	return hello.From, nil
+	return from, nil
 }
 
 // readLoop hands every frame of an authenticated connection to the loop. A frame that does not
@@ -388,7 +390,7 @@ func (t *transport) readLoop(ctx context.Context, p *peer, ac authConn) {
 			t.s.log.Warn("closing peer connection: handshake frame after the handshake", "peer", p.id, "type", typ)
 			return
 		}
-		if _, err := wire.DecodeMessage(payload, &m); err != nil {
+		if _, err := peerwire.DecodeMessage(payload, &m); err != nil {
 			t.s.log.Warn("closing peer connection: bad message", "peer", p.id, "err", err)
 			return
 		}
@@ -397,7 +399,7 @@ func (t *transport) readLoop(ctx context.Context, p *peer, ac authConn) {
 			return
 		}
 		// The core keeps what Step is given, and m aliases the reader's buffer: hand over a copy.
-		if !t.s.deliver(ctx, wire.CloneMessage(&m)) {
+		if !t.s.deliver(ctx, peerwire.CloneMessage(&m)) {
 			return
 		}
 	}

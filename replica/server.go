@@ -13,6 +13,7 @@ import (
 
 	"github.com/sofadb/sofadb/disk"
 	"github.com/sofadb/sofadb/driver"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
@@ -85,7 +86,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("%w: batch bytes %d or key+value limits %d+%d do not fit the store's record limit %d",
 			ErrConfig, cfg.Core.BatchBytesMax, cfg.KeyBytesMax, cfg.ValueBytesMax, store.RecordBytesMax())
 	}
-	state := disk.NewState()
+	state := kv.NewState()
 	if rec.Snapshot != nil {
 		if err := state.Restore(rec.Snapshot); err != nil {
 			store.Close()

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 )
 
 // Request is one client command on the binary client port. The protocol is pipelined: a client
@@ -13,13 +13,13 @@ import (
 // state machine applies a command chosen twice only once. Seq values in flight on one connection
 // must therefore be distinct (one ClientID per connection is the simple way).
 //
-// ClientID is a session the cluster gave out: a client first sends Op paxos.OpOpen (ClientID any
+// ClientID is a session the cluster gave out: a client first sends Op kv.OpOpen (ClientID any
 // nonce, Seq 0 or any unused seq, no key), and the OK response's Value is the new id, 8 bytes big
 // endian. Puts and deletes under an id the cluster does not hold are answered StatusSessionExpired.
 type Request struct {
 	ClientID uint64
 	Seq      uint64
-	Op       paxos.Op
+	Op       kv.Op
 	Key      []byte
 	Value    []byte
 }
@@ -30,7 +30,7 @@ type Response struct {
 	Status Status
 	// Leader and LeaderAddr are the hint that comes with StatusNotLeader: where to retry. Either may be
 	// empty when the server knows no leader (LeaderAddr is then nil and Leader 0).
-	Leader     paxos.ReplicaID
+	Leader     uint16
 	LeaderAddr []byte
 	// Value is what a get read; nil for every other op and status.
 	Value []byte
@@ -85,22 +85,22 @@ func AppendRequest(dst []byte, r *Request) []byte {
 	dst = binary.AppendUvarint(dst, r.ClientID)
 	dst = binary.AppendUvarint(dst, r.Seq)
 	dst = append(dst, byte(r.Op))
-	dst = appendBytes(dst, r.Key)
-	return appendBytes(dst, r.Value)
+	dst = AppendBytes(dst, r.Key)
+	return AppendBytes(dst, r.Value)
 }
 
 // DecodeRequest decodes a request that fills src exactly and returns len(src). Key and Value
 // alias src (an empty one is nil): copy them before src is reused, since the core keeps the
 // commands it is given.
 func DecodeRequest(src []byte, r *Request) (n int, err error) {
-	d := decoder{src: src}
+	d := Decoder{src: src}
 	d.typ(TypeRequest)
-	r.ClientID = d.uvarint("client id")
-	r.Seq = d.uvarint("seq")
+	r.ClientID = d.Uvarint("client id")
+	r.Seq = d.Uvarint("seq")
 	r.Op = d.op()
-	r.Key = d.bytes("key")
-	r.Value = d.bytes("value")
-	return d.finish()
+	r.Key = d.Bytes("key")
+	r.Value = d.Bytes("value")
+	return d.Finish()
 }
 
 // AppendResponse appends the encoding of r: type byte TypeResponse, seq, status, leader, leader
@@ -110,43 +110,53 @@ func AppendResponse(dst []byte, r *Response) []byte {
 	dst = binary.AppendUvarint(dst, r.Seq)
 	dst = append(dst, byte(r.Status))
 	dst = binary.AppendUvarint(dst, uint64(r.Leader))
-	dst = appendBytes(dst, r.LeaderAddr)
-	return appendBytes(dst, r.Value)
+	dst = AppendBytes(dst, r.LeaderAddr)
+	return AppendBytes(dst, r.Value)
 }
 
 // DecodeResponse decodes a response that fills src exactly and returns len(src). LeaderAddr and
 // Value alias src (an empty one is nil).
 func DecodeResponse(src []byte, r *Response) (n int, err error) {
-	d := decoder{src: src}
+	d := Decoder{src: src}
 	d.typ(TypeResponse)
-	r.Seq = d.uvarint("seq")
+	r.Seq = d.Uvarint("seq")
 	r.Status = d.status()
-	r.Leader = paxos.ReplicaID(d.replicaID("leader"))
-	r.LeaderAddr = d.bytes("leader address")
-	r.Value = d.bytes("value")
-	return d.finish()
+	r.Leader = d.ReplicaID("leader")
+	r.LeaderAddr = d.Bytes("leader address")
+	r.Value = d.Bytes("value")
+	return d.Finish()
+}
+
+// op reads a command's op and refuses the ones the state machine does not know, so nothing
+// downstream has to.
+func (d *Decoder) op() kv.Op {
+	op := kv.Op(d.Byte("op"))
+	if d.err == nil && !op.Valid() {
+		d.Fail(ErrBadOp, "op")
+	}
+	return op
 }
 
 // status reads a response status and refuses the ones this version does not know.
-func (d *decoder) status() Status {
-	s := Status(d.byte1("status"))
+func (d *Decoder) status() Status {
+	s := Status(d.Byte("status"))
 	if d.err == nil && !s.Valid() {
-		d.fail(ErrRange, "status")
+		d.Fail(ErrRange, "status")
 	}
 	return s
 }
 
 // typ reads the leading type byte of an encoding and refuses any type but want: a response handed
 // to DecodeRequest is as foreign as a byte no version ever used.
-func (d *decoder) typ(want Type) {
-	if t := Type(d.byte1("type")); d.err == nil && t != want {
-		d.fail(ErrUnknownType, "type")
+func (d *Decoder) typ(want Type) {
+	if t := Type(d.Byte("type")); d.err == nil && t != want {
+		d.Fail(ErrUnknownType, "type")
 	}
 }
 
-// finish checks that the whole input was used and returns what a top-level decoder returns.
-func (d *decoder) finish() (int, error) {
-	d.end()
+// Finish checks that the whole input was used and returns what a top-level decoder returns.
+func (d *Decoder) Finish() (int, error) {
+	d.End()
 	if d.err != nil {
 		return 0, d.err
 	}

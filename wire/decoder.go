@@ -6,29 +6,39 @@ import (
 	"math"
 )
 
-// decoder reads the fields of one encoding in order. Its first error sticks and every later read
+// Decoder reads the fields of one encoding in order. Its first error sticks and every later read
 // returns a zero value, so a decode function reads all its fields straight through and checks the
-// error once at the end instead of after every field.
-type decoder struct {
+// error once at the end instead of after every field. It is exported for the peer message codec
+// (wire/peerwire), which shares these rules.
+type Decoder struct {
 	src []byte
 	off int
 	err error
 }
 
-// fail records the first error, with the field and offset that caused it for the log of whoever
+// NewDecoder starts decoding src.
+func NewDecoder(src []byte) Decoder { return Decoder{src: src} }
+
+// Err is the first error, or nil.
+func (d *Decoder) Err() error { return d.err }
+
+// Offset is the number of bytes read so far.
+func (d *Decoder) Offset() int { return d.off }
+
+// Fail records the first error, with the field and offset that caused it for the log of whoever
 // drops the connection. Only bad input gets here, so the allocation of the wrap is off the hot path.
-func (d *decoder) fail(err error, what string) {
+func (d *Decoder) Fail(err error, what string) {
 	if d.err == nil {
 		d.err = fmt.Errorf("%w (%s at byte %d)", err, what, d.off)
 	}
 }
 
-// remaining is the number of bytes not yet read.
-func (d *decoder) remaining() int { return len(d.src) - d.off }
+// Remaining is the number of bytes not yet read.
+func (d *Decoder) Remaining() int { return len(d.src) - d.off }
 
-// uvarint reads a varint in its shortest form: refusing padded forms (a trailing 0x00 group) keeps
+// Uvarint reads a varint in its shortest form: refusing padded forms (a trailing 0x00 group) keeps
 // one encoding per value, so decode-then-encode reproduces the input exactly.
-func (d *decoder) uvarint(what string) uint64 {
+func (d *Decoder) Uvarint(what string) uint64 {
 	if d.err != nil {
 		return 0
 	}
@@ -40,23 +50,23 @@ func (d *decoder) uvarint(what string) uint64 {
 	v, n := binary.Uvarint(d.src[d.off:])
 	switch {
 	case n == 0:
-		d.fail(ErrTruncated, what)
+		d.Fail(ErrTruncated, what)
 		return 0
 	case n < 0 || d.src[d.off+n-1] == 0:
-		d.fail(ErrVarint, what)
+		d.Fail(ErrVarint, what)
 		return 0
 	}
 	d.off += n
 	return v
 }
 
-// byte1 reads one raw byte.
-func (d *decoder) byte1(what string) byte {
+// Byte reads one raw byte.
+func (d *Decoder) Byte(what string) byte {
 	if d.err != nil {
 		return 0
 	}
 	if d.off >= len(d.src) {
-		d.fail(ErrTruncated, what)
+		d.Fail(ErrTruncated, what)
 		return 0
 	}
 	b := d.src[d.off]
@@ -64,34 +74,34 @@ func (d *decoder) byte1(what string) byte {
 	return b
 }
 
-// flag reads a boolean written as exactly 0 or 1.
-func (d *decoder) flag(what string) bool {
-	b := d.byte1(what)
+// Flag reads a boolean written as exactly 0 or 1.
+func (d *Decoder) Flag(what string) bool {
+	b := d.Byte(what)
 	if b > 1 {
-		d.fail(ErrRange, what)
+		d.Fail(ErrRange, what)
 	}
 	return b == 1
 }
 
-// replicaID reads a varint that must fit paxos.ReplicaID's 16 bits.
-func (d *decoder) replicaID(what string) uint16 {
-	v := d.uvarint(what)
+// ReplicaID reads a varint that must fit a replica id's 16 bits.
+func (d *Decoder) ReplicaID(what string) uint16 {
+	v := d.Uvarint(what)
 	if v > math.MaxUint16 {
-		d.fail(ErrRange, what)
+		d.Fail(ErrRange, what)
 		return 0
 	}
 	return uint16(v)
 }
 
-// bytes reads a length-prefixed byte string. The result aliases src, capped at its own length so
+// Bytes reads a length-prefixed byte string. The result aliases src, capped at its own length so
 // that appending to it can never overwrite the bytes after it; an empty string decodes as nil.
-func (d *decoder) bytes(what string) []byte {
-	n := d.uvarint(what)
+func (d *Decoder) Bytes(what string) []byte {
+	n := d.Uvarint(what)
 	if d.err != nil {
 		return nil
 	}
-	if n > uint64(d.remaining()) {
-		d.fail(ErrTruncated, what)
+	if n > uint64(d.Remaining()) {
+		d.Fail(ErrTruncated, what)
 		return nil
 	}
 	if n == 0 {
@@ -103,45 +113,45 @@ func (d *decoder) bytes(what string) []byte {
 	return b
 }
 
-// fixed copies exactly len(dst) raw bytes, for the fixed-size nonces and MACs of the handshake.
-func (d *decoder) fixed(dst []byte, what string) {
+// Fixed copies exactly len(dst) raw bytes, for the fixed-size nonces and MACs of the handshake.
+func (d *Decoder) Fixed(dst []byte, what string) {
 	if d.err != nil {
 		return
 	}
-	if len(dst) > d.remaining() {
-		d.fail(ErrTruncated, what)
+	if len(dst) > d.Remaining() {
+		d.Fail(ErrTruncated, what)
 		return
 	}
 	d.off += copy(dst, d.src[d.off:])
 }
 
-// count reads an element count and refuses it when the remaining bytes could not hold that many
+// Count reads an element count and refuses it when the remaining bytes could not hold that many
 // elements of at least minBytes each. This is what bounds every allocation by the input's size: a
 // 5-byte varint claiming four billion commands is refused before anything is made for it.
-func (d *decoder) count(minBytes int, what string) int {
-	n := d.uvarint(what)
+func (d *Decoder) Count(minBytes int, what string) int {
+	n := d.Uvarint(what)
 	if d.err != nil {
 		return 0
 	}
-	if n > uint64(d.remaining()/minBytes) {
-		d.fail(ErrCount, what)
+	if n > uint64(d.Remaining()/minBytes) {
+		d.Fail(ErrCount, what)
 		return 0
 	}
 	return int(n)
 }
 
-// end refuses bytes after a complete message: a frame holds exactly one message, so leftovers mean
+// End refuses bytes after a complete message: a frame holds exactly one message, so leftovers mean
 // the peer and this build disagree about the format.
-func (d *decoder) end() {
+func (d *Decoder) End() {
 	if d.err == nil && d.off != len(d.src) {
-		d.fail(ErrTrailing, "end")
+		d.Fail(ErrTrailing, "end")
 	}
 }
 
-// resize returns s with length n, reusing its capacity when it suffices. When it grows, the old
+// Resize returns s with length n, reusing its capacity when it suffices. When it grows, the old
 // elements up to cap(s) are kept, so nested slices inside them (an Entry's Cmds) keep their
 // capacity for the next decode too.
-func resize[T any](s []T, n int) []T {
+func Resize[T any](s []T, n int) []T {
 	if n <= cap(s) {
 		return s[:n]
 	}
@@ -149,14 +159,14 @@ func resize[T any](s []T, n int) []T {
 	return append(s, make([]T, n-len(s))...)
 }
 
-// appendBytes appends a length-prefixed byte string.
-func appendBytes(dst, b []byte) []byte {
+// AppendBytes appends a length-prefixed byte string.
+func AppendBytes(dst, b []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(b)))
 	return append(dst, b...)
 }
 
-// appendFlag appends a boolean as one byte, 0 or 1.
-func appendFlag(dst []byte, v bool) []byte {
+// AppendFlag appends a boolean as one byte, 0 or 1.
+func AppendFlag(dst []byte, v bool) []byte {
 	if v {
 		return append(dst, 1)
 	}

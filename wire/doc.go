@@ -1,5 +1,7 @@
-// Package wire is SofaDB's binary encoding of peer messages, the client protocol and the peer
-// handshake, and the framing that carries them over a byte stream.
+// Package wire is SofaDB's framing of byte streams, the peer handshake and the client protocol; the
+// peer messages of the Paxos core are encoded by its subpackage peerwire with the same rules. wire
+// itself knows nothing of the core, so clients (the load generator) import it and the state
+// machine's package kv, never the core.
 //
 // Every codec is append-style, after encoding/binary's AppendUvarint: AppendX(dst, m) appends the
 // encoding of m to a caller-owned buffer and returns it, and DecodeX(src, m) fills a caller-owned

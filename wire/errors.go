@@ -36,7 +36,7 @@ var (
 	// ErrCount is an element count larger than the remaining bytes could hold; it is refused before
 	// anything is allocated for it.
 	ErrCount = malformed("count larger than the remaining input can hold")
-	// ErrBadOp is a command whose op is not a paxos.Op the state machine knows.
+	// ErrBadOp is a command whose op is not a kv.Op the state machine knows.
 	ErrBadOp = malformed("unknown op")
 	// ErrRange is a field outside the values an encoder writes (a replica id above 65535, a flag
 	// byte other than 0 or 1, an unknown status).

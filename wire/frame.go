@@ -8,8 +8,6 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
-
-	"github.com/sofadb/sofadb/paxos"
 )
 
 // A frame carries one encoding over a byte stream. Its fixed header is 10 bytes, little-endian:
@@ -49,8 +47,9 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Type is a frame's type byte. One namespace covers every port, so that a frame sent to the wrong
-// port is an unknown type there, not a misread message: 1..31 are paxos.MsgType values (peer
-// messages, Type(m.Type)), 32..47 the peer handshake, 48..63 the client protocol. 0 is no type.
+// port is an unknown type there, not a misread message: 1..31 are peer message types (the Paxos
+// core's message types, encoded by wire/peerwire), 32..47 the peer handshake, 48..63 the client
+// protocol. 0 is no type.
 type Type uint8
 
 // Frame types outside the paxos.MsgType range.
@@ -69,14 +68,17 @@ const (
 	TypeResponse
 )
 
-// peerTypeLimit is the first type that is not a paxos.MsgType.
-const peerTypeLimit = 32
+// PeerTypeLimit is the first type that is not a peer message type.
+const PeerTypeLimit = 32
+
+// PeerTypeName names peer message types for logs; wire/peerwire sets it when it is linked in.
+var PeerTypeName = func(t Type) string { return fmt.Sprintf("peer(%d)", uint8(t)) }
 
 // String names a frame type for logs.
 func (t Type) String() string {
 	switch {
-	case t < peerTypeLimit && t != 0:
-		return paxos.MsgType(t).String()
+	case t < PeerTypeLimit && t != 0:
+		return PeerTypeName(t)
 	case t == TypeHello:
 		return "hello"
 	case t == TypeChallenge:
@@ -111,76 +113,64 @@ func (s TypeSet) With(ts ...Type) TypeSet {
 	return s
 }
 
-// The sets a port accepts.
+// The sets a port accepts. (The frames of an authenticated peer connection are peerwire.Types.)
 var (
-	// PeerTypes are the frames of a peer connection: every peer message this version knows and the
-	// handshake (which frames a connection accepts before the handshake ends is the runtime's call).
-	PeerTypes = peerMessageTypes().With(TypeHello, TypeChallenge, TypeProof)
 	// HandshakeTypes are the frames of a peer connection before it is authenticated.
 	HandshakeTypes = TypeSet(0).With(TypeHello, TypeChallenge, TypeProof)
 	// ClientRequestTypes are what a server reads on its client port.
 	ClientRequestTypes = TypeSet(0).With(TypeRequest)
 	// ClientResponseTypes are what a client reads from a server.
 	ClientResponseTypes = TypeSet(0).With(TypeResponse)
-	// AllTypes is every type this version knows.
-	AllTypes = PeerTypes | ClientRequestTypes | ClientResponseTypes
+	// AllTypes is every type of this package: the handshake and the client protocol. Peer message
+	// types are registered by wire/peerwire (RegisterPeerTypes).
+	AllTypes = HandshakeTypes | ClientRequestTypes | ClientResponseTypes
 )
 
-// peerMessageTypes is the set of paxos.MsgType values this package has a layout for.
-func peerMessageTypes() TypeSet {
-	var s TypeSet
-	for t := Type(1); t < peerTypeLimit; t++ {
-		if _, ok := layout(paxos.MsgType(t)); ok {
-			s = s.With(t)
-		}
-	}
-	return s
-}
-
-// AppendMessageFrame appends m as one whole frame; see AppendMessage.
-func AppendMessageFrame(dst []byte, m *paxos.Message) []byte {
-	dst, start := beginFrame(dst)
-	return finishFrame(AppendMessage(dst, m), start)
+// RegisterPeerTypes adds the peer message types wire/peerwire knows to AllTypes; it runs from
+// peerwire's init.
+func RegisterPeerTypes(s TypeSet, name func(Type) string) {
+	AllTypes |= s
+	PeerTypeName = name
 }
 
 // AppendRequestFrame appends r as one whole frame; see AppendRequest.
 func AppendRequestFrame(dst []byte, r *Request) []byte {
-	dst, start := beginFrame(dst)
-	return finishFrame(AppendRequest(dst, r), start)
+	dst, start := BeginFrame(dst)
+	return FinishFrame(AppendRequest(dst, r), start)
 }
 
 // AppendResponseFrame appends r as one whole frame; see AppendResponse.
 func AppendResponseFrame(dst []byte, r *Response) []byte {
-	dst, start := beginFrame(dst)
-	return finishFrame(AppendResponse(dst, r), start)
+	dst, start := BeginFrame(dst)
+	return FinishFrame(AppendResponse(dst, r), start)
 }
 
 // AppendHelloFrame appends h as one whole frame; see AppendHello.
 func AppendHelloFrame(dst []byte, h *Hello) []byte {
-	dst, start := beginFrame(dst)
-	return finishFrame(AppendHello(dst, h), start)
+	dst, start := BeginFrame(dst)
+	return FinishFrame(AppendHello(dst, h), start)
 }
 
 // AppendChallengeFrame appends c as one whole frame; see AppendChallenge.
 func AppendChallengeFrame(dst []byte, c *Challenge) []byte {
-	dst, start := beginFrame(dst)
-	return finishFrame(AppendChallenge(dst, c), start)
+	dst, start := BeginFrame(dst)
+	return FinishFrame(AppendChallenge(dst, c), start)
 }
 
 // AppendProofFrame appends p as one whole frame; see AppendProof.
 func AppendProofFrame(dst []byte, p *Proof) []byte {
-	dst, start := beginFrame(dst)
-	return finishFrame(AppendProof(dst, p), start)
+	dst, start := BeginFrame(dst)
+	return FinishFrame(AppendProof(dst, p), start)
 }
 
-// beginFrame appends the version and room for the length and checksum, which finishFrame fills in
+// BeginFrame appends the version and room for the length and checksum, which FinishFrame fills in
 // once the payload is written after them: the payload is encoded once, in place.
-func beginFrame(dst []byte) ([]byte, int) {
+func BeginFrame(dst []byte) ([]byte, int) {
 	return append(dst, Version, 0, 0, 0, 0, 0, 0, 0, 0), len(dst)
 }
 
-// finishFrame patches the length and checksum of the frame that starts at dst[start].
-func finishFrame(dst []byte, start int) []byte {
+// FinishFrame patches the length and checksum of the frame that starts at dst[start].
+func FinishFrame(dst []byte, start int) []byte {
 	n := len(dst) - start - prefixBytes
 	if n > math.MaxUint32 {
 		panic(fmt.Sprintf("wire: frame payload of %d bytes does not fit the length field", n))

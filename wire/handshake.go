@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-
-	"github.com/sofadb/sofadb/paxos"
 )
 
 // Sizes of the handshake's fixed fields, in bytes.
@@ -35,13 +33,13 @@ const (
 // authenticates the peer at connect time; it does not protect the frames that follow from an
 // on-path attacker, which would take a per-frame MAC or TLS.
 type Hello struct {
-	From, To paxos.ReplicaID
+	From, To uint16
 	Nonce    [NonceBytes]byte
 }
 
 // Challenge answers a Hello with the responder's fresh nonce and its proof of the key.
 type Challenge struct {
-	From  paxos.ReplicaID
+	From  uint16
 	Nonce [NonceBytes]byte
 	MAC   [MACBytes]byte
 }
@@ -70,7 +68,7 @@ const macDomain = "sofadb peer handshake v1\x00"
 // and the responder's ids (in that order, whoever computes it) and both nonces. Every input has a
 // fixed size, so no two different inputs concatenate to the same bytes. key should be at least 32
 // random bytes shared by every member of the cluster.
-func HandshakeMAC(key []byte, role Role, initiator, responder paxos.ReplicaID,
+func HandshakeMAC(key []byte, role Role, initiator, responder uint16,
 	initiatorNonce, responderNonce *[NonceBytes]byte) [MACBytes]byte {
 	var msg [len(macDomain) + 1 + 2 + 2 + 2*NonceBytes]byte
 	b := append(msg[:0], macDomain...)
@@ -88,7 +86,7 @@ func HandshakeMAC(key []byte, role Role, initiator, responder paxos.ReplicaID,
 
 // CheckMAC reports whether mac is the one role should have sent, comparing in constant time so the
 // check leaks nothing about the expected MAC.
-func CheckMAC(mac *[MACBytes]byte, key []byte, role Role, initiator, responder paxos.ReplicaID,
+func CheckMAC(mac *[MACBytes]byte, key []byte, role Role, initiator, responder uint16,
 	initiatorNonce, responderNonce *[NonceBytes]byte) bool {
 	want := HandshakeMAC(key, role, initiator, responder, initiatorNonce, responderNonce)
 	return hmac.Equal(mac[:], want[:])
@@ -112,12 +110,12 @@ func AppendHello(dst []byte, h *Hello) []byte {
 
 // DecodeHello decodes a Hello that fills src exactly; nothing in h aliases src.
 func DecodeHello(src []byte, h *Hello) (n int, err error) {
-	d := decoder{src: src}
+	d := Decoder{src: src}
 	d.typ(TypeHello)
-	h.From = paxos.ReplicaID(d.replicaID("from"))
-	h.To = paxos.ReplicaID(d.replicaID("to"))
-	d.fixed(h.Nonce[:], "nonce")
-	return d.finish()
+	h.From = d.ReplicaID("from")
+	h.To = d.ReplicaID("to")
+	d.Fixed(h.Nonce[:], "nonce")
+	return d.Finish()
 }
 
 // AppendChallenge appends type byte TypeChallenge, From, the nonce and the MAC.
@@ -130,12 +128,12 @@ func AppendChallenge(dst []byte, c *Challenge) []byte {
 
 // DecodeChallenge decodes a Challenge that fills src exactly; nothing in c aliases src.
 func DecodeChallenge(src []byte, c *Challenge) (n int, err error) {
-	d := decoder{src: src}
+	d := Decoder{src: src}
 	d.typ(TypeChallenge)
-	c.From = paxos.ReplicaID(d.replicaID("from"))
-	d.fixed(c.Nonce[:], "nonce")
-	d.fixed(c.MAC[:], "mac")
-	return d.finish()
+	c.From = d.ReplicaID("from")
+	d.Fixed(c.Nonce[:], "nonce")
+	d.Fixed(c.MAC[:], "mac")
+	return d.Finish()
 }
 
 // AppendProof appends type byte TypeProof and the MAC.
@@ -146,8 +144,8 @@ func AppendProof(dst []byte, p *Proof) []byte {
 
 // DecodeProof decodes a Proof that fills src exactly; nothing in p aliases src.
 func DecodeProof(src []byte, p *Proof) (n int, err error) {
-	d := decoder{src: src}
+	d := Decoder{src: src}
 	d.typ(TypeProof)
-	d.fixed(p.MAC[:], "mac")
-	return d.finish()
+	d.Fixed(p.MAC[:], "mac")
+	return d.Finish()
 }

@@ -3,15 +3,13 @@ package wire
 import (
 	"errors"
 	"testing"
-
-	"github.com/sofadb/sofadb/paxos"
 )
 
 var clusterKey = []byte("0123456789abcdef0123456789abcdef")
 
 // TestHandshake runs the whole exchange through frames, as two replicas would.
 func TestHandshake(t *testing.T) {
-	const a, b paxos.ReplicaID = 1, 2
+	const a, b uint16 = 1, 2
 	hello := Hello{From: a, To: b, Nonce: NewNonce()}
 
 	// b receives the Hello and answers.
@@ -50,7 +48,7 @@ func TestHandshake(t *testing.T) {
 
 func mustDecodeFrame(t *testing.T, frame []byte, want Type, decode func([]byte) error) {
 	t.Helper()
-	typ, p, err := NewReader(&loopReader{b: frame}, 0, PeerTypes).Next()
+	typ, p, err := NewReader(&loopReader{b: frame}, 0, HandshakeTypes).Next()
 	if err != nil || typ != want {
 		t.Fatalf("Next = %v, %v; want %v", typ, err, want)
 	}

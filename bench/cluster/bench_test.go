@@ -18,8 +18,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/sofadb/sofadb/bench/cluster"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/sofaclient"
-	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/replica"
 	"github.com/sofadb/sofadb/wire"
 )
@@ -106,7 +106,7 @@ func binaryLoad(c *cluster.Cluster, leader int, warmEnd time.Time, stop <-chan s
 				return
 			}
 			start := time.Now()
-			conn.Go(paxos.OpPut, benchKey(int(next.Add(1))), benchValue, func(resp *wire.Response, err error) {
+			conn.Go(kv.OpPut, benchKey(int(next.Add(1))), benchValue, func(resp *wire.Response, err error) {
 				now := time.Now()
 				if errors.Is(err, sofaclient.ErrClosed) { // a dead connection answers at once: end the chain
 					errs.Add(1)
@@ -336,7 +336,7 @@ func benchFailover(b *testing.B) {
 					case <-tick.C:
 					}
 					sent := int64(time.Since(t0))
-					conn.Go(paxos.OpPut, benchKey(id*1_000_000+n), benchValue, func(resp *wire.Response, err error) {
+					conn.Go(kv.OpPut, benchKey(id*1_000_000+n), benchValue, func(resp *wire.Response, err error) {
 						if err != nil || resp.Status != wire.StatusOK {
 							return
 						}

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/sofadb/sofadb/bench/cluster"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/sofaclient"
-	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -112,7 +112,7 @@ func TestLauncherFiveReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	res, err := conn.Do(context.Background(), paxos.OpPut, []byte("k"), []byte("v"))
+	res, err := conn.Do(context.Background(), kv.OpPut, []byte("k"), []byte("v"))
 	if err != nil || res.Status != wire.StatusOK {
 		t.Fatalf("put with 3 of 5 replicas: %+v %v", res, err)
 	}

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -128,7 +128,7 @@ func (c *Conn) ClientID() uint64 { return c.clientID }
 func (c *Conn) Open(ctx context.Context) error {
 	var nonce [8]byte
 	rand.Read(nonce[:])
-	req := wire.Request{ClientID: binary.LittleEndian.Uint64(nonce[:]) | 1, Op: paxos.OpOpen}
+	req := wire.Request{ClientID: binary.LittleEndian.Uint64(nonce[:]) | 1, Op: kv.OpOpen}
 	var last error
 	for {
 		c.mu.Lock()
@@ -176,7 +176,7 @@ func (c *Conn) Open(ctx context.Context) error {
 }
 
 // Go sends a request with the next Seq and returns that Seq; cb gets the outcome.
-func (c *Conn) Go(op paxos.Op, key, value []byte, cb Callback) uint64 {
+func (c *Conn) Go(op kv.Op, key, value []byte, cb Callback) uint64 {
 	c.mu.Lock()
 	seq := c.nextSeq
 	c.nextSeq++
@@ -219,14 +219,14 @@ func (c *Conn) GoRequest(req *wire.Request, cb Callback) {
 // Result is a response copied out of the connection's buffers, for Do's callers.
 type Result struct {
 	Status     wire.Status
-	Leader     paxos.ReplicaID
+	Leader     uint16
 	LeaderAddr string
 	Value      []byte
 }
 
 // Do sends a request and waits for its outcome or for ctx. Abandoning a request through ctx does not
 // unsend it: it may still be applied.
-func (c *Conn) Do(ctx context.Context, op paxos.Op, key, value []byte) (*Result, error) {
+func (c *Conn) Do(ctx context.Context, op kv.Op, key, value []byte) (*Result, error) {
 	type outcome struct {
 		res *Result
 		err error

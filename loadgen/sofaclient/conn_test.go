@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/sofaclient"
 	"github.com/sofadb/sofadb/loadgen/sofaclient/sofatest"
-	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -41,7 +41,7 @@ func TestPipelinedOutOfOrder(t *testing.T) {
 	c := dial(t, s, sofaclient.Options{Timeout: 2 * time.Second})
 	ctx := context.Background()
 	for i := range 50 {
-		if r, err := c.Do(ctx, paxos.OpPut, fmt.Appendf(nil, "k%d", i), fmt.Appendf(nil, "v%d", i)); err != nil || r.Status != wire.StatusOK {
+		if r, err := c.Do(ctx, kv.OpPut, fmt.Appendf(nil, "k%d", i), fmt.Appendf(nil, "v%d", i)); err != nil || r.Status != wire.StatusOK {
 			t.Fatalf("put: %v %v", r, err)
 		}
 	}
@@ -61,9 +61,9 @@ func TestPipelinedOutOfOrder(t *testing.T) {
 			order = append(order, what)
 		}
 	}
-	c.Go(paxos.OpPut, []byte("slow"), []byte("x"), record("put", ""))
+	c.Go(kv.OpPut, []byte("slow"), []byte("x"), record("put", ""))
 	for i := range 50 {
-		c.Go(paxos.OpGet, fmt.Appendf(nil, "k%d", i), nil, record("get", fmt.Sprintf("v%d", i)))
+		c.Go(kv.OpGet, fmt.Appendf(nil, "k%d", i), nil, record("get", fmt.Sprintf("v%d", i)))
 	}
 	wg.Wait()
 	if order[len(order)-1] != "put" || order[0] != "get" {
@@ -81,11 +81,11 @@ func TestTimeoutAndLateAnswer(t *testing.T) {
 	s.SetSilent("hole")
 	c := dial(t, s, sofaclient.Options{Timeout: 100 * time.Millisecond})
 	startAt := time.Now()
-	_, err := c.Do(context.Background(), paxos.OpGet, []byte("hole"), nil)
+	_, err := c.Do(context.Background(), kv.OpGet, []byte("hole"), nil)
 	if el := time.Since(startAt); !errors.Is(err, sofaclient.ErrTimeout) || el < 100*time.Millisecond || el > time.Second {
 		t.Fatalf("err %v after %v, want ErrTimeout after about 100 ms", err, el)
 	}
-	if r, err := c.Do(context.Background(), paxos.OpGet, []byte("other"), nil); err != nil || r.Status != wire.StatusNotFound {
+	if r, err := c.Do(context.Background(), kv.OpGet, []byte("other"), nil); err != nil || r.Status != wire.StatusNotFound {
 		t.Fatalf("after a timeout: %+v %v, want not-found", r, err)
 	}
 }
@@ -101,7 +101,7 @@ func TestCloseFailsPending(t *testing.T) {
 	calls := 0
 	for range 10 {
 		wg.Add(1)
-		c.Go(paxos.OpGet, []byte("hole"), nil, func(_ *wire.Response, err error) {
+		c.Go(kv.OpGet, []byte("hole"), nil, func(_ *wire.Response, err error) {
 			defer wg.Done()
 			mu.Lock()
 			calls++
@@ -119,7 +119,7 @@ func TestCloseFailsPending(t *testing.T) {
 	if calls != 10 {
 		t.Fatalf("%d callbacks for 10 requests", calls)
 	}
-	if _, err := c.Do(context.Background(), paxos.OpGet, []byte("k"), nil); !errors.Is(err, sofaclient.ErrClosed) {
+	if _, err := c.Do(context.Background(), kv.OpGet, []byte("k"), nil); !errors.Is(err, sofaclient.ErrClosed) {
 		t.Fatalf("after the connection failed: %v, want ErrClosed", err)
 	}
 }
@@ -130,7 +130,7 @@ func TestRetryKeepsIdentity(t *testing.T) {
 	s := start(t)
 	s.SetSilent("hole")
 	c := dial(t, s, sofaclient.Options{Timeout: 50 * time.Millisecond})
-	req := &wire.Request{ClientID: c.ClientID(), Seq: 77, Op: paxos.OpGet, Key: []byte("hole")}
+	req := &wire.Request{ClientID: c.ClientID(), Seq: 77, Op: kv.OpGet, Key: []byte("hole")}
 	first, second := make(chan error, 1), make(chan error, 1)
 	c.GoRequest(req, func(_ *wire.Response, err error) { first <- err })
 	c.GoRequest(req, func(_ *wire.Response, err error) { second <- err })
@@ -150,7 +150,7 @@ func TestRetryKeepsIdentity(t *testing.T) {
 	if err := <-second; err != nil {
 		t.Fatalf("retry: %v", err)
 	}
-	if seq := c.Go(paxos.OpGet, []byte("k"), nil, func(*wire.Response, error) {}); seq <= 77 {
+	if seq := c.Go(kv.OpGet, []byte("k"), nil, func(*wire.Response, error) {}); seq <= 77 {
 		t.Fatalf("Go chose seq %d, not above the caller's 77", seq)
 	}
 }
@@ -160,7 +160,7 @@ func TestNotLeaderHint(t *testing.T) {
 	s := start(t)
 	s.SetFollower(true, "127.0.0.9:7000")
 	c := dial(t, s, sofaclient.Options{Timeout: time.Second})
-	r, err := c.Do(context.Background(), paxos.OpPut, []byte("k"), []byte("v"))
+	r, err := c.Do(context.Background(), kv.OpPut, []byte("k"), []byte("v"))
 	if err != nil || r.Status != wire.StatusNotLeader || r.LeaderAddr != "127.0.0.9:7000" {
 		t.Fatalf("%+v %v, want not-leader with the hint", r, err)
 	}

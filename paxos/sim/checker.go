@@ -10,7 +10,7 @@ import (
 	"math/bits"
 	"slices"
 
-	"github.com/sofadb/sofadb/disk"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 )
 
@@ -99,7 +99,14 @@ func (p position) before(q position) bool {
 type canonRec struct {
 	fp     uint64
 	digest uint64
-	cmds   []paxos.Command
+	cmds   []kv.Command
+}
+
+// decode is the state machine's view of a logged command.
+func decode(c *paxos.Command) kv.Command {
+	var out kv.Command
+	out.Decode(c.ClientID, c.Seq, c.Data)
+	return out
 }
 
 func newChecker(n int, w *world) *checker {
@@ -136,11 +143,11 @@ func fingerprint(cmds []paxos.Command) uint64 {
 		cm := &cmds[i]
 		binary.LittleEndian.PutUint64(b[:], cm.ClientID)
 		h.Write(b[:])
-		binary.LittleEndian.PutUint64(b[:], cm.Seq<<8|uint64(cm.Op))
+		binary.LittleEndian.PutUint64(b[:], cm.Seq)
 		h.Write(b[:])
-		h.Write(cm.Key)
-		h.Write([]byte{0})
-		h.Write(cm.Value)
+		binary.LittleEndian.PutUint64(b[:], uint64(len(cm.Data)))
+		h.Write(b[:])
+		h.Write(cm.Data)
 	}
 	return h.Sum64()
 }
@@ -332,7 +339,7 @@ func (c *checker) checkDurablePrefix(n *node, before uint64) {
 
 // onApply checks a replica applying a slot: the value was chosen, every replica applies the same
 // value there with the same state after it, and de-duplication matches the canonical log.
-func (c *checker) onApply(n *node, e *paxos.Entry, results []disk.Result) {
+func (c *checker) onApply(n *node, e *paxos.Entry, cmds []kv.Command, results []kv.Result) {
 	c.maxApplied = max(c.maxApplied, e.Slot)
 	fp := fingerprint(e.Cmds)
 	if ch, ok := c.chosen[e.Slot]; !ok || ch != fp {
@@ -341,17 +348,17 @@ func (c *checker) onApply(n *node, e *paxos.Entry, results []disk.Result) {
 	}
 	rec, seen := c.canon[e.Slot]
 	if !seen {
-		rec = canonRec{fp: fp, digest: n.st().Digest(), cmds: e.Cmds}
+		rec = canonRec{fp: fp, digest: n.st().Digest(), cmds: slices.Clone(cmds)} // the driver reuses cmds
 		c.canon[e.Slot] = rec
-		for i := range e.Cmds {
-			cm := &e.Cmds[i]
-			if !cm.Op.Mutates() || results[i].Stale {
+		for i := range cmds {
+			cm := &cmds[i]
+			if !cm.Op.Mutates() || results[i].Stale || results[i].Expired {
 				continue
 			}
-			if _, ok := c.effective[keyOf(cm)]; !ok {
-				c.effective[keyOf(cm)] = position{e.Slot, i}
+			if _, ok := c.effective[kvKey(cm)]; !ok {
+				c.effective[kvKey(cm)] = position{e.Slot, i}
 				c.history[string(cm.Key)] = append(c.history[string(cm.Key)],
-					keyWrite{at: position{e.Slot, i}, present: cm.Op == paxos.OpPut, value: cm.Value})
+					keyWrite{at: position{e.Slot, i}, present: cm.Op == kv.OpPut, value: cm.Value})
 			} else {
 				c.dupSlots++
 			}
@@ -361,14 +368,14 @@ func (c *checker) onApply(n *node, e *paxos.Entry, results []disk.Result) {
 		return
 	}
 	for i := range e.Cmds {
-		c.checkCommand(n, position{e.Slot, i}, &e.Cmds[i], results[i])
+		c.checkCommand(n, position{e.Slot, i}, &e.Cmds[i], &cmds[i], results[i])
 	}
 }
 
-func (c *checker) checkCommand(n *node, at position, cm *paxos.Command, res disk.Result) {
-	k := keyOf(cm)
+func (c *checker) checkCommand(n *node, at position, pcm *paxos.Command, cm *kv.Command, res kv.Result) {
+	k := keyOf(pcm)
 	orig, ok := c.proposed[k]
-	if !ok || orig.Op != cm.Op || !bytes.Equal(orig.Key, cm.Key) || !bytes.Equal(orig.Value, cm.Value) {
+	if !ok || !bytes.Equal(orig.Data, pcm.Data) {
 		c.violate("no-invented-command", "r%d applied a command (client %d seq %d) no client issued", n.id, k.client, k.seq)
 		return
 	}
@@ -428,17 +435,17 @@ func (c *checker) onPropose(cm *paxos.Command) { c.proposed[keyOf(cm)] = *cm }
 
 // onAck records an acknowledged command. A write must have taken effect, and after every write
 // acknowledged before it was sent (mustSee): the log's order must respect real time.
-func (c *checker) onAck(cm *paxos.Command, mustSee position) {
+func (c *checker) onAck(cm *paxos.Command, op kv.Op, mustSee position) {
 	c.acked[keyOf(cm)] = true
 	at, ok := c.effective[keyOf(cm)]
-	if cm.Op.Mutates() && !ok {
+	if op.Mutates() && !ok {
 		c.violate("acked-took-effect", "client %d seq %d acknowledged but never took effect", cm.ClientID, cm.Seq)
 	}
-	if cm.Op.Mutates() && ok && !mustSee.before(at) {
+	if op.Mutates() && ok && !mustSee.before(at) {
 		c.violate("write-order", "client %d seq %d took effect at %v, before the write at %v that was acknowledged before it was sent",
 			cm.ClientID, cm.Seq, at, mustSee)
 	}
-	if cm.Op.Mutates() && c.lastAcked.before(at) {
+	if op.Mutates() && c.lastAcked.before(at) {
 		c.lastAcked = at
 	}
 }
@@ -486,7 +493,7 @@ func (c *checker) onRead(cl *client, cm *clientMsg) {
 			kind, cl.id, cl.seq, at, cl.mustSee)
 		return
 	}
-	key := string(cl.cmd.Key)
+	key := string(cl.key)
 	var want keyWrite
 	for _, kw := range c.history[key] {
 		if !kw.at.before(at) {
@@ -504,7 +511,7 @@ func (c *checker) onRead(cl *client, cm *clientMsg) {
 // replica's state equals a model replaying the canonical log.
 func (c *checker) final() {
 	for _, k := range sortedCmdKeys(c.acked) {
-		if cm := c.proposed[k]; cm.Op.Mutates() {
+		if cm := c.proposed[k]; decode(&cm).Op.Mutates() {
 			if _, ok := c.effective[k]; !ok {
 				c.violate("acked-took-effect", "acknowledged command (client %d seq %d) missing from the log", k.client, k.seq)
 			}
@@ -520,13 +527,13 @@ func (c *checker) final() {
 		}
 		for i := range rec.cmds {
 			cm := &rec.cmds[i]
-			if c.effective[keyOf(cm)] != (position{s, i}) {
+			if c.effective[kvKey(cm)] != (position{s, i}) {
 				continue
 			}
 			switch cm.Op {
-			case paxos.OpPut:
+			case kv.OpPut:
 				model[string(cm.Key)] = string(cm.Value)
-			case paxos.OpDelete:
+			case kv.OpDelete:
 				delete(model, string(cm.Key))
 			}
 		}

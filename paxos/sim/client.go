@@ -3,6 +3,8 @@ package sim
 import (
 	"fmt"
 
+	"github.com/sofadb/sofadb/driver"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 )
 
@@ -10,6 +12,8 @@ import (
 type cmdKey struct{ client, seq uint64 }
 
 func keyOf(c *paxos.Command) cmdKey { return cmdKey{c.ClientID, c.Seq} }
+
+func kvKey(c *kv.Command) cmdKey { return cmdKey{c.ClientID, c.Seq} }
 
 // clientMsg is a request to a replica or a reply to a client.
 type clientMsg struct {
@@ -39,9 +43,11 @@ type client struct {
 	w       *world
 	idx     int
 	id      uint64 // the nonce naming its OpOpen
+	op      kv.Op  // what cmd does, and on which key (cmd.Data is its encoding)
+	key     []byte
 	session uint64
-	want    *paxos.Command // a scripted command to send next (scenario tests)
-	acks    int            // commands acknowledged, the open not counted
+	want    *kv.Command // a scripted command to send next (scenario tests)
+	acks    int         // commands acknowledged, the open not counted
 	seq     uint64
 	cmd     paxos.Command
 	waiting bool
@@ -65,27 +71,30 @@ const openNonceBit = 1 << 40
 
 func (c *client) newCommand() paxos.Command {
 	if c.session == 0 {
-		return paxos.Command{ClientID: openNonceBit | c.id, Op: paxos.OpOpen}
+		c.op, c.key = kv.OpOpen, nil
+		return driver.NewCommand(openNonceBit|c.id, 0, kv.OpOpen, nil, nil)
 	}
 	c.seq++
 	if c.want != nil {
-		cmd := *c.want
+		w := *c.want
 		c.want = nil
-		cmd.ClientID, cmd.Seq = c.session, c.seq
-		return cmd
+		c.op, c.key = w.Op, w.Key
+		return driver.NewCommand(c.session, c.seq, w.Op, w.Key, w.Value)
 	}
-	cmd := paxos.Command{ClientID: c.session, Seq: c.seq, Key: []byte(fmt.Sprintf("k%d", c.w.rng.IntN(c.w.p.Keys)))}
+	key := []byte(fmt.Sprintf("k%d", c.w.rng.IntN(c.w.p.Keys)))
+	var value []byte
 	switch x := c.w.rng.IntN(100); {
 	case c.writer:
-		cmd.Op, cmd.Value = paxos.OpPut, []byte(fmt.Sprintf("v%d.%d", c.id, c.seq))
+		c.op, value = kv.OpPut, []byte(fmt.Sprintf("v%d.%d", c.id, c.seq))
 	case c.reader || x < c.w.p.ReadPct:
-		cmd.Op = paxos.OpGet
+		c.op = kv.OpGet
 	case x < c.w.p.ReadPct+(100-c.w.p.ReadPct)*8/9:
-		cmd.Op, cmd.Value = paxos.OpPut, []byte(fmt.Sprintf("v%d.%d", c.id, c.seq))
+		c.op, value = kv.OpPut, []byte(fmt.Sprintf("v%d.%d", c.id, c.seq))
 	default:
-		cmd.Op = paxos.OpDelete
+		c.op = kv.OpDelete
 	}
-	return cmd
+	c.key = key
+	return driver.NewCommand(c.session, c.seq, c.op, key, value)
 }
 
 func (c *client) send() {
@@ -129,22 +138,22 @@ func (c *client) reply(cm *clientMsg) {
 		return
 	}
 	if cm.ok {
-		switch c.cmd.Op {
-		case paxos.OpGet:
+		switch c.op {
+		case kv.OpGet:
 			c.w.chk.onRead(c, cm)
-		case paxos.OpOpen:
+		case kv.OpOpen:
 			c.session = cm.session
 		}
-		if c.cmd.Op != paxos.OpOpen {
+		if c.op != kv.OpOpen {
 			c.acks++
 		}
 		if c.follow && cm.leader != 0 {
 			c.hint = int(cm.leader) - 1
 		}
-		c.w.chk.onAck(&c.cmd, c.mustSee)
+		c.w.chk.onAck(&c.cmd, c.op, c.mustSee)
 		c.waiting = false
 		think := int64(c.w.p.ClientThinkUs)
-		if c.reader || c.cmd.Op == paxos.OpOpen {
+		if c.reader || c.op == kv.OpOpen {
 			think = 0
 		}
 		if c.scripted && c.want == nil {

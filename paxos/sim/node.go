@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/sofadb/sofadb/disk"
 	"github.com/sofadb/sofadb/driver"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
@@ -125,12 +125,12 @@ func (sd *simDisk) SaveSnapshot(data []byte) error {
 	if sd.failed != nil {
 		return sd.failed
 	}
-	slot, err := disk.SnapshotSlot(data)
+	slot, err := kv.SnapshotSlot(data)
 	if err != nil {
 		return err
 	}
 	if slot < sd.durable.snap.Slot {
-		return fmt.Errorf("%w: %w", disk.ErrSnapshotOlder, errSnapshotBack)
+		return errSnapshotBack
 	}
 	sd.durable.snap = paxos.Snapshot{Slot: slot, Data: data}
 	return nil
@@ -283,14 +283,14 @@ func (n *node) start() {
 	n.inc++
 	dm := n.disk.durable
 	d := dm.toDurable()
-	state := disk.NewState()
+	state := kv.NewState()
 	if dm.snap.Data != nil {
 		if err := state.Restore(dm.snap.Data); err != nil {
 			n.w.chk.violate("snapshot-restores", "r%d: durable snapshot does not restore: %v", n.id, err)
 		}
 	}
 	hooks := driver.Hooks{
-		Applied:           func(e *paxos.Entry, res []disk.Result) { n.w.chk.onApply(n, e, res) },
+		Applied:           func(e *paxos.Entry, cmds []kv.Command, res []kv.Result) { n.w.chk.onApply(n, e, cmds, res) },
 		SnapshotInstalled: func(slot uint64) { n.w.chk.onSnapshotInstalled(n, slot); n.maybeCrashInSave() },
 		Local: func(m *paxos.Message) {
 			n.w.chk.onSend(n, m)
@@ -321,7 +321,7 @@ func (n *node) maybeCrashInSave() {
 
 // core and st are the running incarnation's core and state machine, for the checkers.
 func (n *node) core() *paxos.Replica { return n.d.Core() }
-func (n *node) st() *disk.State      { return n.d.State() }
+func (n *node) st() *kv.State        { return n.d.State() }
 
 // wake runs one wake-up of the driver around input: Begin, the input, End, then the lease oracle.
 // A paused node keeps its inputs for when it resumes.

@@ -10,7 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 
-	"github.com/sofadb/sofadb/disk"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 )
 
@@ -568,4 +568,4 @@ func sortedKeys[K interface{ ~uint64 | ~int }, V any](m map[K]V) []K {
 // the one the message claims.
 func badSnapshot(data []byte) []byte { return emptySnapshot }
 
-var emptySnapshot = disk.NewState().AppendSnapshot(nil)
+var emptySnapshot = kv.NewState().AppendSnapshot(nil)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 )
 
@@ -70,7 +71,7 @@ func openClient(t *testing.T, w *world, to int) *client {
 
 // put has a scripted client send one put to replica `to` (retrying elsewhere on timeout).
 func (c *client) put(to int, key, value string) {
-	c.want = &paxos.Command{Op: paxos.OpPut, Key: []byte(key), Value: []byte(value)}
+	c.want = &kv.Command{Op: kv.OpPut, Key: []byte(key), Value: []byte(value)}
 	c.hint = to
 	c.send()
 }
@@ -209,7 +210,7 @@ func TestLeaderCrashAfterAcceptBeforeCommit(t *testing.T) {
 		n := 0
 		for _, f := range w.nodes {
 			for s, e := range f.disk.durable.entries {
-				if f != old && len(e.Cmds) > 0 && string(e.Cmds[0].Value) == "precious" {
+				if f != old && len(e.Cmds) > 0 && string(decode(&e.Cmds[0]).Value) == "precious" {
 					n, slot = n+1, s
 				}
 			}

@@ -5,16 +5,16 @@ import (
 	"fmt"
 
 	"github.com/sofadb/sofadb/paxos"
-	"github.com/sofadb/sofadb/wire"
+	"github.com/sofadb/sofadb/wire/peerwire"
 )
 
 // throughWire sends a message through the real peer codec, as the runtime does, and returns what the
 // receiver decodes. A field the core sets but the codec drops (or garbles) is a violation: the
 // simulated cluster must run on exactly the bytes a real one would.
 func (w *world) throughWire(m *paxos.Message) (paxos.Message, bool) {
-	buf := wire.AppendMessage(nil, m)
+	buf := peerwire.AppendMessage(nil, m)
 	var out paxos.Message
-	if _, err := wire.DecodeMessage(buf, &out); err != nil {
+	if _, err := peerwire.DecodeMessage(buf, &out); err != nil {
 		w.chk.violate("wire", "wire cannot decode its own %v: %v", m.Type, err)
 		return out, false
 	}
@@ -54,7 +54,7 @@ func commandsEqual(a, b []paxos.Command) bool {
 	}
 	for i := range a {
 		x, y := &a[i], &b[i]
-		if x.ClientID != y.ClientID || x.Seq != y.Seq || x.Op != y.Op || !bytes.Equal(x.Key, y.Key) || !bytes.Equal(x.Value, y.Value) {
+		if x.ClientID != y.ClientID || x.Seq != y.Seq || !bytes.Equal(x.Data, y.Data) {
 			return false
 		}
 	}

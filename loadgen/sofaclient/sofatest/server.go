@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -155,7 +155,7 @@ func (s *Server) handle(req *wire.Request) (*wire.Response, time.Duration, bool)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	resp := &wire.Response{Seq: req.Seq, Status: wire.StatusOK}
-	if req.Op == paxos.OpOpen {
+	if req.Op == kv.OpOpen {
 		// Like a real replica, a follower too opens sessions (it forwards them), and an open is not
 		// counted among the requests tests look at.
 		s.sessions++
@@ -174,16 +174,16 @@ func (s *Server) handle(req *wire.Request) (*wire.Response, time.Duration, bool)
 		return resp, 0, false
 	}
 	switch req.Op {
-	case paxos.OpPut:
+	case kv.OpPut:
 		s.data[string(req.Key)] = append([]byte(nil), req.Value...)
 		return resp, s.putDelay, false
-	case paxos.OpGet:
+	case kv.OpGet:
 		v, ok := s.data[string(req.Key)]
 		if !ok {
 			resp.Status = wire.StatusNotFound
 		}
 		resp.Value = v
-	case paxos.OpDelete:
+	case kv.OpDelete:
 		if _, ok := s.data[string(req.Key)]; !ok {
 			resp.Status = wire.StatusNotFound
 		}

@@ -1,4 +1,4 @@
-package wire
+package peerwire
 
 import "github.com/sofadb/sofadb/paxos"
 
@@ -27,7 +27,7 @@ func CloneMessage(m *paxos.Message) paxos.Message {
 	return c
 }
 
-// countMessage counts the commands and the bytes of keys, values and data that m holds.
+// countMessage counts the commands and the bytes of command data and message data that m holds.
 func countMessage(m *paxos.Message) (nCmds, nBytes int) {
 	nCmds, nBytes = len(m.Cmds), len(m.Data)+commandBytes(m.Cmds)
 	for i := range m.Entries {
@@ -37,11 +37,11 @@ func countMessage(m *paxos.Message) (nCmds, nBytes int) {
 	return nCmds, nBytes
 }
 
-// commandBytes is the total length of the keys and values of cmds.
+// commandBytes is the total length of the data of cmds.
 func commandBytes(cmds []paxos.Command) int {
 	n := 0
 	for i := range cmds {
-		n += len(cmds[i].Key) + len(cmds[i].Value)
+		n += len(cmds[i].Data)
 	}
 	return n
 }
@@ -63,7 +63,7 @@ func (a *arena) copyBytes(b []byte) []byte {
 	return a.bytes[start:len(a.bytes):len(a.bytes)]
 }
 
-// copyCommands copies cmds and their keys and values into the arena.
+// copyCommands copies cmds and their data into the arena.
 func (a *arena) copyCommands(cmds []paxos.Command) []paxos.Command {
 	if len(cmds) == 0 {
 		return nil
@@ -71,8 +71,7 @@ func (a *arena) copyCommands(cmds []paxos.Command) []paxos.Command {
 	start := len(a.cmds)
 	for i := range cmds {
 		c := cmds[i]
-		c.Key = a.copyBytes(c.Key)
-		c.Value = a.copyBytes(c.Value)
+		c.Data = a.copyBytes(c.Data)
 		a.cmds = append(a.cmds, c)
 	}
 	return a.cmds[start:len(a.cmds):len(a.cmds)]

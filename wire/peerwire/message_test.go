@@ -1,4 +1,4 @@
-package wire
+package peerwire
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
 )
 
 func TestMessageRoundTrip(t *testing.T) {
@@ -37,8 +38,8 @@ func TestEveryMsgTypeHasLayout(t *testing.T) {
 		if _, ok := layout(mt); !ok {
 			t.Errorf("paxos.%v has no wire layout", mt)
 		}
-		if !PeerTypes.Has(Type(mt)) {
-			t.Errorf("paxos.%v is not in PeerTypes", mt)
+		if !Types.Has(wire.Type(mt)) || wire.Type(mt).String() != mt.String() {
+			t.Errorf("paxos.%v is not in Types, or is named %q", mt, wire.Type(mt))
 		}
 	}
 	if _, ok := layout(paxos.MsgType(0)); ok {
@@ -71,8 +72,8 @@ func TestMessageTruncated(t *testing.T) {
 		}
 		for n := range len(enc) {
 			var got paxos.Message
-			if _, err := DecodeMessage(enc[:n], &got); !errors.Is(err, ErrMalformed) {
-				t.Fatalf("%s: prefix of %d bytes: err %v, want ErrMalformed", describeMessage(i, &m), n, err)
+			if _, err := DecodeMessage(enc[:n], &got); !errors.Is(err, wire.ErrMalformed) {
+				t.Fatalf("%s: prefix of %d bytes: err %v, want wire.ErrMalformed", describeMessage(i, &m), n, err)
 			}
 		}
 	}
@@ -85,16 +86,15 @@ func TestMessageMalformed(t *testing.T) {
 		in   []byte
 		want error
 	}{
-		{"empty", nil, ErrTruncated},
-		{"type 0", []byte{0, 1, 2, 3, 4}, ErrUnknownType},
-		{"type 12", []byte{12, 1, 2, 3, 4}, ErrUnknownType},
-		{"handshake type", []byte{byte(TypeProof), 1, 2, 3, 4}, ErrUnknownType},
-		{"trailing byte", append(accepted[:len(accepted):len(accepted)], 0), ErrTrailing},
-		{"from above 65535", []byte{byte(paxos.MsgAccepted), 0x80, 0x80, 0x04, 2, 3, 4}, ErrRange},
-		{"padded slot", []byte{byte(paxos.MsgAccepted), 1, 2, 3, 0x84, 0x00}, ErrVarint},
-		{"entry count beyond input", []byte{byte(paxos.MsgAccept), 1, 2, 3, 4, 2, 1, 1, 0, 0}, ErrCount},
-		{"data longer than input", []byte{byte(paxos.MsgSnapshot), 1, 2, 3, 5, 'a'}, ErrTruncated},
-		{"forward bad op", []byte{byte(paxos.MsgForward), 1, 2, 1, 1, 1, 9, 0, 0}, ErrBadOp},
+		{"empty", nil, wire.ErrTruncated},
+		{"type 0", []byte{0, 1, 2, 3, 4}, wire.ErrUnknownType},
+		{"type 12", []byte{12, 1, 2, 3, 4}, wire.ErrUnknownType},
+		{"handshake type", []byte{byte(wire.TypeProof), 1, 2, 3, 4}, wire.ErrUnknownType},
+		{"trailing byte", append(accepted[:len(accepted):len(accepted)], 0), wire.ErrTrailing},
+		{"from above 65535", []byte{byte(paxos.MsgAccepted), 0x80, 0x80, 0x04, 2, 3, 4}, wire.ErrRange},
+		{"padded slot", []byte{byte(paxos.MsgAccepted), 1, 2, 3, 0x84, 0x00}, wire.ErrVarint},
+		{"entry count beyond input", []byte{byte(paxos.MsgAccept), 1, 2, 3, 4, 2, 1, 1, 0, 0}, wire.ErrCount},
+		{"data longer than input", []byte{byte(paxos.MsgSnapshot), 1, 2, 3, 5, 'a'}, wire.ErrTruncated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var m paxos.Message

@@ -1,4 +1,4 @@
-package disk
+package kv
 
 import (
 	"container/list"
@@ -8,8 +8,6 @@ import (
 	"hash/fnv"
 	"maps"
 	"slices"
-
-	"github.com/sofadb/sofadb/paxos"
 )
 
 // SessionWindow is how many sequence numbers below a client's highest one the state machine
@@ -40,6 +38,9 @@ type Result struct {
 	Expired bool
 	// Session is the id an OpOpen gave out.
 	Session uint64
+	// Invalid says the command's payload did not decode (nothing the runtime proposes, but the log is
+	// not trusted blindly): it changed nothing, on every replica alike.
+	Invalid bool
 }
 
 // session remembers which of a client's sequence numbers were applied: maxSeq and a bitmap of the
@@ -93,11 +94,11 @@ func (s *State) Get(key []byte) ([]byte, bool) {
 
 // ErrSlotOrder is returned when slots are applied out of order: the log must be applied exactly once,
 // in slot order, and a gap means the caller skipped a chosen slot.
-var ErrSlotOrder = errors.New("disk: slot applied out of order")
+var ErrSlotOrder = errors.New("kv: slot applied out of order")
 
 // Apply applies one chosen slot's batch and appends each command's result to out. A no-op slot (no
 // commands) still advances Applied and the digest.
-func (s *State) Apply(slot uint64, cmds []paxos.Command, out []Result) ([]Result, error) {
+func (s *State) Apply(slot uint64, cmds []Command, out []Result) ([]Result, error) {
 	if slot != s.applied+1 {
 		return out, fmt.Errorf("%w: applied %d, got %d", ErrSlotOrder, s.applied, slot)
 	}
@@ -112,9 +113,11 @@ func (s *State) Apply(slot uint64, cmds []paxos.Command, out []Result) ([]Result
 	return out, nil
 }
 
-func (s *State) applyOne(slot uint64, c *paxos.Command) Result {
+func (s *State) applyOne(slot uint64, c *Command) Result {
 	switch {
-	case c.Op == paxos.OpOpen:
+	case !c.Op.Valid():
+		return Result{Invalid: true}
+	case c.Op == OpOpen:
 		s.issued++
 		s.newSession(s.issued)
 		return Result{Session: s.issued}
@@ -131,10 +134,10 @@ func (s *State) applyOne(slot uint64, c *paxos.Command) Result {
 		return Result{Expired: true}
 	}
 	switch c.Op {
-	case paxos.OpPut:
+	case OpPut:
 		// Copy: the command's bytes belong to the log entry, which is truncated later.
 		s.kv[string(c.Key)] = slices.Clone(c.Value)
-	case paxos.OpDelete:
+	case OpDelete:
 		delete(s.kv, string(c.Key))
 	}
 	return Result{}
@@ -234,7 +237,7 @@ func (h *hashState) u64(v uint64) {
 	h.fnv.Write(h.h[:])
 }
 
-func (h *hashState) command(c *paxos.Command) {
+func (h *hashState) command(c *Command) {
 	h.u64(c.ClientID)
 	h.u64(c.Seq)
 	h.u64(uint64(c.Op)<<32 | uint64(len(c.Key)))
@@ -267,7 +270,7 @@ const snapshotVersion = 2
 
 // ErrBadSnapshot is returned when snapshot bytes do not decode: truncated, wrong version or
 // inconsistent. The state is left unchanged.
-var ErrBadSnapshot = errors.New("disk: malformed snapshot")
+var ErrBadSnapshot = errors.New("kv: malformed snapshot")
 
 // AppendSnapshot appends the whole state (applied slot, digest, keys in sorted order, sessions from
 // least to most recently used) to dst. Sorting makes the bytes identical on every replica.
@@ -389,4 +392,18 @@ func (d *snapDecoder) bytes() []byte {
 	v := d.b[:n]
 	d.b = d.b[n:]
 	return v
+}
+
+// SnapshotSlot reads the applied slot from the head of AppendSnapshot bytes, so the slot a snapshot
+// covers is the one stored inside it, never a second copy that could disagree.
+func SnapshotSlot(data []byte) (uint64, error) {
+	d := snapDecoder{b: data}
+	if v := d.uvarint(); d.err == nil && v != snapshotVersion && v != 1 {
+		return 0, fmt.Errorf("%w: version %d", ErrBadSnapshot, v)
+	}
+	slot := d.uvarint()
+	if d.err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrBadSnapshot, d.err)
+	}
+	return slot, nil
 }

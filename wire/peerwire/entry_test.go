@@ -1,4 +1,4 @@
-package wire
+package peerwire
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
 )
 
 func TestEntryRoundTrip(t *testing.T) {
@@ -56,8 +57,8 @@ func TestEntryTruncated(t *testing.T) {
 	for i := range len(enc) {
 		var got paxos.Entry
 		_, err := DecodeEntry(enc[:i], &got)
-		if !errors.Is(err, ErrTruncated) && !errors.Is(err, ErrCount) {
-			t.Fatalf("prefix of %d bytes: err %v, want ErrTruncated or ErrCount", i, err)
+		if !errors.Is(err, wire.ErrTruncated) && !errors.Is(err, wire.ErrCount) {
+			t.Fatalf("prefix of %d bytes: err %v, want wire.ErrTruncated or wire.ErrCount", i, err)
 		}
 	}
 }
@@ -68,20 +69,18 @@ func TestEntryMalformed(t *testing.T) {
 		in   []byte
 		want error
 	}{
-		{"varint overflow", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0}, ErrVarint},
-		{"padded varint", []byte{0x81, 0x00, 1, 0, 0}, ErrVarint},
-		{"chosen flag 2", []byte{1, 1, 2, 0}, ErrRange},
-		{"count beyond input", []byte{1, 1, 0, 2, 1, 1, 1, 0, 0}, ErrCount},
-		{"huge count", []byte{1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, ErrCount},
-		{"op 0", []byte{1, 1, 0, 1, 1, 1, 0, 0, 0}, ErrBadOp},
-		{"op 5", []byte{1, 1, 0, 1, 1, 1, 5, 0, 0}, ErrBadOp},
-		{"key longer than input", []byte{1, 1, 0, 1, 1, 1, 1, 9, 0}, ErrTruncated},
+		{"varint overflow", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0}, wire.ErrVarint},
+		{"padded varint", []byte{0x81, 0x00, 1, 0, 0}, wire.ErrVarint},
+		{"chosen flag 2", []byte{1, 1, 2, 0}, wire.ErrRange},
+		{"count beyond input", []byte{1, 1, 0, 2, 1, 1, 1, 0, 0}, wire.ErrCount},
+		{"huge count", []byte{1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, wire.ErrCount},
+		{"data longer than input", []byte{1, 1, 0, 1, 1, 1, 9, 0}, wire.ErrTruncated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var e paxos.Entry
 			_, err := DecodeEntry(tc.in, &e)
-			if !errors.Is(err, tc.want) || !errors.Is(err, ErrMalformed) {
-				t.Fatalf("err %v, want %v (and ErrMalformed)", err, tc.want)
+			if !errors.Is(err, tc.want) || !errors.Is(err, wire.ErrMalformed) {
+				t.Fatalf("err %v, want %v (and wire.ErrMalformed)", err, tc.want)
 			}
 		})
 	}
@@ -90,20 +89,20 @@ func TestEntryMalformed(t *testing.T) {
 // Decoded keys and values alias the input and are capped, so appending to one cannot overwrite
 // the next field.
 func TestEntryAliasesInput(t *testing.T) {
-	e := paxos.Entry{Cmds: []paxos.Command{{Op: paxos.OpPut, Key: []byte("key"), Value: []byte("value")}}}
+	e := paxos.Entry{Cmds: []paxos.Command{{ClientID: 1, Data: []byte("key")}, {ClientID: 2, Data: []byte("value")}}}
 	enc := AppendEntry(nil, &e)
 	var got paxos.Entry
 	if _, err := DecodeEntry(enc, &got); err != nil {
 		t.Fatal(err)
 	}
-	k := got.Cmds[0].Key
+	k := got.Cmds[0].Data
 	start := uintptr(unsafe.Pointer(unsafe.SliceData(enc)))
 	if p := uintptr(unsafe.Pointer(&k[0])); p < start || p >= start+uintptr(len(enc)) {
 		t.Fatal("key does not alias the input")
 	}
 	_ = append(k, 'X')
-	if !bytes.Equal(got.Cmds[0].Value, []byte("value")) {
-		t.Fatalf("append to key overwrote value: %q", got.Cmds[0].Value)
+	if !bytes.Equal(got.Cmds[1].Data, []byte("value")) {
+		t.Fatalf("append to one command's data overwrote the next: %q", got.Cmds[1].Data)
 	}
 }
 

@@ -1,10 +1,11 @@
-package wire
+package peerwire
 
 import (
 	"encoding/binary"
 	"fmt"
 
 	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
 )
 
 // field is one optional field of a paxos.Message; a fields set says which a message type carries.
@@ -89,7 +90,7 @@ func appendPayload(dst []byte, f field, m *paxos.Message) []byte {
 		dst = appendCommands(dst, m.Cmds)
 	}
 	if f&fieldData != 0 {
-		dst = appendBytes(dst, m.Data)
+		dst = wire.AppendBytes(dst, m.Data)
 	}
 	return dst
 }
@@ -108,58 +109,86 @@ func appendPayload(dst []byte, f field, m *paxos.Message) []byte {
 // slices grown for one message can reach about 15 times its size: 240 MiB for a 16 MiB frame of
 // empty commands. Choose the peer frame limit with that in mind.
 func DecodeMessage(src []byte, m *paxos.Message) (n int, err error) {
-	d := decoder{src: src}
-	d.message(m)
-	return d.finish()
+	d := wire.NewDecoder(src)
+	decodeMessage(&d, m)
+	return d.Finish()
 }
 
 // message decodes the type byte and the fields its layout names into m.
-func (d *decoder) message(m *paxos.Message) {
-	t := paxos.MsgType(d.byte1("type"))
+func decodeMessage(d *wire.Decoder, m *paxos.Message) {
+	t := paxos.MsgType(d.Byte("type"))
 	f, ok := layout(t)
-	if d.err == nil && !ok {
-		d.fail(ErrUnknownType, "message type")
+	if d.Err() == nil && !ok {
+		d.Fail(wire.ErrUnknownType, "message type")
 	}
 	*m = paxos.Message{Type: t, Entries: m.Entries[:0], Cmds: m.Cmds[:0]}
-	m.From = paxos.ReplicaID(d.replicaID("from"))
-	m.To = paxos.ReplicaID(d.replicaID("to"))
+	m.From = paxos.ReplicaID(d.ReplicaID("from"))
+	m.To = paxos.ReplicaID(d.ReplicaID("to"))
 	if f&fieldBallot != 0 {
-		m.Ballot = paxos.Ballot(d.uvarint("ballot"))
+		m.Ballot = paxos.Ballot(d.Uvarint("ballot"))
 	}
 	if f&fieldSlot != 0 {
-		m.Slot = d.uvarint("slot")
+		m.Slot = d.Uvarint("slot")
 	}
 	if f&fieldCommit != 0 {
-		m.Commit = d.uvarint("commit")
+		m.Commit = d.Uvarint("commit")
 	}
 	if f&fieldStamp != 0 {
-		m.Stamp = d.uvarint("stamp")
+		m.Stamp = d.Uvarint("stamp")
 	}
-	d.payload(f, m)
+	decodePayload(d, f, m)
 }
 
 // payload decodes the variable-length fields f selects, reusing m's slices.
-func (d *decoder) payload(f field, m *paxos.Message) {
+func decodePayload(d *wire.Decoder, f field, m *paxos.Message) {
 	if f&fieldEntries != 0 {
-		m.Entries = d.entries(m.Entries)
+		m.Entries = decodeEntries(d, m.Entries)
 	}
 	if f&fieldCmds != 0 {
-		m.Cmds = d.commands(m.Cmds)
+		m.Cmds = decodeCommands(d, m.Cmds)
 	}
 	if f&fieldData != 0 {
-		m.Data = d.bytes("data")
+		m.Data = d.Bytes("data")
 	}
 }
 
 // entries decodes a count of entries into es' storage, reusing each element's Cmds.
-func (d *decoder) entries(es []paxos.Entry) []paxos.Entry {
-	n := d.count(minEntryBytes, "entry count")
-	es = resize(es, n)
+func decodeEntries(d *wire.Decoder, es []paxos.Entry) []paxos.Entry {
+	n := d.Count(minEntryBytes, "entry count")
+	es = wire.Resize(es, n)
 	for i := range es {
-		d.entry(&es[i])
-		if d.err != nil {
+		decodeEntry(d, &es[i])
+		if d.Err() != nil {
 			return es[:0]
 		}
 	}
 	return es
+}
+
+// AppendMessageFrame appends m as one whole frame; see AppendMessage.
+func AppendMessageFrame(dst []byte, m *paxos.Message) []byte {
+	dst, start := wire.BeginFrame(dst)
+	return wire.FinishFrame(AppendMessage(dst, m), start)
+}
+
+// MessageTypes is the set of frame types this package has a layout for: every paxos.MsgType.
+var MessageTypes = messageTypes()
+
+// Types are the frames of an authenticated peer connection: every peer message this version knows
+// and the handshake (which frames a connection accepts before the handshake ends is the runtime's
+// call: wire.HandshakeTypes).
+var Types = MessageTypes | wire.HandshakeTypes
+
+func messageTypes() wire.TypeSet {
+	var s wire.TypeSet
+	for t := wire.Type(1); t < wire.PeerTypeLimit; t++ {
+		if _, ok := layout(paxos.MsgType(t)); ok {
+			s = s.With(t)
+		}
+	}
+	return s
+}
+
+func init() {
+	wire.RegisterPeerTypes(MessageTypes, func(t wire.Type) string { return paxos.MsgType(t).String() })
 }

@@ -1,22 +1,20 @@
-package disk
+package kv
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
 	"testing"
-
-	"github.com/sofadb/sofadb/paxos"
 )
 
-func put(client, seq uint64, k, v string) paxos.Command {
-	return paxos.Command{ClientID: client, Seq: seq, Op: paxos.OpPut, Key: []byte(k), Value: []byte(v)}
+func put(client, seq uint64, k, v string) Command {
+	return Command{ClientID: client, Seq: seq, Op: OpPut, Key: []byte(k), Value: []byte(v)}
 }
 
 // open applies an OpOpen in the next slot and returns the session id it gave out.
 func open(t testing.TB, s *State) uint64 {
 	t.Helper()
-	res, err := s.Apply(s.Applied()+1, []paxos.Command{{ClientID: 99, Op: paxos.OpOpen}}, nil)
+	res, err := s.Apply(s.Applied()+1, []Command{{ClientID: 99, Op: OpOpen}}, nil)
 	if err != nil || res[0].Session == 0 {
 		t.Fatalf("open: %v %+v", err, res)
 	}
@@ -26,13 +24,13 @@ func open(t testing.TB, s *State) uint64 {
 func TestRetriedCommandChosenTwiceIsAppliedOnce(t *testing.T) {
 	s := NewState()
 	c7, c8 := open(t, s), open(t, s)
-	res, err := s.Apply(3, []paxos.Command{put(c7, 1, "k", "a")}, nil)
+	res, err := s.Apply(3, []Command{put(c7, 1, "k", "a")}, nil)
 	if err != nil || res[0].Dup {
 		t.Fatalf("first apply: %v %+v", err, res)
 	}
 	// Another client overwrites; then the retry of (c7,1) is chosen again in a later slot.
-	s.Apply(4, []paxos.Command{put(c8, 1, "k", "b")}, nil)
-	res, _ = s.Apply(5, []paxos.Command{put(c7, 1, "k", "a")}, nil)
+	s.Apply(4, []Command{put(c8, 1, "k", "b")}, nil)
+	res, _ = s.Apply(5, []Command{put(c7, 1, "k", "a")}, nil)
 	if !res[0].Dup {
 		t.Fatalf("retry not detected as duplicate: %+v", res)
 	}
@@ -47,7 +45,7 @@ func TestOutOfOrderSequencesInsideWindowApplyOnce(t *testing.T) {
 	s2 := NewState()
 	c := open(t, s2)
 	for _, seq := range []uint64{5, 3, 200, 4, 3, 5, 1000, 200} {
-		res, _ := s2.Apply(s2.Applied()+1, []paxos.Command{put(c, seq, "k", "v")}, nil)
+		res, _ := s2.Apply(s2.Applied()+1, []Command{put(c, seq, "k", "v")}, nil)
 		got = append(got, res[0].Dup)
 	}
 	want := []bool{false, false, false, false, true, true, false, true}
@@ -59,8 +57,8 @@ func TestOutOfOrderSequencesInsideWindowApplyOnce(t *testing.T) {
 func TestSequenceBelowWindowIsRefusedNotApplied(t *testing.T) {
 	s := NewState()
 	c := open(t, s)
-	s.Apply(2, []paxos.Command{put(c, SessionWindow+10, "k", "new")}, nil)
-	res, _ := s.Apply(3, []paxos.Command{put(c, 5, "k", "old")}, nil)
+	s.Apply(2, []Command{put(c, SessionWindow+10, "k", "new")}, nil)
+	res, _ := s.Apply(3, []Command{put(c, 5, "k", "old")}, nil)
 	if !res[0].Stale {
 		t.Fatalf("old sequence not refused: %+v", res[0])
 	}
@@ -79,15 +77,15 @@ func TestApplyRejectsGapsInTheLog(t *testing.T) {
 // buildState opens sessions 1-8 in slot 1, then fills slots 2-n with puts and deletes under them.
 func buildState(n int) *State {
 	s := NewState()
-	opens := make([]paxos.Command, 8)
+	opens := make([]Command, 8)
 	for i := range opens {
-		opens[i].Op = paxos.OpOpen
+		opens[i].Op = OpOpen
 	}
 	s.Apply(1, opens, nil)
 	for i := 2; i <= n; i++ {
-		cmds := []paxos.Command{put(uint64(i%7)+1, uint64(i), fmt.Sprint("k", i%13), fmt.Sprint("v", i))}
+		cmds := []Command{put(uint64(i%7)+1, uint64(i), fmt.Sprint("k", i%13), fmt.Sprint("v", i))}
 		if i%5 == 0 {
-			cmds = append(cmds, paxos.Command{ClientID: 8, Seq: uint64(i), Op: paxos.OpDelete, Key: []byte(fmt.Sprint("k", i%13))})
+			cmds = append(cmds, Command{ClientID: 8, Seq: uint64(i), Op: OpDelete, Key: []byte(fmt.Sprint("k", i%13))})
 		}
 		s.Apply(s.Applied()+1, cmds, nil)
 	}
@@ -105,7 +103,7 @@ func TestSnapshotRoundTripIsByteIdenticalAndResumes(t *testing.T) {
 		t.Fatal("snapshot of restored state differs")
 	}
 	// Both continue identically, including duplicate detection restored from the sessions.
-	next := []paxos.Command{put(3, 2, "k2", "again"), put(3, 10_000, "x", "y"), {Op: paxos.OpOpen}}
+	next := []Command{put(3, 2, "k2", "again"), put(3, 10_000, "x", "y"), {Op: OpOpen}}
 	ra, _ := a.Apply(a.Applied()+1, next, nil)
 	rb, _ := b.Apply(b.Applied()+1, next, nil)
 	if fmt.Sprint(ra) != fmt.Sprint(rb) || a.Digest() != b.Digest() || !ra[0].Dup || ra[2].Session != 9 {
@@ -130,7 +128,7 @@ func TestSessionTableIsBoundedAndEvictsLeastRecentlyUsed(t *testing.T) {
 	s := NewState()
 	first := open(t, s)
 	second := open(t, s)
-	s.Apply(s.Applied()+1, []paxos.Command{put(first, 1, "k", "v")}, nil) // first is now the most recent
+	s.Apply(s.Applied()+1, []Command{put(first, 1, "k", "v")}, nil) // first is now the most recent
 	for range SessionsMax - 1 {
 		open(t, s)
 	}
@@ -152,12 +150,12 @@ func TestRetryFromAnEvictedSessionIsRefusedNotAppliedTwice(t *testing.T) {
 	s := NewState()
 	s.sessionsMax = 64 // the rule is the same at 65,536; a small table keeps the test fast
 	c := open(t, s)
-	s.Apply(s.Applied()+1, []paxos.Command{put(c, 1, "counter", "applied once")}, nil)
+	s.Apply(s.Applied()+1, []Command{put(c, 1, "counter", "applied once")}, nil)
 	for range 64 {
 		other := open(t, s)
-		s.Apply(s.Applied()+1, []paxos.Command{put(other, 1, "counter", "someone else")}, nil)
+		s.Apply(s.Applied()+1, []Command{put(other, 1, "counter", "someone else")}, nil)
 	}
-	res, _ := s.Apply(s.Applied()+1, []paxos.Command{put(c, 1, "counter", "applied once")}, nil)
+	res, _ := s.Apply(s.Applied()+1, []Command{put(c, 1, "counter", "applied once")}, nil)
 	if !res[0].Expired || res[0].Dup {
 		t.Fatalf("retry from an evicted session: %+v, want Expired", res[0])
 	}
@@ -165,7 +163,7 @@ func TestRetryFromAnEvictedSessionIsRefusedNotAppliedTwice(t *testing.T) {
 		t.Fatalf("the retry was applied again: counter=%q", v)
 	}
 	// A put under an id never given out is refused the same way.
-	if res, _ := s.Apply(s.Applied()+1, []paxos.Command{put(1<<60, 1, "k", "v")}, nil); !res[0].Expired {
+	if res, _ := s.Apply(s.Applied()+1, []Command{put(1<<60, 1, "k", "v")}, nil); !res[0].Expired {
 		t.Fatalf("put under an unknown id: %+v", res[0])
 	}
 }
@@ -173,7 +171,7 @@ func TestRetryFromAnEvictedSessionIsRefusedNotAppliedTwice(t *testing.T) {
 func BenchmarkStateApply(b *testing.B) {
 	s := NewState()
 	client := open(b, s)
-	cmds := make([]paxos.Command, 64)
+	cmds := make([]Command, 64)
 	val := bytes.Repeat([]byte("v"), 128)
 	keys := make([][]byte, 1024)
 	for i := range keys {
@@ -186,7 +184,7 @@ func BenchmarkStateApply(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		for j := range cmds {
 			seq++
-			cmds[j] = paxos.Command{ClientID: client, Seq: seq, Op: paxos.OpPut, Key: keys[seq%1024], Value: val}
+			cmds[j] = Command{ClientID: client, Seq: seq, Op: OpPut, Key: keys[seq%1024], Value: val}
 		}
 		out, _ = s.Apply(s.Applied()+1, cmds, out[:0])
 	}
@@ -199,7 +197,7 @@ func TestCloneIsIndependentAndSnapshotsIdentically(t *testing.T) {
 		t.Fatal("clone snapshots differently")
 	}
 	before := c.AppendSnapshot(nil)
-	next := []paxos.Command{put(1, 10_000, "k1", "changed"), {Op: paxos.OpOpen}}
+	next := []Command{put(1, 10_000, "k1", "changed"), {Op: OpOpen}}
 	s.Apply(s.Applied()+1, next, nil)
 	if !bytes.Equal(before, c.AppendSnapshot(nil)) {
 		t.Fatal("applying to the original changed the clone")
@@ -214,11 +212,11 @@ func BenchmarkStateCloneVersusSnapshot(b *testing.B) {
 	s := NewState()
 	client := open(b, s)
 	val := bytes.Repeat([]byte("v"), 128)
-	cmds := make([]paxos.Command, 1000)
+	cmds := make([]Command, 1000)
 	for i := 0; i < 100; i++ {
 		for j := range cmds {
 			n := i*1000 + j
-			cmds[j] = paxos.Command{ClientID: client, Seq: uint64(n + 1), Op: paxos.OpPut, Key: []byte(fmt.Sprintf("key-%012d", n)), Value: val}
+			cmds[j] = Command{ClientID: client, Seq: uint64(n + 1), Op: OpPut, Key: []byte(fmt.Sprintf("key-%012d", n)), Value: val}
 		}
 		s.Apply(s.Applied()+1, cmds, nil)
 	}
