@@ -247,6 +247,7 @@ func (r *Replica) Step(m *Message) {
 	default:
 		r.step(m) // Promise, Accepted, Nack, CommitAck: meaningful only to some roles
 	}
+	r.settle()
 }
 
 // wellFormed checks what the handlers rely on: a known sender, a ballot owned by a known replica,
@@ -292,6 +293,7 @@ func (r *Replica) Tick() {
 		r.tickFollower()
 	}
 	r.tickLearner()
+	r.settle()
 }
 
 // Propose queues client commands. The replica keeps references to the commands (and their keys and
@@ -307,15 +309,19 @@ func (r *Replica) Propose(cmds []Command) error {
 	}
 	r.queue = append(r.queue, cmds...)
 	r.queueBytes += size
+	r.settle()
 	return nil
 }
 
 // Ready returns everything the outside world must do since the last call, and starts collecting
-// anew. Protocol work that is best done once per batch of inputs (cutting batches, forwarding,
-// commit notices) happens here, so a runtime that steps everything it has read and then calls
-// Ready batches naturally: commands that arrive while earlier slots are in flight share a slot.
+// anew. It only collects: every protocol decision (proposing, forwarding, campaigning) was taken by
+// Step, Tick, Propose or Compact. The one thing it adds is the commit notice a leader owes its
+// followers for slots chosen since the last one it sent: one notice per batch of inputs instead of
+// one per accept reply, and it changes no protocol state but what was announced.
 func (r *Replica) Ready() Ready {
-	r.flush()
+	if r.role == leader && r.commit > r.commitSent {
+		r.broadcastCommit(0)
+	}
 	rd := r.rd
 	rd.Leader = r.leader
 	r.rd = Ready{}
@@ -350,19 +356,22 @@ func (r *Replica) Compact(slot uint64) {
 		r.snapPending = 0
 		r.rd.ChosenTo = r.commit
 	}
+	r.settle()
 }
 
-// flush does the per-batch work described on Ready.
-func (r *Replica) flush() {
+// settle does what the inputs just handled call for: re-forward commands if the leader changed,
+// cut queued commands into slots while the pipeline has room (a leader), forward them (a
+// follower), start phase 1 (a dueling proposer with commands), and drop what every live replica
+// has applied. It ends Step, Tick, Propose and Compact, so Ready only collects. Batching needs no
+// timer: the runtime proposes everything one wake-up admitted in one Propose, and commands that
+// arrive while the pipeline is full wait in the queue and share the slots that free up.
+func (r *Replica) settle() {
 	if r.cfg.Mode == ModeLeader {
 		r.reforward()
 	}
 	switch {
 	case r.role == leader:
 		r.maybePropose()
-		if r.commit > r.commitSent {
-			r.broadcastCommit(0)
-		}
 	case r.cfg.Mode == ModeLeader:
 		r.forwardQueue()
 	case r.role == follower && len(r.queue) > 0 && r.tick >= r.backoffUntil:
