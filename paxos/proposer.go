@@ -541,7 +541,7 @@ func (r *Replica) tickFollower() {
 		r.expireForwarded()
 	}
 	if r.cfg.Mode == ModeDuel {
-		return // dueling proposers campaign when they have commands (see flush), not on timeouts
+		return // dueling proposers campaign when they have commands (see settle), not on timeouts
 	}
 	r.electionElapsed++
 	if r.electionElapsed >= r.electionTimeout && r.tick >= r.quietUntil {
