@@ -7,18 +7,26 @@ SOAK_SEEDS ?= 20000
 # make fuzz: executions per fuzz target (a count, not a time: time-based fuzzing is flaky on Go 1.26).
 FUZZ_EXECS ?= 200000
 
-.PHONY: all test unit simtest sim bench fuzz lint build clean
+# Packages where goroutines meet: their tests also run under the race detector, with the replica
+# processes the end-to-end tests start built with -race too (bench/cluster reads SOFADB_BUILD_FLAGS).
+RACE_PKGS ?= ./disk/... ./driver/... ./kv/... ./loadgen/... ./replica/... ./bench/...
+
+.PHONY: all test unit race simtest sim bench fuzz lint build clean
 
 all: build
 
 build:
 	$(GO) build ./...
 
-## test: lint, unit and scenario tests, then the simulator seeds and mutation canaries.
-test: lint unit simtest
+## test: lint (gofmt, vet, staticcheck), the tests of every package (those where goroutines meet
+## under the race detector), then the simulator seeds and mutation canaries.
+test: lint unit race simtest
 
 unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /disk -e /driver -e /kv -e /loadgen -e /replica -e /bench)
+
+race:
+	SOFADB_BUILD_FLAGS=-race $(GO) test -race -count=1 $(RACE_PKGS)
 
 simtest:
 	$(GO) run ./cmd/paxsim -seeds $(SEEDS) -events $(EVENTS)
@@ -31,7 +39,7 @@ sim:
 fuzz:
 	FUZZ_EXECS=$(FUZZ_EXECS) scripts/fuzz.sh
 
-## lint: gofmt and go vet.
+## lint: gofmt, go vet and staticcheck.
 lint:
 	scripts/lint.sh
 

@@ -391,8 +391,10 @@ func (c *committer) syncAndResolve(groups [][]*record, err error) {
 	if err != nil {
 		failures = records
 	}
-	c.publish(first, last, sizeBytes, err)
+	// Count before publishing: a caller that sees its record resolved must see it counted (the
+	// other order made TestStatsCountGroupsSyncsAndRecords flaky under the race detector).
 	c.stats.recordGroups(len(groups), records, failures, sizeBytes)
+	c.publish(first, last, sizeBytes, err)
 }
 
 // checkOrder asserts the order promise the runtime relies on to release promises and accept

@@ -51,5 +51,3 @@ func genOfChunkKey(key []byte) (gen uint64, ok bool) {
 	}
 	return binary.BigEndian.Uint64(key[2:]), true
 }
-
-func u64Value(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

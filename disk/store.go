@@ -327,8 +327,8 @@ func (s *Store) usable() error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		s.snapMu.Lock() // let a SaveSnapshot in progress finish
-		s.snapMu.Unlock()
+		s.snapMu.Lock() // let a SaveSnapshot in progress finish; later ones see closed and refuse
+		defer s.snapMu.Unlock()
 		s.Sync().Wait() // a failure is already sticky and reported by Err
 		s.c.close()
 		s.closeErr = s.db.Close()

@@ -33,19 +33,6 @@ func (c *testNet) tickOnly(n int, reps ...*Replica) {
 	}
 }
 
-// isolate holds every message from or to the given replicas from now on (crashed, or cut off).
-func (c *testNet) isolate(reps ...*Replica) {
-	prev := c.hold
-	c.hold = func(m *Message) bool {
-		for _, r := range reps {
-			if m.From == r.id || m.To == r.id {
-				return true
-			}
-		}
-		return prev != nil && prev(m)
-	}
-}
-
 // newLeaderAfter waits (ticking only the live replicas) until one of them leads.
 func (c *testNet) newLeaderAfter(live ...*Replica) *Replica {
 	for range 500 {

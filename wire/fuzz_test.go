@@ -150,8 +150,6 @@ func reframeHandshake(typ Type, p []byte) (frame []byte, err error) {
 	}
 }
 
-func mustOK(_ int, err error) error { return err }
-
 // checkSentinel fails unless err matches one of the package's sentinel errors.
 func checkSentinel(t *testing.T, err error) {
 	t.Helper()

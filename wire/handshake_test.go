@@ -80,7 +80,7 @@ func TestHandshakeMACBindsEverything(t *testing.T) {
 			t.Errorf("%s: MAC accepted", name)
 		}
 	}
-	if NewNonce() == NewNonce() {
+	if a, b := NewNonce(), NewNonce(); a == b {
 		t.Error("two nonces are equal")
 	}
 }

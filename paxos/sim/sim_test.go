@@ -76,13 +76,6 @@ func (c *client) put(to int, key, value string) {
 	c.send()
 }
 
-// submit opens a scripted client and has it send one put to replica `to`.
-func submit(t *testing.T, w *world, to int, key, value string) *client {
-	c := openClient(t, w, to)
-	c.put(to, key, value)
-	return c
-}
-
 func leaderOf(w *world) *node {
 	for _, n := range w.nodes {
 		if n.up && n.core().Status().Role == "leader" {

@@ -145,8 +145,6 @@ func carried(m paxos.Message) paxos.Message {
 // seedable is the largest encoding given as a seed: the fuzzer mutates small inputs best.
 const seedable = 4096
 
-func mustOK(_ int, err error) error { return err }
-
 // checkSentinel fails unless err matches one of the package's sentinel errors.
 func checkSentinel(t *testing.T, err error) {
 	t.Helper()
