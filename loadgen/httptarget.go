@@ -163,7 +163,9 @@ func (t *HTTPTarget) do(i int, req *fasthttp.Request, resp *fasthttp.Response, q
 	err := t.clients[i].DoTimeout(req, resp, t.timeout)
 	c.DoneNs = t.clock.Now()
 	if err != nil {
-		c.Class, c.Err = classifyNetErr(err), err
+		if c.Class, c.Err = classifyNetErr(err), err; c.Class == ClassConnection {
+			t.pick.unreachable(i)
+		}
 	} else if leader := t.codec.parse(resp, c); c.Class == ClassNotLeader {
 		t.pick.notLeader(i, indexOf(t.addrs, leader))
 	}

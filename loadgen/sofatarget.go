@@ -82,6 +82,7 @@ func (t *SofaTarget) Go(c *Call, done chan<- *Call) {
 	c.SentNs = t.clock.Now()
 	if conn == nil {
 		c.DoneNs, c.Class, c.Err = c.SentNs, ClassConnection, fmt.Errorf("%s: reconnecting", s.addr)
+		t.pick.unreachable(i)
 		done <- c
 		return
 	}
@@ -94,6 +95,7 @@ func (t *SofaTarget) Go(c *Call, done chan<- *Call) {
 				c.Class = ClassTimeout
 			} else {
 				t.broken(s, conn)
+				t.pick.unreachable(i)
 			}
 		} else {
 			t.classify(i, c, resp)

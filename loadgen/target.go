@@ -84,6 +84,13 @@ func (p *picker) notLeader(from, hint int) {
 	p.leader.CompareAndSwap(int32(from), int32(next))
 }
 
+// unreachable records that a call to replica from failed at the connection (refused, reset, being
+// redialled). Under PolicyLeader the guess moves to the next replica, as it does on a not-leader
+// answer without a hint: a follower forwards to (or names) whoever leads now. Without this a dead
+// leader kept the generator dialling it until it came back, and a failover looked as long as the
+// killed replica's downtime.
+func (p *picker) unreachable(from int) { p.notLeader(from, -1) }
+
 // TargetOptions are the knobs every network target shares.
 type TargetOptions struct {
 	Connections int           // per replica

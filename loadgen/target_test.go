@@ -107,6 +107,51 @@ func TestSofaTargetReconnects(t *testing.T) {
 	}
 }
 
+// TestSofaTargetMovesOffDeadLeader: when the replica the generator believes leads stops answering
+// at the connection, the next calls go to another replica (which forwards or names the leader)
+// instead of failing until the dead one comes back. The bench's failover window depends on it.
+func TestSofaTargetMovesOffDeadLeader(t *testing.T) {
+	dead, alive := startSofa(t), startSofa(t)
+	tg, err := NewSofaTarget(NewClock(time.Now()), []string{dead.Addr(), alive.Addr()}, opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	expect(t, issue(t, tg, kv.OpPut, "k", "v"), ClassOK, "")
+	dead.Close()
+	var classes []Class
+	for range 4 {
+		c := issue(t, tg, kv.OpPut, "k", "v2")
+		classes = append(classes, c.Class)
+		if c.Class == ClassOK {
+			return
+		}
+	}
+	t.Fatalf("after the leader guess died: %v, want a success from the live replica", classes)
+}
+
+// TestHTTPTargetMovesOffDeadLeader: the same over HTTP.
+func TestHTTPTargetMovesOffDeadLeader(t *testing.T) {
+	alive := startHTTP(t, sofaHTTPHandler)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := ln.Addr().String()
+	ln.Close() // nothing listens there: connection refused
+	tg := NewSofaHTTPTarget(NewClock(time.Now()), []string{deadAddr, alive.addr()}, opts())
+	defer tg.Close()
+	var classes []Class
+	for range 4 {
+		c := issue(t, tg, kv.OpPut, "k", "v")
+		classes = append(classes, c.Class)
+		if c.Class == ClassOK {
+			return
+		}
+	}
+	t.Fatalf("with the first replica down: %v, want a success from the live one", classes)
+}
+
 func startSofa(t *testing.T) *sofatest.Server {
 	s, err := sofatest.Start()
 	if err != nil {
