@@ -11,7 +11,7 @@ FUZZ_EXECS ?= 200000
 # processes the end-to-end tests start built with -race too (bench/cluster reads SOFADB_BUILD_FLAGS).
 RACE_PKGS ?= ./disk/... ./driver/... ./kv/... ./loadgen/... ./replica/... ./bench/...
 
-.PHONY: all test unit race simtest sim bench fuzz lint build clean
+.PHONY: all test unit race simtest sim bench bench-full report fuzz lint build clean
 
 all: build
 
@@ -43,9 +43,20 @@ fuzz:
 lint:
 	scripts/lint.sh
 
-## bench: the published benchmark run (see README).
+## bench: the default benchmark suite on local clusters it starts (about 10 minutes); the report
+## goes to results/<UTC date>-<commit>-default/. SCALE=0.3 for a quick look (not for publishing).
+SCALE ?= 1
 bench:
-	scripts/bench.sh
+	scripts/bench.sh -suite default -scale $(SCALE)
+
+## bench-full: the default suite plus 5 replicas and 10 failovers (about 15 minutes).
+bench-full:
+	scripts/bench.sh -suite full -scale $(SCALE)
+
+## report: regenerate a report's README.md and plots from its raw files alone: make report DIR=results/...
+report:
+	@test -n "$(DIR)" || { echo "usage: make report DIR=results/<report>" >&2; exit 2; }
+	$(GO) run ./cmd/sofabench -report $(DIR)
 
 clean:
 	rm -rf bin

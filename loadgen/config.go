@@ -42,6 +42,10 @@ type Config struct {
 	// p99 exceeds it is invalid. Default 5 ms: five times this machine's timer resolution.
 	MaxLagP99 time.Duration
 
+	// OnStart, when set, is called once the run's zero is fixed (a whole second of the wall clock,
+	// before the first call is due): a bench runner times its fault injection from it.
+	OnStart func(t0 time.Time)
+
 	OutDir   string    // where the result files go; empty: no files
 	History  bool      // write history.jsonl (needs OutDir)
 	Progress io.Writer // live progress once a second; nil: silent

@@ -105,6 +105,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	defer r.closeOutputs()
 	r.queueWaitsBase = r.targetQueueWaits()
 	r.alignStart()
+	if cfg.OnStart != nil {
+		cfg.OnStart(r.wallStart)
+	}
 	r.writeLogHeader()
 	r.execute(ctx)
 	sum := r.summarize()

@@ -45,6 +45,7 @@ type peer struct {
 	dirty      atomic.Bool // queued since the last flush
 
 	sent, dropped, reconnects atomic.Uint64
+	sentBytes                 atomic.Uint64
 }
 
 func newTransport(s *Server) *transport {
@@ -149,6 +150,7 @@ func (p *peer) writeLoop(ctx context.Context) {
 				p.closeConn(conn)
 			} else {
 				p.sent.Add(uint64(len(batch)))
+				p.sentBytes.Add(uint64(len(buf)))
 			}
 			if cap(buf) > 16<<20 {
 				buf = nil // do not keep a snapshot-sized buffer for ever

@@ -3,6 +3,7 @@ package replica
 import (
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -185,6 +186,19 @@ func (s *Server) handleMetrics(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	writeDiskMetrics(&b, s.store.Stats().SyncLatencyNs, st.Disk)
+	counter("disk_records_total", "Records written through the group committer.", st.Disk.Records)
+	counter("disk_bytes_total", "Bytes written through the group committer.", st.Disk.Bytes)
+	var msgs, bytes uint64
+	for _, p := range s.tr.peers {
+		msgs, bytes = msgs+p.sent.Load(), bytes+p.sentBytes.Load()
+	}
+	counter("peer_messages_sent_total", "Peer messages written to connections.", msgs)
+	counter("peer_bytes_sent_total", "Peer frame bytes written to connections.", bytes)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Fprintf(&b, "# HELP sofadb_go_gc_pause_seconds_total Total stop-the-world GC pause time.\n# TYPE sofadb_go_gc_pause_seconds_total counter\nsofadb_go_gc_pause_seconds_total %g\n", float64(ms.PauseTotalNs)/1e9)
+	counter("go_gc_cycles_total", "Completed GC cycles.", uint64(ms.NumGC))
+	gauge("go_heap_bytes", "Bytes of allocated heap objects.", ms.HeapAlloc)
 	ctx.SetContentType("text/plain; version=0.0.4")
 	ctx.SetBodyString(b.String())
 }

@@ -288,3 +288,7 @@ func (p *Proc) CPUTime() (time.Duration, error) {
 	}
 	return processCPUTime(pid)
 }
+
+// ProcessCPUTime is the CPU time (user and system) process pid has used so far, from /proc: the
+// bench runner samples it for the replicas, the generator and etcd around every run.
+func ProcessCPUTime(pid int) (time.Duration, error) { return processCPUTime(pid) }
