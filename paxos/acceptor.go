@@ -140,36 +140,46 @@ func (r *Replica) vote(s uint64, b Ballot, cmds []Command, to ReplicaID) {
 }
 
 // hearFromLeader notes a message from the owner of ballot b, at or above our promise: b's owner is
-// the leader. A proposer below b has been preempted.
-func (r *Replica) hearFromLeader(b Ballot) {
+// the leader. A proposer below b has been preempted. It reports false, and changes nothing, for a
+// ballot below the leader whose lease this follower is still honouring: a follower that acknowledged
+// a heartbeat of 6.5 and then heard 5.4 (promised 5.4 but never 6.5, since a commit notice raises no
+// promise) used to take 5.4's owner as its leader again, and then promised that owner's next ballot
+// while 6.5's owner served reads on the strength of its acknowledgement (simulator seed 7235).
+func (r *Replica) hearFromLeader(b Ballot) bool {
 	if b.ID() == r.id {
-		return
+		return true
 	}
 	if r.role != follower && b > r.ballot {
 		r.preempted(b)
 	}
 	if r.role == follower {
-		r.leader = b.ID()
+		if b < r.leaderBallot && r.leader != 0 && r.tick < r.leaderSeenTick+uint64(r.cfg.ElectionTicks) {
+			return false
+		}
+		r.leader, r.leaderBallot = b.ID(), b
 		r.leaderSeenTick = r.tick
 		r.electionElapsed = 0
 	}
+	return true
 }
 
 // onCommit handles the leader's heartbeat and commit notice.
 func (r *Replica) onCommit(m *Message) {
+	current := false
 	if m.Ballot < r.promised {
 		// A stale leader: tell it, so it raises its ballot or steps down. What it says is chosen
 		// is still true, so learn from it anyway.
 		r.send(Message{Type: MsgNack, To: m.From, Ballot: r.promised})
-	} else {
-		r.hearFromLeader(m.Ballot)
+	} else if current = r.hearFromLeader(m.Ballot); current {
 		r.truncFloor = max(r.truncFloor, m.Slot)
 	}
 	r.learnCommit(m.Ballot, m.Commit, m.From)
 	// Acknowledge a heartbeat only at or above our promise: the acknowledgement renews the sender's
 	// lease, and an acceptor that promised a higher ballot may be helping another leader take writes.
-	// (The Nack above can be lost or overtaken; the acknowledgement must not depend on it.)
-	if m.Stamp != 0 && (m.Ballot >= r.promised || r.cfg.Mutation == MutAckLowerBallot) {
+	// (The Nack above can be lost or overtaken; the acknowledgement must not depend on it.) Nor does
+	// a follower acknowledge a ballot below the leader whose lease it is honouring: one follower's
+	// acknowledgements may count towards one lease at a time.
+	if m.Stamp != 0 && ((m.Ballot >= r.promised && current) || r.cfg.Mutation == MutAckLowerBallot) {
 		r.send(Message{Type: MsgCommitAck, To: m.From, Ballot: m.Ballot, Stamp: m.Stamp,
 			Commit: r.commit, Slot: r.released})
 	}

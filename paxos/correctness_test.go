@@ -116,6 +116,61 @@ func TestAcceptorThatPromisedHigherDoesNotRenewAnOldLeadersLease(t *testing.T) {
 	}
 }
 
+// Found by make sim after issue 8 (seed 7235, 5 replicas): a follower that acknowledged a heartbeat
+// of ballot 6.5 (having promised only 5.4: a commit notice raises no promise) then heard 5.4's owner
+// again, took it for its leader once more, acknowledged its heartbeat and promised its next ballot
+// 8.4, while 6.5's owner still served lease reads counting the first acknowledgement. A follower
+// honours one lease at a time: the highest ballot it acknowledged, until that lease runs out.
+func TestFollowerHonoursTheHigherLeaseItAcknowledged(t *testing.T) {
+	peers := []ReplicaID{1, 2, 3, 4, 5}
+	cfg := DefaultConfig(1, peers)
+	r, err := New(cfg, &Durable{Promised: MakeBallot(5, 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, newer := MakeBallot(5, 4), MakeBallot(6, 5)
+	for range cfg.ElectionTicks + cfg.LeaseDriftTicks { // past the quiet period, r4 leading
+		r.Tick()
+		r.Step(&Message{Type: MsgCommit, From: 4, To: 1, Ballot: old})
+	}
+	r.Ready()
+	acks := func() int {
+		rd := r.Ready()
+		n := 0
+		for _, m := range append(rd.Messages, rd.AfterSync...) {
+			if m.Type == MsgCommitAck {
+				n++
+			}
+		}
+		return n
+	}
+	r.Step(&Message{Type: MsgCommit, From: 4, To: 1, Ballot: old, Stamp: 10})
+	if acks() != 1 {
+		t.Fatal("no acknowledgement of the current leader's heartbeat")
+	}
+	r.Step(&Message{Type: MsgCommit, From: 5, To: 1, Ballot: newer, Stamp: 11})
+	if acks() != 1 {
+		t.Fatal("no acknowledgement of the higher ballot's heartbeat")
+	}
+	r.Step(&Message{Type: MsgCommit, From: 4, To: 1, Ballot: old, Stamp: 12})
+	if n := acks(); n != 0 || r.leader != 5 {
+		t.Fatalf("after acknowledging %v, the follower acknowledged %v again (%d acks) and follows r%d", newer, old, n, r.leader)
+	}
+	r.Step(&Message{Type: MsgPrepare, From: 4, To: 1, Ballot: MakeBallot(8, 4), Slot: 1})
+	if r.promised != old {
+		t.Fatalf("promised %v to r4 while honouring r5's lease", r.promised)
+	}
+	for range cfg.ElectionTicks { // the lease it granted runs out (r4 keeps its heartbeats up)
+		r.Tick()
+		r.Step(&Message{Type: MsgCommit, From: 4, To: 1, Ballot: old})
+	}
+	r.Ready()
+	r.Step(&Message{Type: MsgPrepare, From: 4, To: 1, Ballot: MakeBallot(8, 4), Slot: 1})
+	if r.promised != MakeBallot(8, 4) {
+		t.Fatalf("after the lease ran out the follower still refuses: promised %v", r.promised)
+	}
+}
+
 // Bug 3: a follower that acknowledged a heartbeat and restarted at once has forgotten the lease it
 // granted. It must refuse to promise anyone (itself included) for one election timeout plus the
 // drift margin after it starts.

@@ -82,6 +82,7 @@ type Replica struct {
 	electionElapsed  int
 	electionTimeout  int
 	leaderSeenTick   uint64 // follower: last tick the leader was heard (the lease it granted)
+	leaderBallot     Ballot // follower: the ballot under which it last heard the leader
 	// quietUntil (ModeLeader): until this tick the replica promises nobody, itself included. Every
 	// replica starts quiet for a lease term, because leaderSeenTick lives in memory only: a replica
 	// that acknowledged a heartbeat and restarted at once would otherwise promise the next candidate
