@@ -11,7 +11,7 @@ FUZZ_EXECS ?= 200000
 # processes the end-to-end tests start built with -race too (bench/cluster reads SOFADB_BUILD_FLAGS).
 RACE_PKGS ?= ./disk/... ./driver/... ./kv/... ./loadgen/... ./replica/... ./bench/...
 
-.PHONY: all test unit race simtest sim bench bench-full report fuzz lint build clean
+.PHONY: all deps test unit race simtest sim bench bench-full report fuzz lint build clean
 
 all: build
 
@@ -20,7 +20,12 @@ build:
 
 ## test: lint (gofmt, vet, staticcheck), the tests of every package (those where goroutines meet
 ## under the race detector), then the simulator seeds and mutation canaries.
-test: lint unit race simtest
+test: deps lint unit race simtest
+
+## deps: what the tests need beyond Go, from the project's own scripts (etcd for the bench smoke run;
+## without it that scenario is skipped, and the report says so).
+deps:
+	scripts/install-etcd.sh || echo "make: etcd not installed; the bench smoke run will skip its etcd scenario" >&2
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /disk -e /driver -e /kv -e /loadgen -e /replica -e /bench)

@@ -110,7 +110,8 @@ type TargetSpec struct {
 const (
 	SchemeSofa     = "sofa"
 	SchemeSofaHTTP = "sofa-http"
-	SchemeEtcd     = "etcd"
+	SchemeEtcd     = "etcd"      // etcd's JSON gateway (HTTP)
+	SchemeEtcdGRPC = "etcd-grpc" // etcd's gRPC API, through go.etcd.io/etcd/client/v3
 	SchemeFake     = "fake"
 )
 
@@ -134,13 +135,13 @@ func ParseTarget(s string) (TargetSpec, error) {
 		}
 	}
 	switch scheme {
-	case SchemeSofa, SchemeSofaHTTP, SchemeEtcd:
+	case SchemeSofa, SchemeSofaHTTP, SchemeEtcd, SchemeEtcdGRPC:
 		if len(spec.Addrs) == 0 {
 			return TargetSpec{}, fmt.Errorf("%w: %q names no host:port", ErrBadTarget, s)
 		}
 	case SchemeFake:
 	default:
-		return TargetSpec{}, fmt.Errorf("%w: unknown scheme %q (want sofa, sofa-http, etcd or fake)", ErrBadTarget, scheme)
+		return TargetSpec{}, fmt.Errorf("%w: unknown scheme %q (want sofa, sofa-http, etcd, etcd-grpc or fake)", ErrBadTarget, scheme)
 	}
 	return spec, nil
 }
@@ -152,6 +153,8 @@ func (s TargetSpec) Open(clock *Clock, o TargetOptions) (Target, error) {
 		return NewSofaHTTPTarget(clock, s.Addrs, o), nil
 	case SchemeEtcd:
 		return NewEtcdTarget(clock, s.Addrs, o), nil
+	case SchemeEtcdGRPC:
+		return NewEtcdGRPCTarget(clock, s.Addrs, o)
 	case SchemeSofa:
 		return openSofa(clock, s.Addrs, o)
 	case SchemeFake:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -16,6 +18,9 @@ import (
 	"github.com/sofadb/sofadb/loadgen/lincheck"
 	"github.com/sofadb/sofadb/loadgen/sofaclient/sofatest"
 	"github.com/valyala/fasthttp"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // issue sends one call through a target and waits for it.
@@ -334,4 +339,27 @@ func checkLinearizable(t *testing.T, path string) {
 		}
 	}
 	t.Fatal("no read followed a write of its key")
+}
+
+// TestClassifyGRPC: etcd's client errors land in the generator's classes; a call that failed at the
+// connection is what moves the leader guess.
+func TestClassifyGRPC(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want Class
+	}{
+		{context.DeadlineExceeded, ClassTimeout},
+		{fmt.Errorf("wrapped: %w", context.DeadlineExceeded), ClassTimeout},
+		{rpctypes.ErrTimeoutDueToLeaderFail, ClassTimeout},
+		{rpctypes.ErrNoLeader, ClassUnavailable},
+		{rpctypes.ErrTooManyRequests, ClassBusy},
+		{rpctypes.ErrRequestTooLarge, ClassRejected},
+		{status.Error(codes.Unavailable, "connection refused"), ClassConnection},
+		{status.Error(codes.ResourceExhausted, "too big"), ClassBusy},
+		{errors.New("something else"), ClassServer},
+	} {
+		if got := classifyGRPC(c.err); got != c.want {
+			t.Errorf("classifyGRPC(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
 }

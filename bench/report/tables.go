@@ -16,7 +16,7 @@ var groups = []struct{ key, title, intro string }{
 	{"contended", "Contended: dueling proposers", "Every replica takes clients (round-robin over all replicas) at the same offered load. In duel mode each replica proposes its own clients' commands: without backoff two proposers keep preempting each other (the livelock of \"Paxos Made Simple\"), with randomized exponential backoff they make progress; leader mode forwards to one distinguished proposer."},
 	{"failover", "Failover: the leader killed", "Steady load at half of the binary saturation; the leader is killed with SIGKILL at a fixed time, restarted later, and must catch up before the run ends. Timelines in 100 ms intervals."},
 	{"ablation", "Ablations at one load", "One fixed offered load with one mechanism taken away at a time."},
-	{"etcd", "etcd in the same run", "etcd (Debian's package), 3 members on loopback with the same workload and the same load generator, through its JSON gateway (HTTP)."},
+	{"etcd", "etcd in the same run", "etcd (Debian's package), 3 members on loopback, data on the same disk, with the same workload and the same load generator in the same run: through its gRPC API with the official Go client (the pairing of SofaDB's binary protocol) and through its JSON gateway (the pairing of SofaDB's HTTP API)."},
 	{"smoke", "Smoke", "A tiny scenario that checks the runner end to end."},
 	{"other", "Other scenarios", ""},
 }
@@ -222,7 +222,11 @@ func writeScenario(b *strings.Builder, s *Scenario) {
 	fmt.Fprintf(b, "%s, %d replicas, %s protocol, %s workload (%d keys of %d B, values of %d B, %s keys), policy %s",
 		sc.System, sc.Replicas, sc.Protocol, sc.Workload, sc.Keys, sc.KeyBytes, sc.ValueBytes, sc.KeyDist, sc.Policy)
 	if sc.System == "sofadb" {
-		fmt.Fprintf(b, ", mode %s (backoff %v), %s reads", sc.Mode, sc.Backoff, sc.Reads)
+		fmt.Fprintf(b, ", mode %s", sc.Mode)
+		if sc.Mode == "duel" {
+			fmt.Fprintf(b, " (backoff %v)", sc.Backoff)
+		}
+		fmt.Fprintf(b, ", %s reads", sc.Reads)
 	}
 	if len(sc.Flags) > 0 {
 		fmt.Fprintf(b, ", flags `%s`", strings.Join(sc.Flags, " "))

@@ -263,7 +263,7 @@ func (e *etcdSystem) Target(protocol string) (string, error) {
 		addrs = append(addrs, m.client)
 	}
 	if protocol == "grpc" {
-		return "", fmt.Errorf("etcd over gRPC: not in this build's load generator (use protocol = \"http\", the JSON gateway)")
+		return "etcd-grpc://" + strings.Join(addrs, ","), nil
 	}
 	return "etcd://" + strings.Join(addrs, ","), nil
 }
@@ -401,7 +401,7 @@ func (e *etcdSystem) CaughtUp(timeout time.Duration) (string, error) {
 		var idx []float64
 		for _, m := range e.members {
 			if m.running() && !m.paused {
-				idx = append(idx, e.Counters(m.id)["etcd_server_apply_index"])
+				idx = append(idx, e.Counters(m.id)["etcd_server_proposals_applied_total"])
 			}
 		}
 		same := len(idx) > 0

@@ -35,6 +35,7 @@ Targets:
   sofa://host:port,host:port,...       SofaDB binary protocol (pipelined TCP)
   sofa-http://host:port,...            SofaDB HTTP API (PUT/GET/DELETE /kv/{key})
   etcd://host:port,...                 etcd v3 JSON gateway (/v3/kv/put, /v3/kv/range)
+  etcd-grpc://host:port,...            etcd's gRPC API through go.etcd.io/etcd/client/v3
   fake://?service=1ms&stall=200ms&stall-every=1s
                                        in-process fake; no query = instant answers
                                        (measures the generator's own ceiling)
@@ -100,7 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, checkFla
 	var keys uint64
 	var quiet bool
 	var check checkFlags
-	fs.StringVar(&c.TargetURL, "target", "", "system under test: sofa://, sofa-http://, etcd:// or fake:// URL (required)")
+	fs.StringVar(&c.TargetURL, "target", "", "system under test: sofa://, sofa-http://, etcd://, etcd-grpc:// or fake:// URL (required)")
 	fs.Float64Var(&c.RateOpsPerSec, "rate", 0, "offered load in ops/s, all operations together (required)")
 	fs.StringVar(&arrival, "arrival", "poisson", "arrival process: poisson or uniform")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the arrival and workload streams; the same seed replays the same plan")
