@@ -203,7 +203,7 @@ func readHgrm(path string) ([]Point, error) {
 type Failover struct {
 	KillAtS       float64 // seconds after the run's zero
 	RestartAtS    float64 // 0: no restart
-	FirstAckS     float64 // kill to the first successful write completed after it
+	FirstAckS     float64 // kill to the first success of a write sent after it (so the new leader's)
 	UnavailableS  float64 // the longest gap without any successful completion around the kill
 	Failed        int64   // calls that failed or timed out in the run
 	BaselineP99Ms float64 // median interval p99 before the kill
@@ -244,6 +244,7 @@ func failoverOf(rd string, r *Run) (*Failover, error) {
 	for sc.Scan() {
 		var h struct {
 			Op       string `json:"op"`
+			CallNs   int64  `json:"call_ns"`
 			ReturnNs int64  `json:"return_ns"`
 			Class    string `json:"class"`
 		}
@@ -252,7 +253,7 @@ func failoverOf(rd string, r *Run) (*Failover, error) {
 		}
 		if h.Class == "ok" || h.Class == "not_found" {
 			okTimes = append(okTimes, h.ReturnNs)
-			if h.Op != "get" && h.ReturnNs > killNs && h.ReturnNs < firstWrite {
+			if h.Op != "get" && h.CallNs > killNs && h.ReturnNs < firstWrite {
 				firstWrite = h.ReturnNs
 			}
 		} else {
