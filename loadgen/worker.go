@@ -17,6 +17,7 @@ type worker struct {
 	exited chan struct{}
 
 	cur, sum    *recSet
+	ended       *recSet // calls that completed inside the measured window, whenever they were due
 	outstanding int
 	filler      []byte
 	hist        []byte // history lines not yet written
@@ -25,7 +26,7 @@ type worker struct {
 func (r *run) newWorker(id int) *worker {
 	return &worker{r: r, id: id, done: make(chan *Call, r.cfg.MaxInflight),
 		swap: make(chan *recSet), out: make(chan *recSet, 1), exited: make(chan struct{}),
-		cur: new(recSet), sum: new(recSet), filler: makeFiller(r.cfg.Seed)}
+		cur: new(recSet), sum: new(recSet), ended: new(recSet), filler: makeFiller(r.cfg.Seed)}
 }
 
 // loop runs until the dispatcher is done and every call this worker issued has completed, or until
@@ -92,6 +93,9 @@ func (w *worker) complete(c *Call) {
 	w.cur.record(c)
 	if w.r.inWindow(c) {
 		w.sum.record(c)
+	}
+	if c.DoneNs >= w.r.measureFromNs && c.DoneNs < w.r.measureToNs {
+		w.ended.record(c)
 	}
 	if !c.Class.Success() {
 		w.r.samples.note(c)

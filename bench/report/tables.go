@@ -40,7 +40,8 @@ func Markdown(d *Data, plots []plotRef) string {
 	b.WriteString("**Read this first.** Everything below was measured on one machine: " + machineLine(m) +
 		" The load generator, every replica and (in the etcd section) every etcd member share those cores, so the figures are for this setup, not for SofaDB on dedicated hardware; the CPU columns say who used what. " +
 		"Every load is open loop: requests are sent on a seeded Poisson schedule, and latency is measured from each request's intended send time, so a stall shows up as latency instead of as a slower client. " +
-		"A run whose generator fell behind its schedule (send lag p99 over 5 ms) is invalid: it stays in the tables, marked, with the reason.\n\n")
+		"A run whose generator fell behind its schedule (send lag p99 over 5 ms) is invalid: it stays in the tables, marked, with the reason.\n\n" +
+		"**Columns.** *achieved/s*: successes per second among the requests due in the measured window; *ended in window/s*: successes that completed inside the window, whenever they were due (under overload the first under-states what the system delivered); latency percentiles are of the successes due in the window, from intended send to completion; *CPU cores*: CPU seconds used during the run divided by its wall time (replicas summed; 2.0 is the whole machine); *fsyncs/s*, *records/fsync* (group commit), *cmds/slot* (batching), *peer msgs/cmd* and *peer B/cmd* (sent by all replicas per completed command), *preempted/s* (ballots abandoned to a higher one) and *GC pause ms* are read from each replica's /metrics before and after the run; `-` means the system does not export that figure.\n\n")
 	writeHeadline(&b, d)
 	for _, g := range groups {
 		var ss []*Scenario
@@ -247,17 +248,21 @@ func writeScenario(b *strings.Builder, s *Scenario) {
 		}
 		fmt.Fprintf(b, "**Saturation: %s ops/s**%s, the highest sustained rate with p99 under %v.\n\n", num(s.Rec.Saturation), bound, sc.Rate.P99Bound.Duration)
 	}
-	b.WriteString("| run | offered/s | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | verdict | CPU cores replicas / generator | fsyncs/s | records/fsync | cmds/slot | peer msgs/cmd | peer B/cmd | preempted/s | GC pause ms |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| run | offered/s | achieved/s | ended in window/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | verdict | CPU cores replicas / generator | fsyncs/s | records/fsync | cmds/slot | peer msgs/cmd | peer B/cmd | preempted/s | GC pause ms |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range s.Runs {
 		name := fmt.Sprintf("%d.%d %s", r.Rec.Repeat, r.Rec.Step, r.Rec.Phase)
 		if r.Sum == nil || r.Sum.All == nil {
-			fmt.Fprintf(b, "| %s | %s | | | | | | | | %s | | | | | | | | |\n", name, num(r.Rec.Rate), validity(r))
+			fmt.Fprintf(b, "| %s | %s | | | | | | | | | %s | | | | | | | | |\n", name, num(r.Rec.Rate), validity(r))
 			continue
 		}
 		a, sv := r.Sum.All, serverOf(r)
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			name, num(r.Rec.Rate), num(r.Sum.CompletedOpsPerSec), ms(a.P50Ns), ms(a.P90Ns), ms(a.P99Ns), ms(a.P999Ns), ms(a.MaxNs),
+		ended := math.NaN()
+		if r.Sum.Ended != nil {
+			ended = r.Sum.EndedOpsPerSec
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			name, num(r.Rec.Rate), num(r.Sum.CompletedOpsPerSec), num(ended), ms(a.P50Ns), ms(a.P90Ns), ms(a.P99Ns), ms(a.P999Ns), ms(a.MaxNs),
 			errorsOf(r), validity(r), num(sv.replicaCores), num(sv.generatorCores), num(sv.fsyncsPerS), num(sv.recordsPerFsync),
 			num(sv.cmdsPerSlot), num(sv.msgsPerCmd), num(sv.bytesPerCmd), num(sv.preemptedPerS), num(sv.gcPauseMs))
 	}

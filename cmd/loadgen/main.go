@@ -192,9 +192,18 @@ func nonZero(byClass map[string]int64) string {
 }
 
 func printSummary(w io.Writer, s *loadgen.Summary, outDir string) {
-	ms := func(ns int64) string { return fmt.Sprintf("%.3fms", float64(ns)/1e6) }
-	fmt.Fprintf(w, "\ntarget %.0f ops/s  sent %.1f ops/s  completed %.1f ops/s  errors %.1f ops/s  lost %d\n",
+	ms := func(ns int64) string {
+		if ns <= 0 {
+			return "-" // nothing measured: never a 0 that reads like a figure
+		}
+		return fmt.Sprintf("%.3fms", float64(ns)/1e6)
+	}
+	fmt.Fprintf(w, "\ntarget %.0f ops/s  sent %.1f ops/s  completed %.1f ops/s  errors %.1f ops/s  lost %d  (of the requests due in the window)\n",
 		s.TargetOpsPerSec, s.SentOpsPerSec, s.CompletedOpsPerSec, s.ErrorOpsPerSec, s.Lost)
+	if e := s.Ended; e != nil {
+		fmt.Fprintf(w, "ended in the window, whenever due: %.1f ops/s ok, %d errors; latency p50 %s p99 %s\n",
+			s.EndedOpsPerSec, e.Errors, ms(e.P50Ns), ms(e.P99Ns))
+	}
 	fmt.Fprintf(w, "lag p50 %s p99 %s max %s  in-flight peak %d of %d, limit hits %d\n",
 		ms(s.Lag.P50Ns), ms(s.Lag.P99Ns), ms(s.Lag.MaxNs), s.PeakInflight, s.MaxInflight, s.InflightLimitHits)
 	for name, o := range s.Ops {
