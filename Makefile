@@ -9,7 +9,7 @@ FUZZ_EXECS ?= 200000
 
 # Packages where goroutines meet: their tests also run under the race detector, with the replica
 # processes the end-to-end tests start built with -race too (bench/cluster reads SOFADB_BUILD_FLAGS).
-RACE_PKGS ?= ./disk/... ./driver/... ./kv/... ./loadgen/... ./replica/... ./bench/...
+RACE_PKGS ?= ./disk/... ./driver/... ./kv/... ./loadgen/... ./replica/... ./bench/... ./cmd/sofabench/...
 
 .PHONY: all deps test unit race simtest sim bench bench-full report fuzz lint build clean
 
@@ -28,7 +28,7 @@ deps:
 	scripts/install-etcd.sh || echo "make: etcd not installed; the bench smoke run will skip its etcd scenario" >&2
 
 unit:
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /disk -e /driver -e /kv -e /loadgen -e /replica -e /bench)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /disk -e /driver -e /kv -e /loadgen -e /replica -e /bench -e /cmd/sofabench)
 
 race:
 	SOFADB_BUILD_FLAGS=-race $(GO) test -race -count=1 $(RACE_PKGS)

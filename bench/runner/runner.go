@@ -351,9 +351,13 @@ func (r *Runner) runOne(ctx context.Context, sys system, s *scenario.Scenario, r
 		sum, err = loadgen.Run(gctx, cfg)
 		return err
 	})
+	t0s := make(chan time.Time, 1)
 	g.Go(func() error {
-		srv.Faults = injectFaults(gctx, sys, s.Faults, t0, runDone)
+		srv.Faults = injectFaults(gctx, sys, s.Faults, t0, runDone, t0s)
 		return nil
+	})
+	g.Go(func() error {
+		return scrape(gctx, sys, filepath.Join(dir, "metrics.jsonl"), t0s, runDone)
 	})
 	err = g.Wait()
 	after := sample(sys)
@@ -396,17 +400,19 @@ func loadConfig(s *scenario.Scenario, rr RunRecord, target, dir string, preload 
 	return cfg, nil
 }
 
-// injectFaults fires the schedule, timed from the run's zero, until the run ends.
-func injectFaults(ctx context.Context, sys system, faults []scenario.Fault, t0c <-chan time.Time, done <-chan struct{}) []FaultEvent {
-	if len(faults) == 0 {
-		return nil
-	}
+// injectFaults fires the schedule, timed from the run's zero, until the run ends. It passes the
+// run's zero on to the scraper.
+func injectFaults(ctx context.Context, sys system, faults []scenario.Fault, t0c <-chan time.Time, done <-chan struct{}, fwd chan<- time.Time) []FaultEvent {
 	var t0 time.Time
 	select {
 	case t0 = <-t0c:
+		fwd <- t0
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		return nil
+	}
+	if len(faults) == 0 {
 		return nil
 	}
 	var events []FaultEvent
@@ -442,6 +448,68 @@ func injectFaults(ctx context.Context, sys system, faults []scenario.Fault, t0c 
 		last = id
 	}
 	return events
+}
+
+// scrapeEvery is how often the runner reads every member's /metrics during a run.
+const scrapeEvery = time.Second
+
+// scrapedSeries are the counters kept in metrics.jsonl, per member and scrape: enough to follow
+// leadership, progress, fsyncs and preemptions through a run without storing every series.
+var scrapedSeries = []string{"sofadb_is_leader", "sofadb_commit_slot", "sofadb_applied_slot", "sofadb_fsync_seconds_count",
+	"sofadb_ballots_preempted_total", "sofadb_campaigns_total", "sofadb_queued_commands", "sofadb_go_heap_bytes",
+	"etcd_server_is_leader", "etcd_server_proposals_committed_total", "etcd_server_leader_changes_seen_total",
+	"etcd_disk_wal_fsync_duration_seconds_count"}
+
+// scrape reads every member's /metrics once a second during the run and appends one JSON line per
+// member to path: {"t_s": seconds after the run's zero, "member": "r1", "up": false when it did not
+// answer (killed, paused), and the scrapedSeries it exports}.
+func scrape(ctx context.Context, sys system, path string, t0c <-chan time.Time, done <-chan struct{}) error {
+	var t0 time.Time
+	select {
+	case t0 = <-t0c:
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tick := time.NewTicker(scrapeEvery)
+	defer tick.Stop()
+	enc := json.NewEncoder(f)
+	for {
+		select {
+		case <-tick.C:
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+		at := time.Since(t0).Seconds()
+		for _, id := range sys.IDs() {
+			line := map[string]any{"t_s": math.Round(at*1000) / 1000, "member": memberName(sys, id)}
+			c := sys.Counters(id)
+			line["up"] = c != nil
+			for _, k := range scrapedSeries {
+				if v, ok := c[k]; ok {
+					line[k] = v
+				}
+			}
+			if err := enc.Encode(line); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func memberName(sys system, id int) string {
+	if _, ok := sys.(*etcdSystem); ok {
+		return fmt.Sprintf("e%d", id)
+	}
+	return fmt.Sprintf("r%d", id)
 }
 
 // pick resolves a fault's target: leader, follower, last (the previous fault's) or an id.
@@ -484,12 +552,8 @@ type snapshot struct {
 
 func sample(sys system) snapshot {
 	sn := snapshot{wall: time.Now(), cpu: map[string]time.Duration{}, counters: map[string]map[string]float64{}}
-	prefix := "r"
-	if _, ok := sys.(*etcdSystem); ok {
-		prefix = "e"
-	}
 	for _, id := range sys.IDs() {
-		name := fmt.Sprintf("%s%d", prefix, id)
+		name := memberName(sys, id)
 		if pid := sys.PID(id); pid != 0 {
 			if d, err := cluster.ProcessCPUTime(pid); err == nil {
 				sn.cpu[name] = d

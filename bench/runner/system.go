@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,7 +48,24 @@ type system interface {
 // sofaSystem is a SofaDB cluster started by bench/cluster.
 type sofaSystem struct {
 	c      *cluster.Cluster
+	mu     sync.Mutex // paused is written by the fault injector and read by the scraper
 	paused map[int]bool
+}
+
+func (f *sofaSystem) isPaused(id int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.paused[id]
+}
+
+func (f *sofaSystem) setPaused(id int, p bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p {
+		f.paused[id] = true
+	} else {
+		delete(f.paused, id)
+	}
 }
 
 func startSofa(s *scenario.Scenario, dir string) (*sofaSystem, error) {
@@ -76,13 +95,16 @@ func (f *sofaSystem) IDs() []int { return f.c.IDs() }
 
 // Leader waits for an agreed leader among the replicas that are running and not paused.
 func (f *sofaSystem) Leader(timeout time.Duration) (int, error) {
-	if len(f.paused) == 0 {
+	f.mu.Lock()
+	none := len(f.paused) == 0
+	f.mu.Unlock()
+	if none {
 		return f.c.WaitLeader(timeout)
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		for _, id := range f.c.Live() {
-			if f.paused[id] {
+			if f.isPaused(id) {
 				continue
 			}
 			if st, err := f.c.Status(id); err == nil && st.Role == "leader" {
@@ -99,18 +121,21 @@ func (f *sofaSystem) Restart(id int) error { return f.c.Restart(id) }
 func (f *sofaSystem) PID(id int) int       { return f.c.Replica(id).PID() }
 
 func (f *sofaSystem) Pause(id int) error {
-	f.paused[id] = true
+	f.setPaused(id, true)
 	return syscall.Kill(f.c.Replica(id).PID(), syscall.SIGSTOP)
 }
 
 func (f *sofaSystem) Resume(id int) error {
-	delete(f.paused, id)
+	f.setPaused(id, false)
 	return syscall.Kill(f.c.Replica(id).PID(), syscall.SIGCONT)
 }
 
 // Counters parses the replica's /metrics with the Prometheus text parser; labelled series are
 // summed per name.
 func (f *sofaSystem) Counters(id int) map[string]float64 {
+	if f.isPaused(id) {
+		return nil // a stopped process would only make the scrape wait for its timeout
+	}
 	text, err := f.c.Replica(id).Metrics()
 	if err != nil {
 		return nil
@@ -157,7 +182,13 @@ func (f *sofaSystem) CaughtUp(timeout time.Duration) (string, error) {
 func (f *sofaSystem) Version() string { return "sofadb (this commit)" }
 
 func (f *sofaSystem) Close() error {
+	f.mu.Lock()
+	var ids []int
 	for id := range f.paused {
+		ids = append(ids, id)
+	}
+	f.mu.Unlock()
+	for _, id := range ids {
 		f.Resume(id)
 	}
 	return f.c.Close()
@@ -179,7 +210,15 @@ type etcdMember struct {
 	cmd           *exec.Cmd
 	exited        chan struct{}
 	log           *os.File
-	paused        bool
+	paused        atomic.Bool
+	mu            sync.Mutex // cmd and exited change on a restart (fault injector) and are read by the scraper
+}
+
+// proc is the member's current process and the channel closed when it exits.
+func (m *etcdMember) proc() (*exec.Cmd, chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cmd, m.exited
 }
 
 // ErrNoEtcd says the etcd binary is not installed (scripts/install-etcd.sh installs it).
@@ -237,8 +276,11 @@ func (m *etcdMember) start(bin, dir string) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	m.cmd, m.exited = cmd, make(chan struct{})
-	go func(exited chan struct{}) { cmd.Wait(); close(exited) }(m.exited)
+	exited := make(chan struct{})
+	m.mu.Lock()
+	m.cmd, m.exited = cmd, exited
+	m.mu.Unlock()
+	go func() { cmd.Wait(); close(exited) }()
 	return nil
 }
 
@@ -306,7 +348,7 @@ func (e *etcdSystem) Leader(timeout time.Duration) (int, error) {
 		ids := map[uint64]int{}
 		var leader uint64
 		for _, m := range e.members {
-			if m.paused || !m.running() {
+			if m.paused.Load() || !m.running() {
 				continue
 			}
 			if self, l, err := m.status(); err == nil {
@@ -325,11 +367,15 @@ func (e *etcdSystem) Leader(timeout time.Duration) (int, error) {
 }
 
 func (m *etcdMember) running() bool {
+	cmd, exited := m.proc()
+	if cmd == nil {
+		return false
+	}
 	select {
-	case <-m.exited:
+	case <-exited:
 		return false
 	default:
-		return m.cmd != nil
+		return true
 	}
 }
 
@@ -338,18 +384,19 @@ func (e *etcdSystem) Kill(id int) error {
 	if !m.running() {
 		return fmt.Errorf("etcd member %d is not running", id)
 	}
-	m.cmd.Process.Kill()
-	<-m.exited
+	cmd, exited := m.proc()
+	cmd.Process.Kill()
+	<-exited
 	return nil
 }
 
 func (e *etcdSystem) Pause(id int) error {
-	e.member(id).paused = true
+	e.member(id).paused.Store(true)
 	return syscall.Kill(e.PID(id), syscall.SIGSTOP)
 }
 
 func (e *etcdSystem) Resume(id int) error {
-	e.member(id).paused = false
+	e.member(id).paused.Store(false)
 	return syscall.Kill(e.PID(id), syscall.SIGCONT)
 }
 
@@ -378,13 +425,17 @@ func replaceArg(args []string, name, value string) []string {
 
 func (e *etcdSystem) PID(id int) int {
 	m := e.member(id)
-	if m.cmd == nil || m.cmd.Process == nil || !m.running() {
+	cmd, _ := m.proc()
+	if cmd == nil || cmd.Process == nil || !m.running() {
 		return 0
 	}
-	return m.cmd.Process.Pid
+	return cmd.Process.Pid
 }
 
 func (e *etcdSystem) Counters(id int) map[string]float64 {
+	if m := e.member(id); m.paused.Load() || !m.running() {
+		return nil
+	}
 	client := http.Client{Timeout: time.Second}
 	resp, err := client.Get("http://" + e.member(id).client + "/metrics")
 	if err != nil {
@@ -400,7 +451,7 @@ func (e *etcdSystem) CaughtUp(timeout time.Duration) (string, error) {
 	for {
 		var idx []float64
 		for _, m := range e.members {
-			if m.running() && !m.paused {
+			if m.running() && !m.paused.Load() {
 				idx = append(idx, e.Counters(m.id)["etcd_server_proposals_applied_total"])
 			}
 		}
@@ -422,16 +473,20 @@ func (e *etcdSystem) Version() string { return e.version }
 
 func (e *etcdSystem) Close() error {
 	for _, m := range e.members {
-		if m.paused {
-			syscall.Kill(m.cmd.Process.Pid, syscall.SIGCONT)
+		cmd, exited := m.proc()
+		if cmd == nil {
+			continue
+		}
+		if m.paused.Load() {
+			syscall.Kill(cmd.Process.Pid, syscall.SIGCONT)
 		}
 		if m.running() {
-			m.cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Process.Signal(syscall.SIGTERM)
 			select {
-			case <-m.exited:
+			case <-exited:
 			case <-time.After(5 * time.Second):
-				m.cmd.Process.Kill()
-				<-m.exited
+				cmd.Process.Kill()
+				<-exited
 			}
 		}
 		if m.log != nil {
