@@ -20,6 +20,12 @@ func TestSustained(t *testing.T) {
 	if ok, why := sustained(s, 1000, good(), nil); !ok {
 		t.Fatalf("a good run is not sustained: %s", why)
 	}
+	// A Poisson schedule that planned 87/s for a nominal 100/s, all completed: sustained.
+	lucky := good()
+	lucky.CompletedOpsPerSec, lucky.PlannedOpsPerSec = 87, 87
+	if ok, why := sustained(s, 100, lucky, nil); !ok {
+		t.Errorf("a run that completed all its schedule planned is not sustained: %s", why)
+	}
 	for _, c := range []struct {
 		name string
 		mod  func(*loadgen.Summary)
@@ -28,6 +34,7 @@ func TestSustained(t *testing.T) {
 		{"invalid", func(m *loadgen.Summary) { m.Valid, m.InvalidReason = false, "send lag" }, "invalid: send lag"},
 		{"slow", func(m *loadgen.Summary) { m.All.P99Ns = int64(80 * time.Millisecond) }, "over the bound"},
 		{"short", func(m *loadgen.Summary) { m.CompletedOpsPerSec = 850 }, "completed 850/s of 1000/s"},
+		{"short of the plan", func(m *loadgen.Summary) { m.CompletedOpsPerSec, m.PlannedOpsPerSec = 950, 1100 }, "completed 950/s of 1100/s"},
 		{"errors", func(m *loadgen.Summary) { m.Failed = 200 }, "errors"},
 		{"empty", func(m *loadgen.Summary) { m.All = nil }, "no summary"},
 	} {
