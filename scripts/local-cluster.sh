@@ -1,66 +1,127 @@
 #!/usr/bin/env bash
-# Starts (or stops) a local SofaDB cluster on 127.0.0.1 for trying it by hand.
+# Starts, inspects and stops a local SofaDB cluster on 127.0.0.1 for trying it by hand.
 #
-#   scripts/local-cluster.sh start [N] [extra sofadb flags...]   # N = 3 (default) or 5
-#   scripts/local-cluster.sh stop
-#   scripts/local-cluster.sh status
+#   scripts/local-cluster.sh [--dir DIR] [--base PORT] start [N] [extra sofadb flags...]   # N = 3 (default) or 5
+#   scripts/local-cluster.sh [--dir DIR] [--base PORT] status     # one line per replica: pid, role, leader, slots
+#   scripts/local-cluster.sh [--dir DIR] [--base PORT] leader     # the leader's id and pid: kill -9 $(... leader | cut -d' ' -f2)
+#   scripts/local-cluster.sh [--dir DIR] [--base PORT] stop
 #
-# Replica i listens on 127.0.0.1:7000+i (peers), 8000+i (binary clients), 9000+i (HTTP); data and
-# logs live under ${SOFA_DIR:-/tmp/sofadb-local}. Restarting with `start` resumes from the data.
+# Replica i listens on 127.0.0.1:BASE+i (peers), BASE+1000+i (binary clients), BASE+2000+i (HTTP);
+# BASE is 7000 unless --base (or SOFA_BASE) says otherwise. Data, logs and pid files live under DIR
+# (--dir, SOFA_DIR, default /tmp/sofadb-local); two clusters coexist with different DIR and BASE.
+# `start` starts only the replicas that are not running (a killed one resumes from its data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${SOFA_DIR:-/tmp/sofadb-local}
+base=${SOFA_BASE:-7000}
+while [ $# -gt 0 ]; do
+  case "$1" in
+  --dir) dir=${2:?--dir needs a directory}; shift 2 ;;
+  --base) base=${2:?--base needs a port}; shift 2 ;;
+  *) break ;;
+  esac
+done
 cmd=${1:-}
 shift || true
 
 addrs() { # addrs BASE N -> 1=127.0.0.1:BASE+1,...
-  local base=$1 n=$2 out="" i
-  for i in $(seq 1 "$n"); do out="$out${out:+,}$i=127.0.0.1:$((base + i))"; done
+  local b=$1 n=$2 out="" i
+  for i in $(seq 1 "$n"); do out="$out${out:+,}$i=127.0.0.1:$((b + i))"; done
   echo "$out"
+}
+
+# alive I: replica I's pid file names a running sofadb process (not a recycled pid).
+alive() {
+  local f="$dir/replica$1.pid" pid
+  [ -s "$f" ] || return 1
+  pid=$(cat "$f")
+  kill -0 "$pid" 2>/dev/null && grep -q sofadb "/proc/$pid/cmdline" 2>/dev/null
+}
+
+size() { cat "$dir/size" 2>/dev/null || echo 3; }
+
+status_line() { # status_line I
+  local i=$1 json
+  if ! alive "$i"; then
+    echo "replica $i: down"
+    return
+  fi
+  json=$(curl -s --max-time 2 "http://127.0.0.1:$((base + 2000 + i))/status" | tr -d ' \n' || true)
+  if [ -z "$json" ]; then
+    echo "replica $i: pid $(cat "$dir/replica$i.pid"), not answering"
+    return
+  fi
+  echo "$json" | sed -E 's/^\{"id":([0-9]+),"role":"([a-z]+)".*"leader":([0-9]+),.*"commit":([0-9]+),"applied":([0-9]+),.*/\2, leader \3, commit \4, applied \5/' |
+    sed "s/^/replica $i: pid $(cat "$dir/replica$i.pid"), /"
 }
 
 case "$cmd" in
 start)
-  n=${1:-3}
-  case "$n" in 3|5) shift || true ;; *) n=3 ;; esac
+  n=${1:-$(size)}
+  case "$n" in 3|5) shift || true ;; *) n=$(size) ;; esac
   mkdir -p "$dir"
+  if [ -s "$dir/size" ] && [ "$(size)" != "$n" ] && [ -d "$dir/data1" ]; then
+    echo "$dir holds a cluster of $(size); stop it and remove $dir to start one of $n" >&2
+    exit 2
+  fi
+  echo "$n" > "$dir/size"
   go build -o "$dir/sofadb" ./cmd/sofadb
   [ -s "$dir/cluster.key" ] || head -c 32 /dev/urandom > "$dir/cluster.key"
+  started=0
   for i in $(seq 1 "$n"); do
-    nohup "$dir/sofadb" -id "$i" -peers "$(addrs 7000 "$n")" -clients "$(addrs 8000 "$n")" \
-      -http "$(addrs 9000 "$n")" -data "$dir/data$i" -cluster-key "$dir/cluster.key" "$@" \
+    if alive "$i"; then
+      echo "replica $i already running (pid $(cat "$dir/replica$i.pid"))"
+      continue
+    fi
+    nohup "$dir/sofadb" -id "$i" -peers "$(addrs "$base" "$n")" -clients "$(addrs $((base + 1000)) "$n")" \
+      -http "$(addrs $((base + 2000)) "$n")" -data "$dir/data$i" -cluster-key "$dir/cluster.key" "$@" \
       >> "$dir/replica$i.log" 2>&1 &
     echo $! > "$dir/replica$i.pid"
+    started=$((started + 1))
   done
   for _ in $(seq 1 50); do
-    if curl -sf "http://127.0.0.1:9001/status" 2>/dev/null | grep -q '"leader": [1-9]'; then
-      echo "cluster of $n up: HTTP on 127.0.0.1:9001..900$n, binary on 127.0.0.1:8001..800$n, logs in $dir"
-      exit 0
-    fi
+    for i in $(seq 1 "$n"); do
+      if curl -sf --max-time 1 "http://127.0.0.1:$((base + 2000 + i))/status" 2>/dev/null | grep -q '"leader": [1-9]'; then
+        echo "cluster of $n up ($started started): HTTP on 127.0.0.1:$((base + 2001))..$((base + 2000 + n)), binary on 127.0.0.1:$((base + 1001))..$((base + 1000 + n)), logs in $dir"
+        exit 0
+      fi
+    done
     sleep 0.2
   done
   echo "no leader after 10 s; see $dir/replica*.log" >&2
   exit 1
   ;;
 stop)
-  for f in "$dir"/replica*.pid; do
-    [ -e "$f" ] || continue
-    kill "$(cat "$f")" 2>/dev/null || true
-    rm -f "$f"
+  for i in $(seq 1 "$(size)"); do
+    if alive "$i"; then
+      pid=$(cat "$dir/replica$i.pid")
+      kill "$pid"
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      if kill -0 "$pid" 2>/dev/null; then
+        echo "replica $i (pid $pid) ignored SIGTERM for 10 s; killing it" >&2
+        kill -9 "$pid" 2>/dev/null || true
+      fi
+      echo "replica $i stopped"
+    fi
+    rm -f "$dir/replica$i.pid"
   done
   ;;
 status)
-  for f in "$dir"/replica*.pid; do
-    [ -e "$f" ] || continue
-    i=$(basename "$f" .pid); i=${i#replica}
-    curl -s "http://127.0.0.1:$((9000 + i))/status" | tr -d ' \n' |
-      sed -E 's/^\{"id":([0-9]+),"role":"([a-z]+)".*"leader":([0-9]+),.*"commit":([0-9]+),"applied":([0-9]+),.*/replica \1: \2, leader \3, commit \4, applied \5/' ||
-      echo "replica $i: down"
-    echo
+  for i in $(seq 1 "$(size)"); do status_line "$i"; done
+  ;;
+leader)
+  for i in $(seq 1 "$(size)"); do
+    alive "$i" || continue
+    if curl -s --max-time 2 "http://127.0.0.1:$((base + 2000 + i))/status" | grep -q '"role": *"leader"'; then
+      echo "$i $(cat "$dir/replica$i.pid")"
+      exit 0
+    fi
   done
+  echo "no replica leads" >&2
+  exit 1
   ;;
 *)
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

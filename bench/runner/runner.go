@@ -212,7 +212,10 @@ func (r *Runner) runRepeat(ctx context.Context, s *scenario.Scenario, rec *Scena
 	}
 	defer sys.Close()
 	rec.System = sys.Version()
-	if _, err := sys.Leader(20 * time.Second); err != nil {
+	if s.Mode == "duel" {
+		// Dueling proposers elect no leader: every replica proposes its own clients' commands.
+		// bench/cluster.Start has already waited until each one answers.
+	} else if _, err := sys.Leader(20 * time.Second); err != nil {
 		return err
 	}
 	step := 0
@@ -326,9 +329,14 @@ func (r *Runner) report(s *scenario.Scenario, rr RunRecord, sum *loadgen.Summary
 	if !rr.Good {
 		verdict = "not sustained: " + rr.Why
 	}
-	r.progress("%s step %d (%s, repeat %d) at %.0f/s: completed %.0f/s, p50 %v p99 %v, %d errors; %s",
-		s.Name, rr.Step, rr.Phase, rr.Repeat, rr.Rate, sum.CompletedOpsPerSec,
-		time.Duration(sum.All.P50Ns).Round(time.Microsecond), time.Duration(sum.All.P99Ns).Round(time.Microsecond),
+	pct := func(ns int64) string {
+		if ns <= 0 {
+			return "-" // nothing succeeded: no percentile, not a zero
+		}
+		return time.Duration(ns).Round(time.Microsecond).String()
+	}
+	r.progress("%s step %d (%s, repeat %d) at %.0f/s: completed %.0f/s, p50 %s p99 %s, %d errors; %s",
+		s.Name, rr.Step, rr.Phase, rr.Repeat, rr.Rate, sum.CompletedOpsPerSec, pct(sum.All.P50Ns), pct(sum.All.P99Ns),
 		sum.Failed, verdict)
 }
 
@@ -348,7 +356,9 @@ func (r *Runner) runOne(ctx context.Context, sys system, s *scenario.Scenario, r
 		return nil, err
 	}
 	srv := ServerRecord{CPUSeconds: map[string]float64{}, CounterDeltas: map[string]map[string]float64{}}
-	srv.Leader, _ = sys.Leader(10 * time.Second)
+	if s.Mode != "duel" {
+		srv.Leader, _ = sys.Leader(10 * time.Second)
+	}
 	before := sample(sys)
 	t0 := make(chan time.Time, 1)
 	cfg.OnStart = func(t time.Time) { t0 <- t }

@@ -1,0 +1,100 @@
+// Package scripts holds the tests of the shell scripts in this directory.
+package scripts
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestLocalClusterRestartsOnlyWhatIsDown (issue 11, bug 1): after one replica is killed, `start`
+// starts only that one: the two still running keep their processes and pid files, `status` shows
+// all three, `leader` names a live one, and `stop` stops every replica it started.
+func TestLocalClusterRestartsOnlyWhatIsDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	dir := t.TempDir()
+	base := 20000 + os.Getpid()%20000 // peers base+i, binary base+1000+i, HTTP base+2000+i
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("./local-cluster.sh", append([]string{"--dir", dir, "--base", strconv.Itoa(base)}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("local-cluster.sh %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	defer exec.Command("./local-cluster.sh", "--dir", dir, "--base", strconv.Itoa(base), "stop").Run()
+	run("start")
+	pids := map[int]int{}
+	for i := 1; i <= 3; i++ {
+		pids[i] = pidOf(t, dir, i)
+	}
+	leader := strings.Fields(run("leader"))
+	if len(leader) != 2 {
+		t.Fatalf("leader printed %q, want id and pid", leader)
+	}
+	killed, _ := strconv.Atoi(leader[0])
+	if err := syscall.Kill(pids[killed], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pids[killed])
+	if st := run("status"); !strings.Contains(st, fmt.Sprintf("replica %d: down", killed)) {
+		t.Errorf("status after the kill does not show replica %d down:\n%s", killed, st)
+	}
+	out := run("start")
+	for i := 1; i <= 3; i++ {
+		if i == killed {
+			if pidOf(t, dir, i) == pids[i] {
+				t.Errorf("replica %d was not restarted", i)
+			}
+			continue
+		}
+		if !strings.Contains(out, fmt.Sprintf("replica %d already running", i)) || pidOf(t, dir, i) != pids[i] {
+			t.Errorf("replica %d was started again or lost its pid file:\n%s", i, out)
+		}
+	}
+	st := run("status")
+	if strings.Count(st, ": pid ") != 3 {
+		t.Errorf("status does not show three running replicas:\n%s", st)
+	}
+	final := map[int]int{}
+	for i := 1; i <= 3; i++ {
+		final[i] = pidOf(t, dir, i)
+	}
+	run("stop")
+	for i, pid := range final {
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("replica %d (pid %d) still running after stop", i, pid)
+		}
+	}
+}
+
+func pidOf(t *testing.T, dir string, i int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("%s/replica%d.pid", dir, i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+func waitGone(t *testing.T, pid int) {
+	for range 100 {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("pid %d still there after SIGKILL", pid)
+}
