@@ -6,6 +6,7 @@ package report
 
 import (
 	"bufio"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -232,13 +233,70 @@ func failoverOf(rd string, r *Run) (*Failover, error) {
 	if killNs < 0 {
 		return nil, nil
 	}
+	calls, err := readCalls(rd)
+	if err != nil {
+		return nil, err
+	}
+	var okTimes []int64
+	firstWrite := int64(math.MaxInt64)
+	for _, h := range calls {
+		if h.class == "ok" || h.class == "not_found" {
+			okTimes = append(okTimes, h.returnNs)
+			if h.op != "get" && h.callNs > killNs && h.returnNs < firstWrite {
+				firstWrite = h.returnNs
+			}
+		} else {
+			fo.Failed++
+		}
+	}
+	sort.Slice(okTimes, func(i, j int) bool { return okTimes[i] < okTimes[j] })
+	if firstWrite != math.MaxInt64 {
+		fo.FirstAckS = float64(firstWrite-killNs) / 1e9
+	}
+	i := sort.Search(len(okTimes), func(i int) bool { return okTimes[i] > killNs })
+	if i > 0 && i < len(okTimes) {
+		fo.UnavailableS = float64(okTimes[i]-okTimes[i-1]) / 1e9
+	}
+	fo.recovery(r.Series)
+	return fo, nil
+}
+
+type call struct {
+	op, class        string
+	callNs, returnNs int64
+}
+
+// readCalls reads a run's calls from completions.csv.gz (what the runner keeps) or, failing that,
+// from the load generator's history.jsonl.
+func readCalls(rd string) ([]call, error) {
+	var out []call
+	if f, err := os.Open(filepath.Join(rd, runner.CompletionsFile)); err == nil {
+		defer f.Close()
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(zr)
+		sc.Scan() // header
+		for sc.Scan() {
+			fs := strings.Split(sc.Text(), ",")
+			if len(fs) != 4 {
+				return nil, fmt.Errorf("%s: bad row %q", runner.CompletionsFile, sc.Text())
+			}
+			c, err1 := strconv.ParseInt(fs[1], 10, 64)
+			r, err2 := strconv.ParseInt(fs[2], 10, 64)
+			if err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("%s: bad row %q", runner.CompletionsFile, sc.Text())
+			}
+			out = append(out, call{op: fs[0], callNs: c, returnNs: r, class: fs[3]})
+		}
+		return out, sc.Err()
+	}
 	hf, err := os.Open(filepath.Join(rd, loadgen.HistoryFile))
 	if err != nil {
 		return nil, err
 	}
 	defer hf.Close()
-	var okTimes []int64
-	firstWrite := int64(math.MaxInt64)
 	sc := bufio.NewScanner(hf)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -251,28 +309,9 @@ func failoverOf(rd string, r *Run) (*Failover, error) {
 		if json.Unmarshal(sc.Bytes(), &h) != nil {
 			continue
 		}
-		if h.Class == "ok" || h.Class == "not_found" {
-			okTimes = append(okTimes, h.ReturnNs)
-			if h.Op != "get" && h.CallNs > killNs && h.ReturnNs < firstWrite {
-				firstWrite = h.ReturnNs
-			}
-		} else {
-			fo.Failed++
-		}
+		out = append(out, call{op: h.Op, class: h.Class, callNs: h.CallNs, returnNs: h.ReturnNs})
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	sort.Slice(okTimes, func(i, j int) bool { return okTimes[i] < okTimes[j] })
-	if firstWrite != math.MaxInt64 {
-		fo.FirstAckS = float64(firstWrite-killNs) / 1e9
-	}
-	i := sort.Search(len(okTimes), func(i int) bool { return okTimes[i] > killNs })
-	if i > 0 && i < len(okTimes) {
-		fo.UnavailableS = float64(okTimes[i]-okTimes[i-1]) / 1e9
-	}
-	fo.recovery(r.Series)
-	return fo, nil
+	return out, sc.Err()
 }
 
 // recovery compares interval p99s after the kill with the ones before it.

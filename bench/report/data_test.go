@@ -69,6 +69,20 @@ func TestFailoverFigures(t *testing.T) {
 	if fo.Failed != 2 || !fo.Recovered || fo.CaughtUp != r.Srv.CaughtUp {
 		t.Errorf("failed %d recovered %v caught up %q", fo.Failed, fo.Recovered, fo.CaughtUp)
 	}
+	// What the runner keeps (completions.csv.gz instead of the history) gives the same figures.
+	if n, err := runner.CompactHistories(dir); err != nil || n != 1 {
+		t.Fatalf("compacted %d histories: %v", n, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "history.jsonl")); err == nil {
+		t.Error("history.jsonl still there after compaction")
+	}
+	again, err := failoverOf(dir, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *again != *fo {
+		t.Errorf("from completions.csv.gz: %+v\nfrom history.jsonl: %+v", again, fo)
+	}
 }
 
 // TestNeverRecovered: a p99 that never comes back within 1.1x is reported as such, not as a time.

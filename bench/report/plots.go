@@ -36,7 +36,7 @@ func writePlots(d *Data) ([]plotRef, error) {
 		if save == nil {
 			return nil
 		}
-		if err := save(filepath.Join(dir, name)); err != nil {
+		if err := safeSave(save, filepath.Join(dir, name)); err != nil {
 			return fmt.Errorf("report: plot %s: %w", name, err)
 		}
 		refs = append(refs, plotRef{group: group, title: title, file: "plots/" + name})
@@ -70,6 +70,17 @@ func writePlots(d *Data) ([]plotRef, error) {
 	return refs, nil
 }
 
+// safeSave turns a panic inside gonum/plot (it panics on, say, a non-positive value on a log axis)
+// into an error naming the plot, so one bad figure cannot take the whole report down.
+func safeSave(save func(string) error, path string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("drawing panicked: %v", r)
+		}
+	}()
+	return save(path)
+}
+
 func newPlot(title, x, y string) *plot.Plot {
 	p := plot.New()
 	p.Title.Text = title
@@ -91,7 +102,8 @@ func curves(d *Data) []*Scenario {
 	var out []*Scenario
 	for _, s := range d.Scenarios {
 		g := s.Rec.Scenario.Group
-		if (g != "leader-stable" && g != "etcd") || len(s.Runs) < 2 {
+		plan := s.Rec.Scenario.Rate.Plan
+		if (g != "leader-stable" && g != "etcd") || len(s.Runs) < 2 || len(s.Rec.Scenario.Faults) > 0 || (plan != "search" && plan != "list") {
 			continue
 		}
 		out = append(out, s)
@@ -105,9 +117,10 @@ func hockeyPlot(d *Data) func(string) error {
 	if len(ss) == 0 {
 		return nil
 	}
-	p := newPlot("Open-loop throughput against latency", "achieved throughput (ops/s)", "latency (ms, log scale)")
+	p := newPlot("Open-loop throughput against latency: p99 solid, p50 dashed", "achieved throughput (ops/s)", "latency (ms, log scale)")
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	maxY := 1.0
 	for i, s := range ss {
 		var p50, p99 plotter.XYs
 		for _, r := range sortedRuns(s) {
@@ -116,6 +129,7 @@ func hockeyPlot(d *Data) func(string) error {
 			}
 			p50 = append(p50, plotter.XY{X: r.Sum.CompletedOpsPerSec, Y: float64(r.Sum.All.P50Ns) / 1e6})
 			p99 = append(p99, plotter.XY{X: r.Sum.CompletedOpsPerSec, Y: float64(r.Sum.All.P99Ns) / 1e6})
+			maxY = math.Max(maxY, float64(r.Sum.All.P99Ns)/1e6)
 		}
 		if len(p99) == 0 {
 			continue
@@ -126,8 +140,9 @@ func hockeyPlot(d *Data) func(string) error {
 		l50, _ := plotter.NewLine(p50)
 		l50.Color, l50.Dashes = c, []vg.Length{vg.Points(4), vg.Points(3)}
 		p.Add(l99, pts, l50)
-		p.Legend.Add(s.Rec.Scenario.Name+" p99", l99, pts)
+		p.Legend.Add(s.Rec.Scenario.Name, l99, pts)
 	}
+	p.Y.Max = maxY * 30 // room above the curves for the legend
 	return save(p)
 }
 
@@ -194,7 +209,7 @@ func (percentileTicks) Ticks(min, max float64) []plot.Tick {
 // fsyncPlot: records per fsync against offered rate, for SofaDB curve scenarios.
 func fsyncPlot(d *Data) func(string) error {
 	p := newPlot("Group commit: records per fsync", "offered load (ops/s)", "records per fsync (all replicas)")
-	n := 0
+	n, maxY := 0, 0.0
 	for i, s := range curves(d) {
 		if s.Rec.Scenario.System != "sofadb" {
 			continue
@@ -206,6 +221,7 @@ func fsyncPlot(d *Data) func(string) error {
 			}
 			if v := serverOf(r).recordsPerFsync; v > 0 {
 				xy = append(xy, plotter.XY{X: r.Rec.Rate, Y: v})
+				maxY = math.Max(maxY, v)
 			}
 		}
 		if len(xy) == 0 {
@@ -220,6 +236,16 @@ func fsyncPlot(d *Data) func(string) error {
 	if n == 0 {
 		return nil
 	}
+	p.Y.Min, p.Y.Max = 0, maxY*1.6 // room above the curves for the legend
+	p.Y.Tick.Marker = plot.TickerFunc(func(min, max float64) []plot.Tick {
+		ticks := plot.DefaultTicks{}.Ticks(min, max)
+		for i := range ticks {
+			if ticks[i].Label != "" {
+				ticks[i].Label = fmt.Sprintf("%.3g", ticks[i].Value)
+			}
+		}
+		return ticks
+	})
 	return save(p)
 }
 

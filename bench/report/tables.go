@@ -422,5 +422,5 @@ func writeManifest(b *strings.Builder, m Manifest) {
 			fmt.Fprintf(b, "| %s | %s |\n", r[0], r[1])
 		}
 	}
-	b.WriteString("\nEvery run's raw files are under `raw/<scenario>/`: the load generator's `summary.json`, `timeseries.csv`, `intervals.hlog` and `.hgrm` files, `server.json` (CPU seconds per process, counter deltas per replica, faults injected), and `runs.json` per scenario.\n")
+	b.WriteString("\nEvery run's raw files are under `raw/<scenario>/`: the load generator's `summary.json`, `timeseries.csv`, `intervals.hlog` and `.hgrm` files, `server.json` (CPU seconds per process, counter deltas per member, faults injected), `metrics.jsonl` (each member's key counters once a second), for runs with faults `completions.csv.gz` (every call's send and completion time and outcome), and `runs.json` and `scenario.toml` per scenario. The replicas' and etcd members' logs are under `clusters/`.\n")
 }

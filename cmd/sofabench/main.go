@@ -40,6 +40,7 @@ func run(args []string) int {
 	fs.Var(&files, "scenario", "run this scenario file instead of a suite (repeatable)")
 	out := fs.String("out", "", "report directory; default results/<UTC date>-<commit>-<suite>")
 	regen := fs.String("report", "", "regenerate the report in this directory from its raw files, and run nothing")
+	compact := fs.Bool("compact", false, "with -report: first replace each run's history.jsonl by completions.csv.gz (what a run keeps; a run does this itself)")
 	index := fs.String("index", "results", "directory whose README.md indexes every report (updated after a run or -report)")
 	scale := fs.Float64("scale", 1, "multiply every warm-up, duration and fault time by this (a quick look: 0.3)")
 	scenarios := fs.String("scenarios", "bench/scenarios", "directory of the suites")
@@ -63,6 +64,12 @@ func run(args []string) int {
 		return 2
 	}
 	if *regen != "" {
+		if *compact {
+			if _, err := runner.CompactHistories(filepath.Join(*regen, "raw")); err != nil {
+				fmt.Fprintln(os.Stderr, "sofabench:", err)
+				return 1
+			}
+		}
 		if err := regenerate(*regen, *index); err != nil {
 			fmt.Fprintln(os.Stderr, "sofabench:", err)
 			return 1
@@ -150,6 +157,9 @@ func suiteRun(ctx context.Context, list []*scenario.Scenario, suite, out, index 
 		return err
 	}
 	cleanClusters(filepath.Join(out, "clusters"))
+	if _, err := runner.CompactHistories(filepath.Join(out, "raw")); err != nil {
+		return errors.Join(runErr, err)
+	}
 	if errors.Is(runErr, context.Canceled) {
 		return runErr
 	}

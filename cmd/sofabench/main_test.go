@@ -44,7 +44,7 @@ func TestSmokeSuite(t *testing.T) {
 	}
 	for _, f := range []string{"manifest.json", "plots/failover-smoke-failover.svg", "raw/smoke-search/runs.json",
 		"raw/smoke-search/r1-s01-coarse-100/summary.json", "raw/smoke-search/r1-s01-coarse-100/server.json",
-		"raw/smoke-failover/r1-s01-from-*/history.jsonl", "raw/smoke-search/r1-s01-coarse-100/metrics.jsonl"} {
+		"raw/smoke-failover/r1-s01-from-*/completions.csv.gz", "raw/smoke-search/r1-s01-coarse-100/metrics.jsonl"} {
 		if m, _ := filepath.Glob(filepath.Join(out, f)); len(m) == 0 {
 			t.Errorf("report lacks %s", f)
 		}

@@ -1,0 +1,78 @@
+package runner
+
+import (
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// CompletionsFile is what a run with faults keeps of its history: one row per call (operation,
+// send and completion times in ns after the run's zero, outcome class), gzipped. The failover
+// figures need nothing else, and the full history.jsonl (keys, values, reads' outputs) of a 10 s
+// run at 3,000 ops/s is 4.8 MB: too much to publish 25 times over.
+const CompletionsFile = "completions.csv.gz"
+
+// CompactHistories replaces every history.jsonl under dir by a completions.csv.gz; it returns how
+// many it converted.
+func CompactHistories(dir string) (int, error) {
+	n := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "history.jsonl" {
+			return err
+		}
+		if err := compactHistory(path, filepath.Join(filepath.Dir(path), CompletionsFile)); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		n++
+		return os.Remove(path)
+	})
+	return n, err
+}
+
+func compactHistory(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst + ".tmp")
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	zw := gzip.NewWriter(out)
+	w := bufio.NewWriter(zw)
+	w.WriteString("op,call_ns,return_ns,class\n")
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var h struct {
+			Op       string `json:"op"`
+			CallNs   int64  `json:"call_ns"`
+			ReturnNs int64  `json:"return_ns"`
+			Class    string `json:"class"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &h); err != nil {
+			return err
+		}
+		w.WriteString(h.Op + "," + strconv.FormatInt(h.CallNs, 10) + "," + strconv.FormatInt(h.ReturnNs, 10) + "," + h.Class + "\n")
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(dst+".tmp", dst)
+}
