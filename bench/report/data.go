@@ -277,18 +277,20 @@ func readCalls(rd string) ([]call, error) {
 			return nil, err
 		}
 		sc := bufio.NewScanner(zr)
-		sc.Scan() // header
+		sc.Scan() // header: op,call_delta_us,service_us,class
+		var at int64
 		for sc.Scan() {
 			fs := strings.Split(sc.Text(), ",")
 			if len(fs) != 4 {
 				return nil, fmt.Errorf("%s: bad row %q", runner.CompletionsFile, sc.Text())
 			}
-			c, err1 := strconv.ParseInt(fs[1], 10, 64)
-			r, err2 := strconv.ParseInt(fs[2], 10, 64)
+			d, err1 := strconv.ParseInt(fs[1], 10, 64)
+			svc, err2 := strconv.ParseInt(fs[2], 10, 64)
 			if err1 != nil || err2 != nil {
 				return nil, fmt.Errorf("%s: bad row %q", runner.CompletionsFile, sc.Text())
 			}
-			out = append(out, call{op: fs[0], callNs: c, returnNs: r, class: fs[3]})
+			at += d
+			out = append(out, call{op: fs[0], callNs: at * 1000, returnNs: (at + svc) * 1000, class: fs[3]})
 		}
 		return out, sc.Err()
 	}

@@ -260,6 +260,18 @@ func (r *Runner) runRepeat(ctx context.Context, s *scenario.Scenario, rec *Scena
 // Bisect steps between the last sustained rate and the first that was not (mutilate's search).
 func (r *Runner) search(ctx context.Context, s *scenario.Scenario, rec *ScenarioRecord,
 	run func(string, float64, bool) (RunRecord, *loadgen.Summary)) {
+	// A step the generator itself could not keep to (invalid: it fell behind its schedule, short of
+	// CPU on a shared machine) says nothing about the system: it stays in the table, and the same
+	// rate is run once more before the search moves on.
+	orig := run
+	run = func(phase string, rate float64, preload bool) (RunRecord, *loadgen.Summary) {
+		rr, sum := orig(phase, rate, preload)
+		if !rr.Good && rr.Error == "" && sum != nil && sum.All != nil && !sum.Valid && ctx.Err() == nil {
+			r.progress("%s: the generator fell behind at %.0f/s; running that rate once more", s.Name, rate)
+			rr, sum = orig(phase+"-retry", rate, false)
+		}
+		return rr, sum
+	}
 	good, bad := 0.0, 0.0
 	for rate := s.Rate.Start; rate <= s.Rate.Max && ctx.Err() == nil; rate *= s.Rate.Factor {
 		rr, _ := run("coarse", math.Round(rate), s.Preload && good == 0 && bad == 0)

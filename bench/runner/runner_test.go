@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -81,5 +83,36 @@ func TestDiffRestartedMember(t *testing.T) {
 	diff(a, b, &srv)
 	if srv.CPUSeconds["r1"] != 1 || srv.CounterDeltas["r1"]["x"] != 7 {
 		t.Errorf("restarted member: cpu %v, x %v; want 1 and 7", srv.CPUSeconds["r1"], srv.CounterDeltas["r1"]["x"])
+	}
+}
+
+// TestSearchRetriesAnInvalidStep: a step invalid for the generator's sake is run once more at the
+// same rate; a step that is valid but not sustained is not.
+func TestSearchRetriesAnInvalidStep(t *testing.T) {
+	s := &scenario.Scenario{Name: "x", Rate: scenario.Rate{Plan: "search", Start: 100, Max: 800, Factor: 2,
+		P99Bound: scenario.Duration{Duration: 50 * time.Millisecond}}}
+	var rates []string
+	calls := 0
+	run := func(phase string, rate float64, _ bool) (RunRecord, *loadgen.Summary) {
+		calls++
+		rates = append(rates, fmt.Sprintf("%s@%.0f", phase, rate))
+		sum := &loadgen.Summary{Valid: true, CompletedOpsPerSec: rate, Completed: 1000, PlannedOpsPerSec: rate,
+			All: &loadgen.OpSummary{Dist: loadgen.Dist{P99Ns: int64(time.Millisecond)}}}
+		switch {
+		case rate == 200 && phase == "coarse": // the generator fell behind once
+			sum.Valid, sum.InvalidReason = false, "lag"
+		case rate >= 400: // the system saturates
+			sum.All.P99Ns = int64(time.Second)
+		}
+		rr := RunRecord{Phase: phase, Rate: rate}
+		rr.Good, rr.Why = sustained(s, rate, sum, nil)
+		return rr, sum
+	}
+	r := New(Options{})
+	rec := &ScenarioRecord{}
+	r.search(context.Background(), s, rec, run)
+	want := "coarse@100 coarse@200 coarse-retry@200 coarse@400"
+	if got := strings.Join(rates, " "); got != want || rec.Saturation != 200 {
+		t.Errorf("runs %q saturation %v; want %q and 200", got, rec.Saturation, want)
 	}
 }
