@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sofadb/sofadb/bench/runner"
 	"github.com/sofadb/sofadb/loadgen"
@@ -206,7 +207,7 @@ type Failover struct {
 	RestartAtS    float64 // 0: no restart
 	FirstAckS     float64 // kill to the first success of a write sent after it (so the new leader's)
 	UnavailableS  float64 // the longest gap without any successful completion around the kill
-	Failed        int64   // calls that failed or timed out in the run
+	Failed        int64   // calls that failed or timed out, from one second before the kill on
 	BaselineP99Ms float64 // median interval p99 before the kill
 	RecoveryP99Ms float64 // the worst interval p99 from the kill until p99 is back
 	RecoveredS    float64 // kill to the first interval from which 5 in a row are within 1.1x the baseline
@@ -245,7 +246,7 @@ func failoverOf(rd string, r *Run) (*Failover, error) {
 			if h.op != "get" && h.callNs > killNs && h.returnNs < firstWrite {
 				firstWrite = h.returnNs
 			}
-		} else {
+		} else if h.returnNs >= killNs-int64(time.Second) {
 			fo.Failed++
 		}
 	}

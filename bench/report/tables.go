@@ -280,7 +280,7 @@ func writeFailover(b *strings.Builder, s *Scenario) {
 	if len(fos) == 0 {
 		return
 	}
-	b.WriteString("| repeat | kill at s | kill to first write acked | unavailable (no success) | failed or timed out | p99 before ms | worst p99 in recovery ms | p99 back within 1.1x after | killed replica afterwards |\n")
+	b.WriteString("| repeat | kill at s | kill to first write acked | unavailable (no success) | failed or timed out (from 1 s before the kill) | p99 before ms | worst p99 in recovery ms | p99 back within 1.1x after | killed replica afterwards |\n")
 	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for i, fo := range fos {
 		back := "not within the run"

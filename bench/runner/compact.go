@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 )
 
 // CompletionsFile is what a run with faults keeps of its history: one row per call, gzipped, with
@@ -20,14 +21,21 @@ import (
 const CompletionsFile = "completions.csv.gz"
 
 // CompactHistories replaces every history.jsonl under dir by a completions.csv.gz; it returns how
-// many it converted.
+// many it converted. Calls that completed more than a second before the run's first fault are left
+// out (server.json beside the history names the faults): the failover figures look at the kill and
+// after, and the timeline before it is in timeseries.csv.
 func CompactHistories(dir string) (int, error) {
 	n := 0
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || d.Name() != "history.jsonl" {
 			return err
 		}
-		if err := compactHistory(path, filepath.Join(filepath.Dir(path), CompletionsFile)); err != nil {
+		from := int64(0)
+		var srv ServerRecord
+		if b, err := os.ReadFile(filepath.Join(filepath.Dir(path), "server.json")); err == nil && json.Unmarshal(b, &srv) == nil && len(srv.Faults) > 0 {
+			from = srv.Faults[0].AtNs - int64(time.Second)
+		}
+		if err := compactHistory(path, filepath.Join(filepath.Dir(path), CompletionsFile), from); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 		n++
@@ -36,7 +44,7 @@ func CompactHistories(dir string) (int, error) {
 	return n, err
 }
 
-func compactHistory(src, dst string) error {
+func compactHistory(src, dst string, fromNs int64) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -62,6 +70,9 @@ func compactHistory(src, dst string) error {
 		}
 		if err := json.Unmarshal(sc.Bytes(), &h); err != nil {
 			return err
+		}
+		if h.ReturnNs < fromNs {
+			continue
 		}
 		call, ret := h.CallNs/1000, h.ReturnNs/1000
 		w.WriteString(h.Op + "," + strconv.FormatInt(call-prev, 10) + "," + strconv.FormatInt(ret-call, 10) + "," + h.Class + "\n")
