@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -90,7 +91,22 @@ func newPlot(title, x, y string) *plot.Plot {
 	p.Legend.XOffs, p.Legend.YOffs = vg.Points(8), -vg.Points(4)
 	p.Legend.Padding = vg.Points(2)
 	p.Add(plotter.NewGrid())
+	p.Y.Tick.Marker = plainTicks{} // log-scale plots set their own
 	return p
+}
+
+// plainTicks are gonum's default ticks labelled with at most four significant digits ("2500", not
+// "2500.00").
+type plainTicks struct{}
+
+func (plainTicks) Ticks(min, max float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'g', 4, 64)
+		}
+	}
+	return ticks
 }
 
 func save(p *plot.Plot) func(string) error {
@@ -275,6 +291,12 @@ func contendedPlot(d *Data) func(string) error {
 	p.Legend.Add("completed ops/s", b1)
 	p.Legend.Add("preempted ballots/s", b2)
 	p.NominalX(names...)
+	top := 0.0
+	for i := range done {
+		top = math.Max(top, math.Max(done[i], preempted[i]))
+	}
+	p.Y.Min, p.Y.Max = 0, top*1.3 // room for the legend above the bars
+	p.X.Min, p.X.Max = -0.7, float64(len(names))-0.3
 	return save(p)
 }
 
