@@ -103,7 +103,10 @@ func (plainTicks) Ticks(min, max float64) []plot.Tick {
 	ticks := plot.DefaultTicks{}.Ticks(min, max)
 	for i := range ticks {
 		if ticks[i].Label != "" {
-			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'g', 4, 64)
+			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'f', -1, 64)
+			if len(ticks[i].Label) > 8 {
+				ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'g', 4, 64)
+			}
 		}
 	}
 	return ticks
@@ -182,7 +185,7 @@ func spectrumPlot(d *Data) func(string) error {
 	p.X.Tick.Marker = percentileTicks{}
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	n := 0
+	n, maxY := 0, 1.0
 	for i, s := range curves(d) {
 		r := halfLoad(s)
 		if r == nil || len(r.Spectrum) < 2 {
@@ -192,6 +195,7 @@ func spectrumPlot(d *Data) func(string) error {
 		for _, pt := range r.Spectrum {
 			if pt.X >= 1 && pt.Y > 0 {
 				xy = append(xy, plotter.XY{X: pt.X, Y: pt.Y})
+				maxY = math.Max(maxY, pt.Y)
 			}
 		}
 		l, _ := plotter.NewLine(xy)
@@ -203,6 +207,7 @@ func spectrumPlot(d *Data) func(string) error {
 	if n == 0 {
 		return nil
 	}
+	p.Y.Max = maxY * 12 // room above the curves for the legend
 	return save(p)
 }
 
