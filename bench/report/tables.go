@@ -233,6 +233,9 @@ func writeScenario(b *strings.Builder, s *Scenario) {
 		fmt.Fprintf(b, ", flags `%s`", strings.Join(sc.Flags, " "))
 	}
 	fmt.Fprintf(b, "; each run %v after a %v warm-up.", sc.Duration.Duration, sc.Warmup.Duration)
+	if sc.MaxLagP99.Duration > 0 {
+		fmt.Fprintf(b, " **Validity bound changed:** a run is valid with a send lag p99 up to %v (not 5 ms).", sc.MaxLagP99.Duration)
+	}
 	if s.Rec.System != "" {
 		fmt.Fprintf(b, " System: %s.", s.Rec.System)
 	}

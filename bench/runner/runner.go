@@ -424,7 +424,7 @@ func loadConfig(s *scenario.Scenario, rr RunRecord, target, dir string, preload 
 		Warmup: s.Warmup.Duration, Duration: s.Duration.Duration, Interval: s.Interval.Duration,
 		Workload: loadgen.Workload{Mix: mix, Keys: s.Keys, KeyDist: dist, KeyBytes: s.KeyBytes, ValueBytes: s.ValueBytes},
 		Preload:  preload || (mix.ReadFraction > 0 && rr.Step == 1), Connections: s.Connections, MaxInflight: s.MaxInflight,
-		Policy: policy, Timeout: s.Timeout.Duration, OutDir: dir, History: len(s.Faults) > 0,
+		Policy: policy, Timeout: s.Timeout.Duration, MaxLagP99: s.MaxLagP99.Duration, OutDir: dir, History: len(s.Faults) > 0,
 		Command: []string{"sofabench", "-scenario", s.Name}}
 	if dist == loadgen.KeysZipf {
 		cfg.Workload.ZipfTheta = 0.99

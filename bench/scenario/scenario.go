@@ -62,6 +62,7 @@ type Scenario struct {
 	Connections int      `toml:"connections"`  // per replica; 0: the generator's default
 	MaxInflight int      `toml:"max_inflight"` // calls in flight at most; 0: default (1024)
 	Timeout     Duration `toml:"timeout"`      // per call
+	MaxLagP99   Duration `toml:"max_lag_p99"`  // validity bound on the generator's send lag; 0: 5 ms
 	Interval    Duration `toml:"interval"`     // length of a timeline interval (100ms for failover)
 
 	Warmup   Duration `toml:"warmup"`   // sent, excluded from the summary
@@ -233,7 +234,7 @@ func (s *Scenario) Validate() error {
 		return bad("replicas = %d: want 1 to 9", s.Replicas)
 	case s.Duration.Duration < 100*time.Millisecond:
 		return bad("duration = %v: want at least 100ms", s.Duration.Duration)
-	case s.Warmup.Duration < 0 || s.Timeout.Duration <= 0 || s.Interval.Duration <= 0:
+	case s.Warmup.Duration < 0 || s.Timeout.Duration <= 0 || s.Interval.Duration <= 0 || s.MaxLagP99.Duration < 0:
 		return bad("warmup, timeout and interval must be positive")
 	case s.Repeats < 1 || s.Repeats > 100:
 		return bad("repeats = %d: want 1 to 100", s.Repeats)
