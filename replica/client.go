@@ -132,12 +132,15 @@ func (s *Server) flushReplies() {
 	}
 }
 
-// checkRequest validates what the wire decoder cannot know: this replica's limits.
+// checkRequest validates what the wire decoder cannot know: this replica's limits. A refusal is
+// counted in sofadb_replies_total like the loop's replies.
 func (s *Server) checkRequest(op kv.Op, keyLen, valueLen int) wire.Status {
 	switch {
 	case !op.Valid() || (keyLen == 0) != (op == kv.OpOpen):
+		s.stats.badRequests.Add(1)
 		return wire.StatusBadRequest
 	case keyLen > s.cfg.KeyBytesMax || valueLen > s.cfg.ValueBytesMax:
+		s.stats.tooLarge.Add(1)
 		return wire.StatusTooLarge
 	}
 	return wire.StatusOK

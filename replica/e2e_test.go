@@ -239,10 +239,37 @@ func TestE2EAPIs(t *testing.T) {
 		t.Errorf("400 for an empty key says %q", r.body)
 	}
 	r = h.mustHTTP(t, "POST", c.HTTPAddr(leader), "/kv/x", []byte("v"), 405, "")
-	if !strings.Contains(r.body, "method not allowed") || r.allow != "GET, PUT, DELETE" {
+	if !strings.Contains(r.body, "method not allowed") || r.allow != "GET, HEAD, PUT, DELETE" {
 		t.Errorf("405 says %q, Allow %q", r.body, r.allow)
 	}
 	h.mustHTTP(t, "GET", c.HTTPAddr(leader), "/nothing-here", nil, 404, "")
+	// Keys (issue 11, bug 3): a key of 5,000 bytes is refused by -key-max with 413 naming it, not by
+	// fasthttp's header buffer with 431; the raw path is the key, percent-decoded (a%2Fb and a/b
+	// are one key, documented), never normalised (x/../y is its own key); a bad escape is 400;
+	// HEAD answers like GET without a body; the refusals count in sofadb_replies_total.
+	r = h.mustHTTP(t, "PUT", c.HTTPAddr(leader), "/kv/"+strings.Repeat("k", 5000), []byte("v"), 413, "")
+	if !strings.Contains(r.body, "keys up to 1024 bytes") {
+		t.Errorf("413 for a 5,000-byte key says %q; want the limit named", r.body)
+	}
+	h.mustHTTP(t, "PUT", c.HTTPAddr(leader), "/kv/a%2Fb", []byte("slash"), 204, "")
+	h.mustHTTP(t, "GET", c.HTTPAddr(leader), "/kv/a/b", nil, 200, "slash")
+	h.mustHTTP(t, "PUT", c.HTTPAddr(leader), "/kv/x/../y", []byte("dots"), 204, "")
+	h.mustHTTP(t, "GET", c.HTTPAddr(leader), "/kv/x/../y", nil, 200, "dots")
+	h.mustHTTP(t, "GET", c.HTTPAddr(leader), "/kv/y", nil, 404, "")
+	h.mustHTTP(t, "GET", c.HTTPAddr(leader), "/kv/%zz", nil, 400, "")
+	h.mustHTTP(t, "HEAD", c.HTTPAddr(leader), "/kv/bin-2", nil, 200, "")
+	h.mustHTTP(t, "HEAD", c.HTTPAddr(leader), "/kv/never-written", nil, 404, "")
+	if text, err := c.Replica(leader).Metrics(); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, st := range []string{"bad-request", "too-large"} {
+			line := fmt.Sprintf("sofadb_replies_total{status=%q} ", st)
+			i := strings.Index(text, line)
+			if i < 0 || strings.HasPrefix(text[i+len(line):], "0\n") {
+				t.Errorf("sofadb_replies_total does not count the %s refusals", st)
+			}
+		}
+	}
 	// A body announced far over the limit is refused by fasthttp's own limit, still with 413, before
 	// it is sent (a client that sends it anyway gets its connection reset mid-write).
 	head := rawExchange(t, c.HTTPAddr(leader), "PUT /kv/huge HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -22,12 +23,15 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		NoDefaultServerHeader: true,
 		// The limit answers 413 itself; the slack lets our own check name the limit in its message.
 		MaxRequestBodySize: s.cfg.ValueBytesMax + 1024,
-		Concurrency:        s.cfg.ClientConnsMax,
-		ReadTimeout:        30 * time.Second,
-		WriteTimeout:       30 * time.Second,
-		IdleTimeout:        60 * time.Second,
-		Logger:             httpLogger{s},
-		ErrorHandler:       s.httpError,
+		// The request line carries the key, percent-encoded at worst three bytes per byte: the
+		// header buffer must hold it, or fasthttp answers 431 below -key-max (issue 11, bug 3).
+		ReadBufferSize: 3*s.cfg.KeyBytesMax + 4096,
+		Concurrency:    s.cfg.ClientConnsMax,
+		ReadTimeout:    30 * time.Second,
+		WriteTimeout:   30 * time.Second,
+		IdleTimeout:    60 * time.Second,
+		Logger:         httpLogger{s},
+		ErrorHandler:   s.httpError,
 	}
 }
 
@@ -39,6 +43,7 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	var netErr net.Error
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		s.stats.tooLarge.Add(1)
 		ctx.Error(fmt.Sprintf("too large: keys up to %d bytes, values up to %d bytes\n", s.cfg.KeyBytesMax, s.cfg.ValueBytesMax),
 			fasthttp.StatusRequestEntityTooLarge)
 	case errors.As(err, &small):
@@ -46,6 +51,7 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &netErr) && netErr.Timeout():
 		ctx.Error("request timeout\n", fasthttp.StatusRequestTimeout)
 	default:
+		s.stats.badRequests.Add(1)
 		ctx.Error("bad request: "+err.Error()+"\n", fasthttp.StatusBadRequest)
 	}
 }
@@ -64,8 +70,14 @@ var kvPrefix = []byte("/kv/")
 func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
 	switch {
-	case bytes.HasPrefix(path, kvPrefix):
-		s.handleKV(ctx, path[len(kvPrefix):])
+	case bytes.HasPrefix(ctx.RequestURI(), kvPrefix):
+		key, err := rawKey(ctx.RequestURI())
+		if err != nil {
+			s.stats.badRequests.Add(1)
+			ctx.Error("bad request: "+err.Error()+"\n", fasthttp.StatusBadRequest)
+			return
+		}
+		s.handleKV(ctx, key)
 	case string(path) == "/status" && ctx.IsGet():
 		s.handleStatus(ctx)
 	case string(path) == "/metrics" && ctx.IsGet():
@@ -75,19 +87,38 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx) {
 	}
 }
 
+// rawKey is the key of a /kv/ request: the raw request path after /kv/ (up to any query),
+// percent-decoded. fasthttp's normalised Path() would turn /kv/a/../b into /kv/b and collapse
+// slashes; keys are opaque bytes, so they are read from the raw URI. The encoding is the URL's:
+// a%2Fb and a/b name the same key, any byte can be sent as %XX, and a malformed escape is refused.
+func rawKey(uri []byte) ([]byte, error) {
+	raw := uri[len(kvPrefix):]
+	if i := bytes.IndexByte(raw, '?'); i >= 0 {
+		raw = raw[:i]
+	}
+	if bytes.IndexByte(raw, '%') < 0 {
+		return raw, nil
+	}
+	key, err := url.PathUnescape(string(raw))
+	if err != nil {
+		return nil, fmt.Errorf("key %q is not a valid percent-encoded path", raw)
+	}
+	return []byte(key), nil
+}
+
 func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 	var op kv.Op
 	switch {
 	case ctx.IsPut():
 		op = kv.OpPut
-	case ctx.IsGet():
+	case ctx.IsGet(), ctx.IsHead(): // HEAD: GET's status and headers; fasthttp sends no body
 		op = kv.OpGet
 	case ctx.IsDelete():
 		op = kv.OpDelete
 	default:
 		// ctx.Error resets the response, headers included: set Allow after it.
-		ctx.Error("method not allowed: use GET, PUT or DELETE on /kv/{key}\n", fasthttp.StatusMethodNotAllowed)
-		ctx.Response.Header.Set("Allow", "GET, PUT, DELETE")
+		ctx.Error("method not allowed: use GET, HEAD, PUT or DELETE on /kv/{key}\n", fasthttp.StatusMethodNotAllowed)
+		ctx.Response.Header.Set("Allow", "GET, HEAD, PUT, DELETE")
 		return
 	}
 	var value []byte

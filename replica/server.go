@@ -51,6 +51,8 @@ type Server struct {
 // driver keeps its own: driver.Stats).
 type serverStats struct {
 	busy           atomic.Uint64 // requests refused before reaching the loop (its queue was full)
+	badRequests    atomic.Uint64 // requests refused as malformed before reaching the loop (400 / BadRequest)
+	tooLarge       atomic.Uint64 // requests refused over a limit before reaching the loop (413 / TooLarge)
 	badClientConns atomic.Uint64
 	clientConns    atomic.Int64
 }

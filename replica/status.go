@@ -179,8 +179,13 @@ func (s *Server) handleMetrics(ctx *fasthttp.RequestCtx) {
 	for code := range ds.Replies {
 		if st := wire.Status(code); st.Valid() {
 			n := ds.Replies[code].Load()
-			if st == wire.StatusBusy {
-				n += s.stats.busy.Load() // refused before reaching the loop
+			switch st { // refused before reaching the loop
+			case wire.StatusBusy:
+				n += s.stats.busy.Load()
+			case wire.StatusBadRequest:
+				n += s.stats.badRequests.Load()
+			case wire.StatusTooLarge:
+				n += s.stats.tooLarge.Load()
 			}
 			fmt.Fprintf(&b, "sofadb_replies_total{status=%q} %d\n", st.String(), n)
 		}
