@@ -46,6 +46,24 @@ type peer struct {
 
 	sent, dropped, reconnects atomic.Uint64
 	sentBytes                 atomic.Uint64
+	lastErr                   atomic.Pointer[string] // why the last dial or handshake failed; nil once one succeeds
+}
+
+// failure is what /status shows for this peer: why we could not connect, or "".
+func (p *peer) failure() string {
+	if e := p.lastErr.Load(); e != nil {
+		return *e
+	}
+	return ""
+}
+
+func (p *peer) setFailure(err error) {
+	if err == nil {
+		p.lastErr.Store(nil)
+		return
+	}
+	msg := err.Error()
+	p.lastErr.Store(&msg)
 }
 
 func newTransport(s *Server) *transport {
@@ -241,6 +259,7 @@ func (p *peer) dial(ctx context.Context) (authConn, error) {
 	d := net.Dialer{Timeout: p.t.s.cfg.HandshakeTimeout}
 	c, err := d.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
+		p.setFailure(err)
 		return authConn{}, err
 	}
 	c.SetDeadline(time.Now().Add(p.t.s.cfg.HandshakeTimeout))
@@ -248,9 +267,11 @@ func (p *peer) dial(ctx context.Context) (authConn, error) {
 	if err := p.t.initiate(c, rd, p.id); err != nil {
 		c.Close()
 		p.t.refused.Add(1)
+		p.setFailure(err)
 		p.t.s.log.Warn("peer handshake failed", "peer", p.id, "addr", p.addr, "err", err)
 		return authConn{}, err
 	}
+	p.setFailure(nil)
 	c.SetDeadline(time.Time{})
 	rd.SetLimits(p.t.s.cfg.PeerFrameBytesMax, peerwire.Types)
 	return authConn{c, rd}, nil
@@ -283,7 +304,7 @@ func (t *transport) initiate(c net.Conn, rd *wire.Reader, to paxos.ReplicaID) er
 		return err
 	}
 	if ch.From != peer || !wire.CheckMAC(&ch.MAC, key, wire.RoleResponder, self, peer, &hello.Nonce, &ch.Nonce) {
-		return fmt.Errorf("%w: replica at %d did not prove the cluster key", errHandshake, to)
+		return fmt.Errorf("%w: replica %d did not prove the cluster key: our cluster keys differ (check -cluster-key on both), or it is not replica %d", errHandshake, to, to)
 	}
 	proof := wire.Proof{MAC: wire.HandshakeMAC(key, wire.RoleInitiator, self, peer, &hello.Nonce, &ch.Nonce)}
 	_, err = c.Write(wire.AppendProofFrame(nil, &proof))

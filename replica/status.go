@@ -69,6 +69,9 @@ type PeerStatus struct {
 	Sent       uint64          `json:"sent"`
 	Dropped    uint64          `json:"dropped"`
 	Reconnects uint64          `json:"reconnects"`
+	// LastError says why the last attempt to connect to this peer failed (a refused dial, a
+	// handshake whose cluster keys differ); empty once a connection succeeds.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Status asks the loop for a consistent status; false if the loop does not answer within a second.
@@ -106,7 +109,7 @@ func (s *Server) status() Status {
 		connected := p.conn != nil
 		p.mu.Unlock()
 		st.Peers = append(st.Peers, PeerStatus{ID: id, Connected: connected, Sent: p.sent.Load(),
-			Dropped: p.dropped.Load(), Reconnects: p.reconnects.Load()})
+			Dropped: p.dropped.Load(), Reconnects: p.reconnects.Load(), LastError: p.failure()})
 	}
 	return st
 }
