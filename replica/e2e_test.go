@@ -14,16 +14,20 @@ import (
 	"io"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/valyala/fasthttp"
 
 	"github.com/sofadb/sofadb/bench/cluster"
 	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/loadgen/sofaclient"
+	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -259,6 +263,7 @@ func TestE2EAPIs(t *testing.T) {
 	h.mustHTTP(t, "GET", c.HTTPAddr(leader), "/kv/%zz", nil, 400, "")
 	h.mustHTTP(t, "HEAD", c.HTTPAddr(leader), "/kv/bin-2", nil, 200, "")
 	h.mustHTTP(t, "HEAD", c.HTTPAddr(leader), "/kv/never-written", nil, 404, "")
+	checkMetrics(t, c.Replica(leader))
 	if text, err := c.Replica(leader).Metrics(); err != nil {
 		t.Fatal(err)
 	} else {
@@ -401,5 +406,55 @@ func TestE2ERequestsDoNotWaitForHeartbeats(t *testing.T) {
 		t.Fatalf("20 sequential requests took %v: they waited for heartbeats (400 ms apart)", took)
 	} else {
 		t.Logf("20 sequential requests at the leader: %v", took)
+	}
+}
+
+// coreMetricNames maps every counter the core keeps (paxos.Metrics) to its /metrics name: a field
+// added to the core without an exported metric fails checkMetrics (issue 10, item 6).
+var coreMetricNames = map[string]string{
+	"Campaigns": "sofadb_campaigns_total", "Elected": "sofadb_elections_won_total", "Preempted": "sofadb_ballots_preempted_total",
+	"ProposedSlots": "sofadb_proposed_slots_total", "ProposedCmds": "sofadb_proposed_commands_total",
+	"ChosenSlots": "sofadb_chosen_slots_total", "ResentAccepts": "sofadb_resent_accepts_total",
+	"Forwarded": "sofadb_forwarded_commands_total", "Reforwarded": "sofadb_reforwarded_commands_total",
+	"Dropped": "sofadb_dropped_commands_total", "CatchupsSent": "sofadb_catchup_requests_total",
+	"CatchupEntries": "sofadb_catchup_entries_total", "SnapshotsIn": "sofadb_snapshots_installed_total",
+	"LeaseRefusals": "sofadb_lease_refusals_total", "StepDowns": "sofadb_step_downs_total",
+	"CampaignsBehind": "sofadb_campaigns_behind_total", "IgnoredMessages": "sofadb_ignored_messages_total",
+}
+
+// checkMetrics parses /metrics with the Prometheus parser and checks it carries every core counter,
+// per-peer counters, the fsync histogram with buckets, and the Go runtime and process collectors.
+func checkMetrics(t *testing.T, p *cluster.Proc) {
+	t.Helper()
+	text, err := p.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	fields := reflect.TypeOf(paxos.Metrics{})
+	for i := range fields.NumField() {
+		name, ok := coreMetricNames[fields.Field(i).Name]
+		if !ok {
+			t.Errorf("paxos.Metrics.%s has no /metrics name in coreMetricNames", fields.Field(i).Name)
+		} else if fams[name] == nil {
+			t.Errorf("/metrics lacks %s (paxos.Metrics.%s)", name, fields.Field(i).Name)
+		}
+	}
+	for _, name := range []string{"sofadb_peer_sent_messages_total", "sofadb_peer_reconnects_total", "sofadb_replies_total",
+		"sofadb_disk_records_total", "go_gc_duration_seconds", "go_goroutines", "process_cpu_seconds_total"} {
+		if fams[name] == nil {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	if f := fams["sofadb_fsync_seconds"]; f == nil || f.GetMetric()[0].GetHistogram() == nil || len(f.GetMetric()[0].GetHistogram().GetBucket()) < 5 ||
+		f.GetMetric()[0].GetHistogram().GetSampleCount() == 0 {
+		t.Errorf("sofadb_fsync_seconds is not a histogram with buckets and samples: %v", f)
+	}
+	if f := fams["sofadb_peer_sent_messages_total"]; f != nil && len(f.GetMetric()) != 2 {
+		t.Errorf("per-peer counters for %d peers, want 2", len(f.GetMetric()))
 	}
 }

@@ -81,7 +81,7 @@ func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx) {
 	case string(path) == "/status" && ctx.IsGet():
 		s.handleStatus(ctx)
 	case string(path) == "/metrics" && ctx.IsGet():
-		s.handleMetrics(ctx)
+		s.metrics(ctx)
 	default:
 		ctx.Error("not found: use /kv/{key}, /status or /metrics\n", fasthttp.StatusNotFound)
 	}

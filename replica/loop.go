@@ -20,6 +20,7 @@ func (s *Server) loop(ctx context.Context) error {
 	d := s.drv
 	ticker := time.NewTicker(s.cfg.TickInterval)
 	defer ticker.Stop()
+	s.publish()
 	for {
 		select {
 		case <-ctx.Done():
@@ -29,6 +30,7 @@ func (s *Server) loop(ctx context.Context) error {
 		case <-ticker.C:
 			d.Begin()
 			d.OnTicker()
+			s.publish()
 		case m := <-s.peerIn:
 			d.Begin()
 			d.Step(&m)
@@ -55,6 +57,12 @@ func (s *Server) loop(ctx context.Context) error {
 		d.End()
 		s.flushReplies()
 	}
+}
+
+// publish hands /metrics the loop's status: scrapes read it without waiting for the loop.
+func (s *Server) publish() {
+	st := s.status()
+	s.published.Store(&st)
 }
 
 // wallClock is the driver's clock in the process: the monotonic reading of the wall clock.

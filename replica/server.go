@@ -33,6 +33,8 @@ type Server struct {
 	peerIn    chan paxos.Message
 	reqs      chan *driver.Request
 	statusReq chan chan Status
+	published atomic.Pointer[Status] // the loop's status, published once per tick for /metrics
+	metrics   fasthttp.RequestHandler
 	bgDone    <-chan func()
 	stopped   chan struct{} // closed when the loop has returned: nobody answers requests any more
 
@@ -116,6 +118,7 @@ func New(cfg Config) (*Server, error) {
 	if !cfg.Fsync {
 		s.log.Warn("FSYNC IS OFF: acknowledged writes are NOT durable; use only for ablation runs")
 	}
+	s.metrics = s.newMetricsHandler()
 	return s, nil
 }
 

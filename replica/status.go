@@ -3,16 +3,10 @@ package replica
 import (
 	"fmt"
 	"maps"
-	"runtime"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/valyala/fasthttp"
-
 	"github.com/sofadb/sofadb/paxos"
-	"github.com/sofadb/sofadb/wire"
 )
 
 // Status is what /status reports: the replica's role and log positions, its disk's group-commit
@@ -130,95 +124,3 @@ func (s *Server) diskStatus() DiskStatus {
 }
 
 func sortedIDs(m map[paxos.ReplicaID]*peer) []paxos.ReplicaID { return slices.Sorted(maps.Keys(m)) }
-
-// handleMetrics writes the Prometheus text exposition format (version 0.0.4).
-func (s *Server) handleMetrics(ctx *fasthttp.RequestCtx) {
-	st, ok := s.Status()
-	if !ok {
-		ctx.Error("replica stopping\n", fasthttp.StatusServiceUnavailable)
-		return
-	}
-	var b strings.Builder
-	gauge := func(name, help string, v any) {
-		fmt.Fprintf(&b, "# HELP sofadb_%s %s\n# TYPE sofadb_%s gauge\nsofadb_%s %v\n", name, help, name, name, v)
-	}
-	counter := func(name, help string, v uint64) {
-		fmt.Fprintf(&b, "# HELP sofadb_%s %s\n# TYPE sofadb_%s counter\nsofadb_%s %d\n", name, help, name, name, v)
-	}
-	isLeader := 0
-	if st.Role == "leader" {
-		isLeader = 1
-	}
-	gauge("is_leader", "1 when this replica leads.", isLeader)
-	gauge("leader_id", "Replica believed to lead (0: none).", st.Leader)
-	gauge("commit_slot", "Chosen prefix of the log.", st.Commit)
-	gauge("applied_slot", "Last slot applied to the state machine.", st.Applied)
-	gauge("log_base_slot", "Log truncated through this slot.", st.LogBase)
-	gauge("inflight_slots", "Proposed slots not yet chosen.", st.Inflight)
-	gauge("queued_commands", "Commands waiting for a slot or a leader.", st.Queued)
-	gauge("pending_requests", "Client requests waiting for their command.", st.Pending)
-	gauge("keys", "Keys in the state machine.", st.Keys)
-	gauge("client_connections", "Open binary-protocol connections.", s.stats.clientConns.Load())
-	m := st.Core
-	counter("campaigns_total", "Phase 1 runs started.", m.Campaigns)
-	counter("elections_won_total", "Phase 1 runs won.", m.Elected)
-	counter("ballots_preempted_total", "Ballots abandoned to a higher one.", m.Preempted)
-	counter("proposed_slots_total", "Slots proposed (re-proposals and no-ops included).", m.ProposedSlots)
-	counter("proposed_commands_total", "Commands proposed.", m.ProposedCmds)
-	counter("chosen_slots_total", "Slots chosen by this replica's own majority.", m.ChosenSlots)
-	counter("resent_accepts_total", "Accepts resent after a timeout.", m.ResentAccepts)
-	counter("forwarded_commands_total", "Commands forwarded to the leader.", m.Forwarded)
-	counter("catchup_requests_total", "Catch-up requests sent.", m.CatchupsSent)
-	counter("snapshots_installed_total", "Snapshots installed from peers.", m.SnapshotsIn)
-	counter("lease_refusals_total", "Prepares ignored to honour a lease.", m.LeaseRefusals)
-	ds := s.drv.Stats()
-	counter("lease_reads_total", "Reads served locally under the lease.", ds.LeaseReads.Load())
-	counter("log_reads_total", "Reads sent through the log.", ds.LogReads.Load())
-	counter("request_timeouts_total", "Requests answered Unavailable after RequestTimeout.", ds.Timeouts.Load())
-	counter("busy_total", "Requests refused because a queue was full.", ds.Busy.Load()+s.stats.busy.Load())
-	counter("bad_client_connections_total", "Client connections closed for malformed input or over the limit.", s.stats.badClientConns.Load())
-	counter("peer_handshakes_refused_total", "Peer connections refused (no key, unknown peer, garbage).", s.tr.refused.Load())
-	fmt.Fprintf(&b, "# HELP sofadb_replies_total Client replies by status.\n# TYPE sofadb_replies_total counter\n")
-	for code := range ds.Replies {
-		if st := wire.Status(code); st.Valid() {
-			n := ds.Replies[code].Load()
-			switch st { // refused before reaching the loop
-			case wire.StatusBusy:
-				n += s.stats.busy.Load()
-			case wire.StatusBadRequest:
-				n += s.stats.badRequests.Load()
-			case wire.StatusTooLarge:
-				n += s.stats.tooLarge.Load()
-			}
-			fmt.Fprintf(&b, "sofadb_replies_total{status=%q} %d\n", st.String(), n)
-		}
-	}
-	writeDiskMetrics(&b, s.store.Stats().SyncLatencyNs, st.Disk)
-	counter("disk_records_total", "Records written through the group committer.", st.Disk.Records)
-	counter("disk_bytes_total", "Bytes written through the group committer.", st.Disk.Bytes)
-	var msgs, bytes uint64
-	for _, p := range s.tr.peers {
-		msgs, bytes = msgs+p.sent.Load(), bytes+p.sentBytes.Load()
-	}
-	counter("peer_messages_sent_total", "Peer messages written to connections.", msgs)
-	counter("peer_bytes_sent_total", "Peer frame bytes written to connections.", bytes)
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	fmt.Fprintf(&b, "# HELP sofadb_go_gc_pause_seconds_total Total stop-the-world GC pause time.\n# TYPE sofadb_go_gc_pause_seconds_total counter\nsofadb_go_gc_pause_seconds_total %g\n", float64(ms.PauseTotalNs)/1e9)
-	counter("go_gc_cycles_total", "Completed GC cycles.", uint64(ms.NumGC))
-	gauge("go_heap_bytes", "Bytes of allocated heap objects.", ms.HeapAlloc)
-	ctx.SetContentType("text/plain; version=0.0.4")
-	ctx.SetBodyString(b.String())
-}
-
-func writeDiskMetrics(b *strings.Builder, h *hdrhistogram.Histogram, d DiskStatus) {
-	fmt.Fprintf(b, "# HELP sofadb_fsync_seconds Duration of each group-commit fsync.\n# TYPE sofadb_fsync_seconds summary\n")
-	if h != nil {
-		for _, q := range []float64{50, 90, 99, 99.9} {
-			fmt.Fprintf(b, "sofadb_fsync_seconds{quantile=\"%g\"} %g\n", q/100, float64(h.ValueAtQuantile(q))/1e9)
-		}
-		fmt.Fprintf(b, "sofadb_fsync_seconds_sum %g\nsofadb_fsync_seconds_count %d\n", float64(h.TotalCount())*h.Mean()/1e9, h.TotalCount())
-	}
-	fmt.Fprintf(b, "# HELP sofadb_fsync_records_mean Records acknowledged per fsync (group commit).\n# TYPE sofadb_fsync_records_mean gauge\nsofadb_fsync_records_mean %g\n", d.RecordsPerSync)
-	fmt.Fprintf(b, "# HELP sofadb_disk_failures_total Failed disk writes or syncs (sticky).\n# TYPE sofadb_disk_failures_total counter\nsofadb_disk_failures_total %d\n", d.Failures)
-}

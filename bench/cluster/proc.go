@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,11 +8,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/sofadb/sofadb/replica"
 )
@@ -226,19 +227,36 @@ func (p *Proc) Metrics() (string, error) {
 	return string(b), err
 }
 
-// Metric reads one unlabelled sample (e.g. "sofadb_peer_handshakes_refused_total") from /metrics.
+// Metric reads one sample (e.g. "sofadb_peer_handshakes_refused_total") from /metrics with the
+// Prometheus text parser; a labelled family is summed over its series, a histogram gives its count.
 func (p *Proc) Metric(name string) (float64, error) {
 	text, err := p.Metrics()
 	if err != nil {
 		return 0, err
 	}
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		return 0, fmt.Errorf("cluster: %s /metrics: %w", p.Name, err)
+	}
+	fam, ok := fams[name]
+	if !ok {
+		return 0, fmt.Errorf("cluster: %s has no metric %s", p.Name, name)
+	}
+	total := 0.0
+	for _, m := range fam.GetMetric() {
+		switch {
+		case m.GetCounter() != nil:
+			total += m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			total += m.GetGauge().GetValue()
+		case m.GetHistogram() != nil:
+			total += float64(m.GetHistogram().GetSampleCount())
+		case m.GetUntyped() != nil:
+			total += m.GetUntyped().GetValue()
 		}
 	}
-	return 0, fmt.Errorf("cluster: %s has no metric %s", p.Name, name)
+	return total, nil
 }
 
 func (p *Proc) get(path string) ([]byte, error) {

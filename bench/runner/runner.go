@@ -488,7 +488,7 @@ const scrapeEvery = time.Second
 // scrapedSeries are the counters kept in metrics.jsonl, per member and scrape: enough to follow
 // leadership, progress, fsyncs and preemptions through a run without storing every series.
 var scrapedSeries = []string{"sofadb_is_leader", "sofadb_commit_slot", "sofadb_applied_slot", "sofadb_fsync_seconds_count",
-	"sofadb_ballots_preempted_total", "sofadb_campaigns_total", "sofadb_queued_commands", "sofadb_go_heap_bytes",
+	"sofadb_ballots_preempted_total", "sofadb_campaigns_total", "sofadb_queued_commands", "go_memstats_heap_alloc_bytes",
 	"etcd_server_is_leader", "etcd_server_proposals_committed_total", "etcd_server_leader_changes_seen_total",
 	"etcd_disk_wal_fsync_duration_seconds_count"}
 
