@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sofadb/sofadb/disk"
 	"github.com/sofadb/sofadb/driver"
@@ -140,22 +141,31 @@ func (s *Server) Run(ctx context.Context) error {
 	// an idle client must not hold up the shutdown.
 	clientCtx, closeClients := context.WithCancel(context.Background())
 	defer closeClients()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); s.exec.run(ctx) }()
-	go func() { defer wg.Done(); s.serveClients(clientCtx) }()
+	// The shell's goroutines run under one errgroup: if one fails (the HTTP server stops serving on
+	// its own), its context stops the loop and the replica exits with that error instead of
+	// carrying on deaf.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { s.exec.run(gctx); return nil })
+	g.Go(func() error { s.serveClients(clientCtx); return nil })
 	if s.httpSrv != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.httpSrv.Serve(s.httpLn) }()
+		g.Go(func() error {
+			err := s.httpSrv.Serve(s.httpLn)
+			if ctx.Err() == nil { // not our shutdown: fasthttp returns nil when its listener closes
+				return fmt.Errorf("replica: http server stopped serving: %v", err)
+			}
+			return nil
+		})
 	}
 	s.log.Info("replica serving", "peer", s.cfg.PeerAddrs[s.cfg.ID], "client", s.clientLn.Addr().String(), "http", s.cfg.HTTPAddrs[s.cfg.ID])
-	err := s.loop(ctx)
+	err := s.loop(gctx)
 	close(s.stopped)
-	cancel()
+	cancel() // from here on, a listener closing is the shutdown, not a failure
 	closeClients()
 	s.closeListeners()
 	s.tr.stop()
-	wg.Wait()
+	if gerr := g.Wait(); err == nil {
+		err = gerr
+	}
 	s.conns.Wait()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
