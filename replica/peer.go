@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -20,12 +21,14 @@ import (
 // challenge-response over the cluster key (wire.Hello/Challenge/Proof); after that each frame must
 // name the authenticated peer as sender and this replica as receiver, or the connection is closed.
 type transport struct {
-	s      *Server
-	self   paxos.ReplicaID
-	peers  map[paxos.ReplicaID]*peer
-	unauth chan struct{} // semaphore: connections still in their handshake
-	ln     net.Listener
-	wg     sync.WaitGroup
+	cfg     *Config // read only: addresses, cluster key, peer limits and timeouts
+	log     *slog.Logger
+	deliver func(context.Context, paxos.Message) bool // hands a message to the loop (see Server.deliver)
+	self    paxos.ReplicaID
+	peers   map[paxos.ReplicaID]*peer
+	unauth  chan struct{} // semaphore: connections still in their handshake
+	ln      net.Listener
+	wg      sync.WaitGroup
 
 	refused atomic.Uint64 // handshakes that failed (wrong key, unknown peer, garbage, timeout)
 }
@@ -66,10 +69,12 @@ func (p *peer) setFailure(err error) {
 	p.lastErr.Store(&msg)
 }
 
-func newTransport(s *Server) *transport {
-	t := &transport{s: s, self: s.cfg.ID, peers: map[paxos.ReplicaID]*peer{},
-		unauth: make(chan struct{}, s.cfg.UnauthenticatedMax)}
-	for id, addr := range s.cfg.PeerAddrs {
+// newTransport builds the peer transport. It knows the loop only through deliver, and the
+// replica only through its configuration and logger: no back-pointer to the Server.
+func newTransport(cfg *Config, log *slog.Logger, deliver func(context.Context, paxos.Message) bool) *transport {
+	t := &transport{cfg: cfg, log: log, deliver: deliver, self: cfg.ID, peers: map[paxos.ReplicaID]*peer{},
+		unauth: make(chan struct{}, cfg.UnauthenticatedMax)}
+	for id, addr := range cfg.PeerAddrs {
 		if id != t.self {
 			t.peers[id] = &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1)}
 		}
@@ -78,7 +83,7 @@ func newTransport(s *Server) *transport {
 }
 
 func (t *transport) start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", t.s.cfg.PeerAddrs[t.self])
+	ln, err := net.Listen("tcp", t.cfg.PeerAddrs[t.self])
 	if err != nil {
 		return fmt.Errorf("replica: peer listener: %w", err)
 	}
@@ -116,7 +121,7 @@ func (t *transport) send(m *paxos.Message) {
 	}
 	size := messageBytes(m)
 	p.mu.Lock()
-	if len(p.queue) >= t.s.cfg.PeerQueueMax || p.queueBytes+size > t.s.cfg.PeerQueueBytesMax {
+	if len(p.queue) >= t.cfg.PeerQueueMax || p.queueBytes+size > t.cfg.PeerQueueBytesMax {
 		p.mu.Unlock()
 		p.dropped.Add(1)
 		return
@@ -164,7 +169,7 @@ func (p *peer) writeLoop(ctx context.Context) {
 				buf = peerwire.AppendMessageFrame(buf, &batch[i])
 			}
 			if err := writeChunked(conn, buf); err != nil {
-				p.t.s.log.Warn("peer write failed; reconnecting", "peer", p.id, "err", err)
+				p.t.log.Warn("peer write failed; reconnecting", "peer", p.id, "err", err)
 				p.closeConn(conn)
 			} else {
 				p.sent.Add(uint64(len(batch)))
@@ -256,24 +261,24 @@ type authConn struct {
 }
 
 func (p *peer) dial(ctx context.Context) (authConn, error) {
-	d := net.Dialer{Timeout: p.t.s.cfg.HandshakeTimeout}
+	d := net.Dialer{Timeout: p.t.cfg.HandshakeTimeout}
 	c, err := d.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
 		p.setFailure(err)
 		return authConn{}, err
 	}
-	c.SetDeadline(time.Now().Add(p.t.s.cfg.HandshakeTimeout))
+	c.SetDeadline(time.Now().Add(p.t.cfg.HandshakeTimeout))
 	rd := wire.NewReader(c, handshakeFrameBytesMax, wire.HandshakeTypes)
 	if err := p.t.initiate(c, rd, p.id); err != nil {
 		c.Close()
 		p.t.refused.Add(1)
 		p.setFailure(err)
-		p.t.s.log.Warn("peer handshake failed", "peer", p.id, "addr", p.addr, "err", err)
+		p.t.log.Warn("peer handshake failed", "peer", p.id, "addr", p.addr, "err", err)
 		return authConn{}, err
 	}
 	p.setFailure(nil)
 	c.SetDeadline(time.Time{})
-	rd.SetLimits(p.t.s.cfg.PeerFrameBytesMax, peerwire.Types)
+	rd.SetLimits(p.t.cfg.PeerFrameBytesMax, peerwire.Types)
 	return authConn{c, rd}, nil
 }
 
@@ -287,7 +292,7 @@ var errHandshake = errors.New("peer handshake refused")
 
 // initiate runs the dialer's side: Hello, check the Challenge, send the Proof.
 func (t *transport) initiate(c net.Conn, rd *wire.Reader, to paxos.ReplicaID) error {
-	key, self, peer := t.s.cfg.ClusterKey, uint16(t.self), uint16(to)
+	key, self, peer := t.cfg.ClusterKey, uint16(t.self), uint16(to)
 	hello := wire.Hello{From: self, To: peer, Nonce: wire.NewNonce()}
 	if _, err := c.Write(wire.AppendHelloFrame(nil, &hello)); err != nil {
 		return err
@@ -319,7 +324,7 @@ func (t *transport) acceptLoop(ctx context.Context) {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			t.s.log.Warn("peer accept", "err", err)
+			t.log.Warn("peer accept", "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
@@ -338,18 +343,18 @@ func (t *transport) acceptLoop(ctx context.Context) {
 // serveAccepted authenticates an incoming connection and then reads it for as long as it lives.
 func (t *transport) serveAccepted(ctx context.Context, c net.Conn) {
 	defer t.wg.Done()
-	c.SetDeadline(time.Now().Add(t.s.cfg.HandshakeTimeout))
+	c.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
 	rd := wire.NewReader(c, handshakeFrameBytesMax, wire.HandshakeTypes)
 	from, err := t.respond(c, rd)
 	<-t.unauth
 	if err != nil {
 		t.refused.Add(1)
-		t.s.log.Warn("refused peer connection", "remote", c.RemoteAddr().String(), "err", err)
+		t.log.Warn("refused peer connection", "remote", c.RemoteAddr().String(), "err", err)
 		c.Close()
 		return
 	}
 	c.SetDeadline(time.Time{})
-	rd.SetLimits(t.s.cfg.PeerFrameBytesMax, peerwire.Types)
+	rd.SetLimits(t.cfg.PeerFrameBytesMax, peerwire.Types)
 	p := t.peers[from]
 	p.reconnects.Add(1)
 	p.setConn(c)
@@ -359,7 +364,7 @@ func (t *transport) serveAccepted(ctx context.Context, c net.Conn) {
 
 // respond runs the accepting side: check the Hello, send a Challenge, check the Proof.
 func (t *transport) respond(c net.Conn, rd *wire.Reader) (paxos.ReplicaID, error) {
-	key, self := t.s.cfg.ClusterKey, uint16(t.self)
+	key, self := t.cfg.ClusterKey, uint16(t.self)
 	typ, payload, err := rd.Next()
 	if err != nil {
 		return 0, err
@@ -405,24 +410,24 @@ func (t *transport) readLoop(ctx context.Context, p *peer, ac authConn) {
 		typ, payload, err := ac.rd.Next()
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
-				t.s.log.Warn("closing peer connection", "peer", p.id, "err", err)
+				t.log.Warn("closing peer connection", "peer", p.id, "err", err)
 			}
 			return
 		}
 		if typ >= wire.TypeHello {
-			t.s.log.Warn("closing peer connection: handshake frame after the handshake", "peer", p.id, "type", typ)
+			t.log.Warn("closing peer connection: handshake frame after the handshake", "peer", p.id, "type", typ)
 			return
 		}
 		if _, err := peerwire.DecodeMessage(payload, &m); err != nil {
-			t.s.log.Warn("closing peer connection: bad message", "peer", p.id, "err", err)
+			t.log.Warn("closing peer connection: bad message", "peer", p.id, "err", err)
 			return
 		}
 		if m.From != p.id || m.To != t.self {
-			t.s.log.Warn("closing peer connection: message not from its authenticated sender", "peer", p.id, "from", m.From, "to", m.To)
+			t.log.Warn("closing peer connection: message not from its authenticated sender", "peer", p.id, "from", m.From, "to", m.To)
 			return
 		}
 		// The core keeps what Step is given, and m aliases the reader's buffer: hand over a copy.
-		if !t.s.deliver(ctx, peerwire.CloneMessage(&m)) {
+		if !t.deliver(ctx, peerwire.CloneMessage(&m)) {
 			return
 		}
 	}

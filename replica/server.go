@@ -105,7 +105,7 @@ func New(cfg Config) (*Server, error) {
 		replies: map[*clientConn][]wire.Response{}, connSem: make(chan struct{}, cfg.ClientConnsMax)}
 	s.exec = newExecutor(16)
 	s.bgDone = s.exec.done
-	s.tr = newTransport(s)
+	s.tr = newTransport(&s.cfg, s.log, s.deliver)
 	dcfg := driver.Config{Core: cfg.Core, TickInterval: cfg.TickInterval, ReadMode: cfg.ReadMode, Redirect: cfg.Redirect,
 		Fsync: cfg.Fsync, SnapshotEverySlots: cfg.SnapshotEverySlots, SnapshotEveryBytes: cfg.SnapshotEveryBytes,
 		SnapshotBytesMax: cfg.PeerFrameBytesMax, RequestTimeout: cfg.RequestTimeout, Seed: cfg.Core.Seed, Logger: s.log}
