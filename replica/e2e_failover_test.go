@@ -405,3 +405,74 @@ func leaderFault(t *testing.T, pause bool, flags ...string) {
 	}
 	h.check(t, 30*time.Second, filepath.Join(c.Dir, "porcupine.html"))
 }
+
+// TestE2EForwardedWritesSurviveALeaderKill (issue 11, bug 6): writes sent to a follower, which
+// forwards them to the leader, must not hang until the request timeout when that leader is killed:
+// the follower forwards them again to the next leader (paxos reforward), so each completes soon
+// after the election (about 250 ms here), not after -request-timeout (10 s).
+func TestE2EForwardedWritesSurviveALeaderKill(t *testing.T) {
+	c, leader := startCluster(t, 3)
+	follower := leader%3 + 1
+	conn := dial(t, c.ClientAddr(follower))
+	type result struct {
+		sent, done time.Time
+		status     wire.Status
+		err        error
+	}
+	results := make(chan result, 4096)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // 500 writes/s to the follower, before, across and after the kill
+		defer wg.Done()
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			sent := time.Now()
+			wg.Add(1)
+			conn.Go(kv.OpPut, fmt.Appendf(nil, "fwd-%d", i%100), fmt.Appendf(nil, "%d", i), func(resp *wire.Response, err error) {
+				defer wg.Done()
+				r := result{sent: sent, done: time.Now(), err: err}
+				if resp != nil {
+					r.status = resp.Status
+				}
+				results <- r
+			})
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	killed := time.Now()
+	if err := c.Kill(leader); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	close(results)
+	var slow, failed, ok int
+	var worst time.Duration
+	for r := range results {
+		took := r.done.Sub(r.sent)
+		switch {
+		case r.err != nil || r.status != wire.StatusOK:
+			failed++
+		default:
+			ok++
+		}
+		if r.sent.Before(killed.Add(200*time.Millisecond)) && r.sent.After(killed.Add(-200*time.Millisecond)) {
+			worst = max(worst, took)
+			if took > 3*time.Second {
+				slow++
+			}
+		}
+	}
+	t.Logf("%d ok, %d failed; writes sent around the kill took at most %v", ok, failed, worst)
+	if slow > 0 || failed > 0 {
+		t.Errorf("%d writes sent within 200 ms of the kill took over 3 s, %d failed: forwarded writes waited for the request timeout instead of going to the new leader", slow, failed)
+	}
+}
