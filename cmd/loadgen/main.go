@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/sofadb/sofadb/internal/buildinfo"
 	"github.com/sofadb/sofadb/loadgen"
 	"github.com/sofadb/sofadb/loadgen/lincheck"
 )
@@ -127,8 +128,13 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, checkFla
 	fs.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	fs.StringVar(&check.path, "check-history", "", "instead of a run: check this history.jsonl for linearizability (porcupine); exit 0 if linearizable, 1 if not or undecided")
 	fs.DurationVar(&check.timeout, "check-timeout", time.Minute, "time budget of --check-history; running out counts as a failure")
+	version := fs.Bool("version", false, "print the build (module version, commit, Go version) and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, false, check, err
+	}
+	if *version {
+		fmt.Println(buildinfo.String("loadgen"))
+		os.Exit(0)
 	}
 	if fs.NArg() > 0 {
 		return c, false, check, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sofadb/sofadb/internal/buildinfo"
 	"github.com/sofadb/sofadb/paxos/sim"
 )
 
@@ -28,6 +29,7 @@ func main() {
 	workers := flag.Int("workers", runtime.GOMAXPROCS(0), "seeds run in parallel")
 	verbose := flag.Bool("v", false, "print parameters, faults and violations of every seed (use with -seeds 1)")
 	trace := flag.Bool("trace", false, "with -v: also print every message delivered")
+	version := flag.Bool("version", false, "print the build (module version, commit, Go version) and exit")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: paxsim -seeds N [-start S] [-events E] [-replicas R]\n\n"+
 			"Runs N seeded simulations of a Multi-Paxos cluster of the real core with message loss,\n"+
@@ -37,6 +39,10 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if *version {
+		fmt.Println(buildinfo.String("paxsim"))
+		return
+	}
 	if *seeds < 0 || *events <= 0 || (*replicas != 0 && *replicas != 3 && *replicas != 5) || *workers <= 0 {
 		fmt.Fprintln(os.Stderr, "paxsim: need -seeds >= 0, -events > 0, -replicas 0, 3 or 5, -workers > 0")
 		os.Exit(2)

@@ -22,6 +22,7 @@ import (
 	"github.com/sofadb/sofadb/bench/report"
 	"github.com/sofadb/sofadb/bench/runner"
 	"github.com/sofadb/sofadb/bench/scenario"
+	"github.com/sofadb/sofadb/internal/buildinfo"
 )
 
 type multi []string
@@ -44,6 +45,7 @@ func run(args []string) int {
 	index := fs.String("index", "results", "directory whose README.md indexes every report (updated after a run or -report)")
 	scale := fs.Float64("scale", 1, "multiply every warm-up, duration and fault time by this (a quick look: 0.3)")
 	scenarios := fs.String("scenarios", "bench/scenarios", "directory of the suites")
+	version := fs.Bool("version", false, "print the build (module version, commit, Go version) and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: sofabench [-suite default|full|smoke | -scenario FILE...] [-out DIR] [-scale F]\n"+
 			"       sofabench -report DIR\n\n"+
@@ -53,6 +55,10 @@ func run(args []string) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *version {
+		fmt.Println(buildinfo.String("sofabench"))
+		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "sofabench: unexpected arguments %q\n", fs.Args())

@@ -6,6 +6,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -18,24 +19,35 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sofadb/sofadb/internal/buildinfo"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/replica"
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "sofadb:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }
 
-func run() error {
+// usageError is a command line that cannot run: exit status 2, like flag's own errors.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func run(args []string) error {
 	fs := flag.NewFlagSet("sofadb", flag.ContinueOnError)
 	def := replica.DefaultConfig(1, nil, nil, nil) // the defaults have one source: the library's
 	electionTime := func(ticks int) string {
 		return fmt.Sprintf("%v-%v with the default tick", time.Duration(ticks)*def.TickInterval, time.Duration(2*ticks)*def.TickInterval)
 	}
-	id := fs.String("id", "", "this replica's id (1..N, at most 65535), a key of -peers")
+	id := fs.Uint("id", 0, "this replica's id (1..N, at most 65535), a key of -peers")
+	version := fs.Bool("version", false, "print the build (module version, commit, Go version) and exit")
 	peers := fs.String("peers", "", "peer addresses of every replica: 1=host:port,2=host:port,... (replicas authenticate to each other here)")
 	clients := fs.String("clients", "", "binary-protocol addresses of every replica: 1=host:port,... (this replica listens on its own; the others are leader hints)")
 	https := fs.String("http", "", "HTTP addresses of every replica: 1=host:port,... (used for redirects to the leader)")
@@ -69,11 +81,18 @@ func run() error {
 			"SIGTERM shuts it down cleanly; restarted with the same -data it resumes where it stopped.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return nil
 		}
-		os.Exit(2)
+		return usageError{"bad flags (see sofadb -h)"}
+	}
+	if *version {
+		fmt.Println(buildinfo.String("sofadb"))
+		return nil
+	}
+	if err := checkFlags(fs, *dataDir); err != nil {
+		return err
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -92,15 +111,17 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if *id == 0 || *id > 65535 {
+		return usageError{fmt.Sprintf("-id %d: want a replica id from 1 to 65535", *id)}
+	}
+	if _, ok := peerAddrs[paxos.ReplicaID(*id)]; !ok {
+		return usageError{fmt.Sprintf("-id %d is not one of the -peers ids", *id)}
+	}
 	key, err := os.ReadFile(*keyFile)
 	if err != nil {
 		return fmt.Errorf("-cluster-key: %w", err)
 	}
-	n, err := strconv.ParseUint(*id, 10, 16)
-	if err != nil || n == 0 {
-		return fmt.Errorf("-id %q: want a replica id from 1 to 65535", *id)
-	}
-	cfg := replica.DefaultConfig(paxos.ReplicaID(n), peerAddrs, clientAddrs, httpAddrs)
+	cfg := replica.DefaultConfig(paxos.ReplicaID(*id), peerAddrs, clientAddrs, httpAddrs)
 	cfg.DataDir, cfg.ClusterKey, cfg.Logger = *dataDir, bytes.TrimSpace(key), logger
 	if cfg.Core.Mode, err = paxos.ParseMode(*mode); err != nil {
 		return err
@@ -127,6 +148,48 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return s.Run(ctx)
+}
+
+// checkFlags refuses, before anything is opened, what the flags alone show to be wrong: every
+// missing required flag at once, stray arguments, a negative size or count (naming the flag), and a
+// data path that exists but is not a directory.
+func checkFlags(fs *flag.FlagSet, dataDir string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var problems []string
+	var missing []string
+	for _, name := range []string{"id", "peers", "clients", "http", "data", "cluster-key"} {
+		if !set[name] {
+			missing = append(missing, "-"+name)
+		}
+	}
+	if len(missing) > 0 {
+		problems = append(problems, "missing "+strings.Join(missing, ", "))
+	}
+	if fs.NArg() > 0 {
+		problems = append(problems, fmt.Sprintf("unexpected arguments %q (every setting is a -flag)", fs.Args()))
+	}
+	for _, name := range []string{"batch-bytes", "inflight-slots", "inflight-bytes", "key-max", "value-max", "peer-frame-max",
+		"max-conns", "max-inflight", "heartbeat-ticks", "election-ticks", "lease-drift-ticks"} {
+		if v, err := strconv.ParseInt(fs.Lookup(name).Value.String(), 10, 64); err == nil && v < 0 {
+			problems = append(problems, fmt.Sprintf("-%s %d: must not be negative", name, v))
+		}
+	}
+	for _, name := range []string{"inflight-slots", "inflight-bytes", "key-max", "value-max", "peer-frame-max", "max-conns",
+		"max-inflight", "heartbeat-ticks", "election-ticks"} {
+		if v, err := strconv.ParseInt(fs.Lookup(name).Value.String(), 10, 64); err == nil && v == 0 {
+			problems = append(problems, fmt.Sprintf("-%s 0: must be at least 1", name))
+		}
+	}
+	if dataDir != "" {
+		if st, err := os.Stat(dataDir); err == nil && !st.IsDir() {
+			problems = append(problems, fmt.Sprintf("-data %s is a file, not a directory", dataDir))
+		}
+	}
+	if len(problems) > 0 {
+		return usageError{strings.Join(problems, "; ") + " (see sofadb -h)"}
+	}
+	return nil
 }
 
 // parseAddrs reads "1=host:port,2=host:port".

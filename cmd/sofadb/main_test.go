@@ -1,0 +1,52 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestCommandLineRefusals (issue 11, frictions): each bad command line is refused before anything
+// is opened, with exit status 2 and a message naming every flag at fault.
+func TestCommandLineRefusals(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"-id", "1", "-peers", "1=127.0.0.1:1", "-clients", "1=127.0.0.1:2", "-http", "1=127.0.0.1:3",
+		"-data", t.TempDir(), "-cluster-key", "/nonexistent"}
+	with := func(more ...string) []string { return slices.Concat(base, more) }
+	full := with()
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"missing -id, -peers, -clients, -http, -data, -cluster-key"}},
+		{[]string{"-id", "1"}, []string{"missing -peers, -clients, -http, -data, -cluster-key"}},
+		{with("stray"), []string{`unexpected arguments ["stray"]`}},
+		{with("-batch-bytes", "-1"), []string{"-batch-bytes -1: must not be negative"}},
+		{with("-inflight-slots", "0", "-election-ticks", "0"), []string{"-inflight-slots 0", "-election-ticks 0"}},
+		{with("-data", file), []string{"is a file, not a directory"}},
+		{with("-id", "7"), []string{"-id 7 is not one of the -peers ids"}},
+		{[]string{"-id", "x"}, []string{"bad flags"}},
+	} {
+		err := run(c.args)
+		var ue usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("sofadb %q: %v, want a usage error (exit 2)", c.args, err)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("sofadb %q: %q, want it to say %q", c.args, err, w)
+			}
+		}
+	}
+	// A complete command line gets past the flags and fails on the key file, naming the flag.
+	if err := run(full); err == nil || !strings.Contains(err.Error(), "-cluster-key") {
+		t.Errorf("sofadb with a missing key file: %v", err)
+	}
+}
