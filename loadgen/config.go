@@ -66,6 +66,13 @@ const (
 	DefaultMinSleep        = 250 * time.Microsecond
 )
 
+// Check reports what Run would refuse in c, without running: a command line can be checked before
+// it announces the run.
+func (c Config) Check() error {
+	c.applyDefaults()
+	return c.validate()
+}
+
 func (c *Config) applyDefaults() {
 	if c.Arrival == 0 {
 		c.Arrival = Poisson

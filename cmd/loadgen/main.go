@@ -50,16 +50,28 @@ Flags:
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
+// fail prints err once prefixed: the library's errors carry their own "loadgen: ", and a joined
+// error carries one per line.
+func fail(stderr io.Writer, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintln(stderr, "loadgen:", strings.TrimPrefix(line, "loadgen: "))
+	}
+}
+
+// run is the command: the summary goes to stdout, progress and errors to stderr.
+func run(args []string, stdout, stderr io.Writer) int {
 	cfg, quiet, check, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	if err == nil && check.path == "" {
+		err = cfg.Check() // every flag is checked before the banner says what will run
+	}
 	if err != nil {
-		fmt.Fprintln(stderr, "loadgen:", err)
+		fail(stderr, err)
 		return 2
 	}
 	if check.path != "" {
@@ -74,10 +86,10 @@ func run(args []string, stderr io.Writer) int {
 	defer stop()
 	sum, err := loadgen.Run(ctx, cfg)
 	if err != nil {
-		fmt.Fprintln(stderr, "loadgen:", err)
+		fail(stderr, err)
 		return 2
 	}
-	printSummary(stderr, sum, cfg.OutDir)
+	printSummary(stdout, sum, cfg.OutDir)
 	if !sum.Valid {
 		return 1
 	}
@@ -164,13 +176,13 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, checkFla
 func checkHistory(path string, timeout time.Duration, stderr io.Writer) int {
 	f, err := os.Open(path)
 	if err != nil {
-		fmt.Fprintln(stderr, "loadgen:", err)
+		fail(stderr, err)
 		return 2
 	}
 	defer f.Close()
 	recs, err := lincheck.Read(f)
 	if err != nil {
-		fmt.Fprintln(stderr, "loadgen:", err)
+		fail(stderr, err)
 		return 2
 	}
 	start := time.Now()
