@@ -110,24 +110,25 @@ type fwdBatch struct {
 }
 
 // Metrics counts protocol events since the replica was created; the bench reports them.
+// The JSON names are /status's snake_case.
 type Metrics struct {
-	Campaigns       uint64 // phase 1 started
-	Elected         uint64 // phase 1 won
-	Preempted       uint64 // ballots abandoned because a higher one appeared
-	ProposedSlots   uint64 // slots this replica proposed (re-proposals and no-ops included)
-	ProposedCmds    uint64
-	ChosenSlots     uint64 // slots this replica saw chosen by its own majority
-	ResentAccepts   uint64
-	Forwarded       uint64 // commands forwarded to the leader
-	Reforwarded     uint64 // commands forwarded again because the leader changed
-	Dropped         uint64 // commands given up (queue full at a forward, non-leader got a forward)
-	CatchupsSent    uint64
-	CatchupEntries  uint64 // chosen values learned from catch-up replies
-	SnapshotsIn     uint64
-	LeaseRefusals   uint64 // prepares ignored to honour a lease granted to the leader
-	StepDowns       uint64
-	CampaignsBehind uint64 // campaigns abandoned to catch up first: a promise's floor was above our prefix
-	IgnoredMessages uint64 // malformed or from an unknown sender
+	Campaigns       uint64 `json:"campaigns"`      // phase 1 started
+	Elected         uint64 `json:"elected"`        // phase 1 won
+	Preempted       uint64 `json:"preempted"`      // ballots abandoned because a higher one appeared
+	ProposedSlots   uint64 `json:"proposed_slots"` // slots this replica proposed (re-proposals and no-ops included)
+	ProposedCmds    uint64 `json:"proposed_cmds"`
+	ChosenSlots     uint64 `json:"chosen_slots"` // slots this replica saw chosen by its own majority
+	ResentAccepts   uint64 `json:"resent_accepts"`
+	Forwarded       uint64 `json:"forwarded"`   // commands forwarded to the leader
+	Reforwarded     uint64 `json:"reforwarded"` // commands forwarded again because the leader changed
+	Dropped         uint64 `json:"dropped"`     // commands given up (queue full at a forward, non-leader got a forward)
+	CatchupsSent    uint64 `json:"catchups_sent"`
+	CatchupEntries  uint64 `json:"catchup_entries"` // chosen values learned from catch-up replies
+	SnapshotsIn     uint64 `json:"snapshots_in"`
+	LeaseRefusals   uint64 `json:"lease_refusals"` // prepares ignored to honour a lease granted to the leader
+	StepDowns       uint64 `json:"step_downs"`
+	CampaignsBehind uint64 `json:"campaigns_behind"` // campaigns abandoned to catch up first: a promise's floor was above our prefix
+	IgnoredMessages uint64 `json:"ignored_messages"` // malformed or from an unknown sender
 }
 
 // New builds a replica. d is the durable state read back from disk (nil for a brand-new replica);

@@ -1,9 +1,11 @@
 package replica
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/sofadb/sofadb/paxos"
@@ -37,4 +39,34 @@ func TestLimitsThatDoNotFitADiskRecordAreRefused(t *testing.T) {
 	if _, err := testServer(t, nil); err != nil {
 		t.Fatalf("defaults refused: %v", err)
 	}
+}
+
+// TestStatusKeysAreSnakeCase (issue 11, frictions): /status speaks one key style, the core's
+// counters included.
+func TestStatusKeysAreSnakeCase(t *testing.T) {
+	b, err := json.Marshal(Status{Peers: []PeerStatus{{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, sub := range x {
+				if k != strings.ToLower(k) {
+					t.Errorf("/status key %q is not snake_case", k)
+				}
+				walk(sub)
+			}
+		case []any:
+			for _, sub := range x {
+				walk(sub)
+			}
+		}
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	walk(v)
 }
