@@ -18,6 +18,7 @@ func (r *run) collect(workersDone <-chan struct{}) {
 	defer timer.Stop()
 	progStartNs := r.t0Ns
 	var lastHits int64
+	var okSoFar, failedSoFar int64
 	for k := int64(0); ; k++ {
 		startNs := r.t0Ns + k*int64(r.cfg.Interval)
 		endNs := startNs + int64(r.cfg.Interval)
@@ -30,6 +31,17 @@ func (r *run) collect(workersDone <-chan struct{}) {
 		r.emitInterval(startNs, endNs, iv, hits-lastHits)
 		lastHits = hits
 		prog.merge(iv)
+		if r.cfg.FailFastAfter > 0 && okSoFar >= 0 {
+			ok, failed := iv.outcomes()
+			okSoFar, failedSoFar = okSoFar+ok, failedSoFar+failed
+			if okSoFar > 0 {
+				okSoFar = -1 // something succeeded: never check again
+			} else if failedSoFar > 0 && endNs-r.t0Ns >= int64(r.cfg.FailFastAfter) {
+				msg := fmt.Sprintf("no request succeeded in the first %v (%d failed): %s", r.cfg.FailFastAfter, failedSoFar, r.samples.first())
+				r.noSuccess.Store(&msg)
+				r.endDispatch()
+			}
+		}
 		if final || endNs-progStartNs >= int64(time.Second) {
 			r.printProgress(prog, progStartNs, endNs)
 			prog.reset()
@@ -129,6 +141,16 @@ type errorSamples struct {
 	seen atomic.Uint32
 	mu   sync.Mutex
 	msgs map[string]string
+}
+
+// first is one error message and its class, for a one-line diagnosis.
+func (e *errorSamples) first() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for class, msg := range e.msgs {
+		return class + ": " + msg
+	}
+	return "(no detail)"
 }
 
 func (e *errorSamples) note(c *Call) {

@@ -42,6 +42,11 @@ type Config struct {
 	// p99 exceeds it is invalid. Default 5 ms: five times this machine's timer resolution.
 	MaxLagP99 time.Duration
 
+	// FailFastAfter ends the run with ErrNoSuccess when no request has succeeded this long after
+	// the run's zero and some have failed (an unreachable or refusing target), instead of a whole
+	// run that calls itself invalid. Default 5 s; negative disables.
+	FailFastAfter time.Duration
+
 	// OnStart, when set, is called once the run's zero is fixed (a whole second of the wall clock,
 	// before the first call is due): a bench runner times its fault injection from it.
 	OnStart func(t0 time.Time)
@@ -91,6 +96,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.FailFastAfter == 0 {
+		c.FailFastAfter = 5 * time.Second
 	}
 	if c.Policy == 0 {
 		c.Policy = PolicyLeader

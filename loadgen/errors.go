@@ -7,6 +7,8 @@ import "errors"
 var (
 	// ErrBadConfig rejects a configuration before anything is sent: a bad flag value or combination.
 	ErrBadConfig = errors.New("loadgen: bad configuration")
+	// ErrNoSuccess ends a run in which nothing succeeded in its first Config.FailFastAfter.
+	ErrNoSuccess = errors.New("loadgen: target unusable")
 	// ErrBadTarget rejects a target URL that names no known scheme or has no usable address.
 	ErrBadTarget = errors.New("loadgen: bad target")
 	// ErrZipfTheta rejects a Zipf exponent outside (0, 1), the range Gray et al.'s generator covers.

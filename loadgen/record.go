@@ -66,6 +66,20 @@ func (s *recSet) record(c *Call) {
 	}
 }
 
+// outcomes counts the successes and failures recorded in s.
+func (s *recSet) outcomes() (ok, failed int64) {
+	for i := range s.ops {
+		for k, n := range s.ops[i].class {
+			if Class(k).Success() {
+				ok += n
+			} else {
+				failed += n
+			}
+		}
+	}
+	return ok, failed
+}
+
 func mergeHist(dst **hdr.Histogram, src *hdr.Histogram) {
 	if src == nil || src.TotalCount() == 0 {
 		return

@@ -57,6 +57,8 @@ type run struct {
 	// one that could only go out later would break the lag threshold anyway, so it is counted as
 	// unsent instead of stretching the run.
 	dispatchOver chan struct{}
+	overOnce     sync.Once
+	noSuccess    atomic.Pointer[string] // set by the collector when nothing succeeded in the first FailFastAfter
 	dispatchToNs int64
 	stop         <-chan struct{}
 
@@ -110,6 +112,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	r.writeLogHeader()
 	r.execute(ctx)
+	if msg := r.noSuccess.Load(); msg != nil {
+		return nil, fmt.Errorf("%w: %s", ErrNoSuccess, *msg)
+	}
 	sum := r.summarize()
 	if ctx.Err() != nil { // rates assume the whole window was run: say it was not
 		sum.Valid = false
@@ -147,6 +152,19 @@ func (r *run) alignStart() {
 }
 
 // execute runs the dispatcher, the workers and the collector to the end of the drain.
+// over reports whether dispatch has been ended early (see endDispatch).
+func (r *run) over() bool {
+	select {
+	case <-r.dispatchOver:
+		return true
+	default:
+		return false
+	}
+}
+
+// endDispatch stops sending: at the dispatch deadline, or early when the run is hopeless.
+func (r *run) endDispatch() { r.overOnce.Do(func() { close(r.dispatchOver) }) }
+
 func (r *run) execute(ctx context.Context) {
 	r.batches = make(chan []*Call, batchQueuePerWorker*r.cfg.Workers)
 	quit := make(chan struct{})
@@ -162,7 +180,7 @@ func (r *run) execute(ctx context.Context) {
 	collected := make(chan struct{})
 	go func() { defer close(collected); r.collect(workersDone) }()
 
-	deadline := time.AfterFunc(time.Until(r.clock.At(r.dispatchToNs)), func() { close(r.dispatchOver) })
+	deadline := time.AfterFunc(time.Until(r.clock.At(r.dispatchToNs)), r.endDispatch)
 	defer deadline.Stop()
 	r.dispatch()
 
@@ -193,7 +211,7 @@ func (r *run) dispatch() {
 	for step.DueNs < r.measureToNs {
 		now := r.clock.Now()
 		if step.DueNs > now {
-			if !r.flush(&batch) || r.sleepUntil(timer, step.DueNs) {
+			if !r.flush(&batch) || r.sleepUntil(timer, step.DueNs) || r.over() {
 				break
 			}
 			continue

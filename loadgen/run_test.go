@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -186,5 +187,31 @@ func TestEndedInWindowUnderOverload(t *testing.T) {
 	if s.Ended.Count == 0 || s.Ended.P50Ns == 0 || s.Ended.Service.P99Ns < 19*ms {
 		t.Errorf("ended-in-window latency p50 %.1f ms, service p99 %.1f ms: want the 20 ms service, and latency above it",
 			msf(s.Ended.P50Ns), msf(s.Ended.Service.P99Ns))
+	}
+}
+
+// refusing fails every call at the connection, like a target nobody listens on.
+type refusing struct{ clock *Clock }
+
+func (f refusing) Go(c *Call, done chan<- *Call) {
+	c.SentNs = f.clock.Now()
+	c.DoneNs, c.Class, c.Err = c.SentNs, ClassConnection, errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
+	done <- c
+}
+func (refusing) Close() error { return nil }
+
+// TestUnusableTargetFailsFast (issue 11, frictions): a run in which nothing succeeds stops after
+// FailFastAfter with one line naming the reason, instead of running its whole duration and calling
+// itself invalid.
+func TestUnusableTargetFailsFast(t *testing.T) {
+	began := time.Now()
+	_, err := Run(context.Background(), Config{RateOpsPerSec: 200, Duration: 30 * time.Second, FailFastAfter: 500 * time.Millisecond,
+		Workload:  Workload{Mix: MixWrite, Keys: 10, KeyBytes: 16, ValueBytes: 16},
+		NewTarget: func(c *Clock) (Target, error) { return refusing{c}, nil }})
+	if !errors.Is(err, ErrNoSuccess) || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "no request succeeded in the first 500ms") {
+		t.Fatalf("Run against a refusing target: %v", err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("took %v to give up, want about the fail-fast window (500 ms) plus the drain", took)
 	}
 }

@@ -425,7 +425,10 @@ func loadConfig(s *scenario.Scenario, rr RunRecord, target, dir string, preload 
 		Workload: loadgen.Workload{Mix: mix, Keys: s.Keys, KeyDist: dist, KeyBytes: s.KeyBytes, ValueBytes: s.ValueBytes},
 		Preload:  preload || (mix.ReadFraction > 0 && rr.Step == 1), Connections: s.Connections, MaxInflight: s.MaxInflight,
 		Policy: policy, Timeout: s.Timeout.Duration, MaxLagP99: s.MaxLagP99.Duration, OutDir: dir, History: len(s.Faults) > 0,
-		Command: []string{"sofabench", "-scenario", s.Name}}
+		Command: []string{"sofabench", "-scenario", s.Name},
+		// A run with no success at all is a result here (dueling proposers without backoff), not a
+		// reason to stop early.
+		FailFastAfter: -1}
 	if dist == loadgen.KeysZipf {
 		cfg.Workload.ZipfTheta = 0.99
 	}

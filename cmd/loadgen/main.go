@@ -139,6 +139,7 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, checkFla
 	fs.BoolVar(&c.History, "history", false, "also write history.jsonl (every call's send and return time, input and output) for linearizability checking; needs --out")
 	fs.BoolVar(&quiet, "quiet", false, "no progress lines on stderr")
 	fs.StringVar(&check.path, "check-history", "", "instead of a run: check this history.jsonl for linearizability (porcupine); exit 0 if linearizable, 1 if not or undecided")
+	fs.DurationVar(&c.FailFastAfter, "fail-fast-after", 5*time.Second, "end the run with exit status 2 when no request has succeeded this long after it started (and some failed); a negative value (-1s) disables")
 	fs.DurationVar(&check.timeout, "check-timeout", time.Minute, "time budget of --check-history; running out counts as a failure")
 	version := fs.Bool("version", false, "print the build (module version, commit, Go version) and exit")
 	if err := fs.Parse(args); err != nil {

@@ -21,7 +21,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 		"connections": "per replica", "max-inflight": "requests", "duration": "Go syntax with a unit"}
 	for _, name := range []string{"target", "rate", "arrival", "seed", "warmup", "duration", "interval",
 		"workload", "keys", "key-dist", "zipf-theta", "key-size", "value-size", "preload", "connections",
-		"max-inflight", "policy", "timeout", "workers", "min-sleep", "max-lag-p99", "out", "history", "quiet", "check-history", "check-timeout"} {
+		"max-inflight", "policy", "timeout", "workers", "min-sleep", "max-lag-p99", "out", "history", "quiet", "check-history", "check-timeout", "fail-fast-after"} {
 		if !strings.Contains(help, "  -"+name+" ") && !strings.Contains(help, "  -"+name+"\n") {
 			t.Errorf("-h does not document -%s", name)
 		}
