@@ -227,36 +227,55 @@ func (p *Proc) Metrics() (string, error) {
 	return string(b), err
 }
 
-// Metric reads one sample (e.g. "sofadb_peer_handshakes_refused_total") from /metrics with the
-// Prometheus text parser; a labelled family is summed over its series, a histogram gives its count.
+// Metric reads one sample (e.g. "sofadb_peer_handshakes_refused_total") from /metrics: a labelled
+// family summed over its series, a histogram's or summary's count under its own name.
 func (p *Proc) Metric(name string) (float64, error) {
 	text, err := p.Metrics()
 	if err != nil {
 		return 0, err
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	m, err := ParseMetrics(strings.NewReader(text))
 	if err != nil {
 		return 0, fmt.Errorf("cluster: %s /metrics: %w", p.Name, err)
 	}
-	fam, ok := fams[name]
-	if !ok {
-		return 0, fmt.Errorf("cluster: %s has no metric %s", p.Name, name)
+	if v, ok := m[name]; ok {
+		return v, nil
 	}
-	total := 0.0
-	for _, m := range fam.GetMetric() {
-		switch {
-		case m.GetCounter() != nil:
-			total += m.GetCounter().GetValue()
-		case m.GetGauge() != nil:
-			total += m.GetGauge().GetValue()
-		case m.GetHistogram() != nil:
-			total += float64(m.GetHistogram().GetSampleCount())
-		case m.GetUntyped() != nil:
-			total += m.GetUntyped().GetValue()
+	if v, ok := m[name+"_count"]; ok {
+		return v, nil
+	}
+	return 0, fmt.Errorf("cluster: %s has no metric %s", p.Name, name)
+}
+
+// ParseMetrics reads the Prometheus text format with its own parser: each counter, gauge or untyped
+// family summed over its labelled series under its name, and each histogram or summary as
+// name_count and name_sum. The bench runner reads SofaDB's and etcd's /metrics with it.
+func ParseMetrics(r io.Reader) (map[string]float64, error) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for name, fam := range fams {
+		for _, m := range fam.GetMetric() {
+			switch {
+			case m.GetCounter() != nil:
+				out[name] += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				out[name] += m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				out[name+"_count"] += float64(m.GetHistogram().GetSampleCount())
+				out[name+"_sum"] += m.GetHistogram().GetSampleSum()
+			case m.GetSummary() != nil:
+				out[name+"_count"] += float64(m.GetSummary().GetSampleCount())
+				out[name+"_sum"] += m.GetSummary().GetSampleSum()
+			case m.GetUntyped() != nil:
+				out[name] += m.GetUntyped().GetValue()
+			}
 		}
 	}
-	return total, nil
+	return out, nil
 }
 
 func (p *Proc) get(path string) ([]byte, error) {

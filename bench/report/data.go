@@ -20,6 +20,7 @@ import (
 
 	"github.com/sofadb/sofadb/bench/runner"
 	"github.com/sofadb/sofadb/loadgen"
+	"github.com/sofadb/sofadb/loadgen/lincheck"
 )
 
 // Manifest is manifest.json: how the suite was run and on what.
@@ -300,21 +301,14 @@ func readCalls(rd string) ([]call, error) {
 		return nil, err
 	}
 	defer hf.Close()
-	sc := bufio.NewScanner(hf)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var h struct {
-			Op       string `json:"op"`
-			CallNs   int64  `json:"call_ns"`
-			ReturnNs int64  `json:"return_ns"`
-			Class    string `json:"class"`
-		}
-		if json.Unmarshal(sc.Bytes(), &h) != nil {
-			continue
-		}
+	recs, err := lincheck.Read(hf)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range recs {
 		out = append(out, call{op: h.Op, class: h.Class, callNs: h.CallNs, returnNs: h.ReturnNs})
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // recovery compares interval p99s after the kill with the ones before it.

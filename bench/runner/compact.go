@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/sofadb/sofadb/loadgen/lincheck"
 )
 
 // CompletionsFile is what a run with faults keeps of its history: one row per call, gzipped, with
@@ -58,28 +60,18 @@ func compactHistory(src, dst string, fromNs int64) error {
 	zw := gzip.NewWriter(out)
 	w := bufio.NewWriter(zw)
 	w.WriteString("op,call_delta_us,service_us,class\n")
+	recs, err := lincheck.Read(in) // the load generator's own reader of history.jsonl
+	if err != nil {
+		return err
+	}
 	var prev int64
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var h struct {
-			Op       string `json:"op"`
-			CallNs   int64  `json:"call_ns"`
-			ReturnNs int64  `json:"return_ns"`
-			Class    string `json:"class"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &h); err != nil {
-			return err
-		}
+	for _, h := range recs {
 		if h.ReturnNs < fromNs {
 			continue
 		}
 		call, ret := h.CallNs/1000, h.ReturnNs/1000
 		w.WriteString(h.Op + "," + strconv.FormatInt(call-prev, 10) + "," + strconv.FormatInt(ret-call, 10) + "," + h.Class + "\n")
 		prev = call
-	}
-	if err := sc.Err(); err != nil {
-		return err
 	}
 	if err := w.Flush(); err != nil {
 		return err

@@ -17,9 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/sofadb/sofadb/bench/cluster"
 	"github.com/sofadb/sofadb/bench/scenario"
 )
@@ -143,32 +140,13 @@ func (f *sofaSystem) Counters(id int) map[string]float64 {
 	return parseMetrics(strings.NewReader(text))
 }
 
+// parseMetrics is the cluster launcher's parser; nil when the text does not parse.
 func parseMetrics(r io.Reader) map[string]float64 {
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(r)
+	m, err := cluster.ParseMetrics(r)
 	if err != nil {
 		return nil
 	}
-	out := map[string]float64{}
-	for name, fam := range fams {
-		for _, m := range fam.GetMetric() {
-			switch {
-			case m.GetCounter() != nil:
-				out[name] += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				out[name] += m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				out[name+"_count"] += float64(m.GetHistogram().GetSampleCount())
-				out[name+"_sum"] += m.GetHistogram().GetSampleSum()
-			case m.GetSummary() != nil:
-				out[name+"_count"] += float64(m.GetSummary().GetSampleCount())
-				out[name+"_sum"] += m.GetSummary().GetSampleSum()
-			case m.GetUntyped() != nil:
-				out[name] += m.GetUntyped().GetValue()
-			}
-		}
-	}
-	return out
+	return m
 }
 
 func (f *sofaSystem) CaughtUp(timeout time.Duration) (string, error) {
