@@ -181,8 +181,15 @@ func TestPlanReplays(t *testing.T) {
 func TestEndedInWindowUnderOverload(t *testing.T) {
 	s := fakeRun(t, Config{RateOpsPerSec: 400, Warmup: time.Second, Duration: 2 * time.Second, MaxInflight: 4,
 		MaxLagP99: noisyLagP99}, func(f *Fake) { f.ServiceNs = 20 * ms })
-	if s.Ended == nil || s.EndedOpsPerSec < 180 || s.EndedOpsPerSec > 205 {
+	// 200 ops/s is a ceiling; the slot hand-offs cost time on a loaded machine under -race (CI saw
+	// 176), so the floor is loose. What must hold whatever the noise: counting by due time
+	// under-states the carried rate by far more than the noise does.
+	if s.Ended == nil || s.EndedOpsPerSec < 150 || s.EndedOpsPerSec > 205 {
 		t.Fatalf("ended in window %.1f ops/s, want about 200 (the fake's capacity)", s.EndedOpsPerSec)
+	}
+	if s.EndedOpsPerSec < 1.5*s.CompletedOpsPerSec {
+		t.Errorf("ended in window %.1f ops/s, completed by due time %.1f ops/s: under overload the due-time count should under-state the carried rate",
+			s.EndedOpsPerSec, s.CompletedOpsPerSec)
 	}
 	if s.Ended.Count == 0 || s.Ended.P50Ns == 0 || s.Ended.Service.P99Ns < 19*ms {
 		t.Errorf("ended-in-window latency p50 %.1f ms, service p99 %.1f ms: want the 20 ms service, and latency above it",
