@@ -4,18 +4,40 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"sync"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/sofadb/sofadb/driver"
 	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/wire"
 )
 
+// front is all that the client-facing goroutines (binary connections, HTTP handlers) see of the
+// replica: its configuration and counters, the way into the loop (a bounded queue, refused Busy
+// when full), the loop's status, and a channel closed when the loop has stopped. They hold no
+// *Server: what they may touch is what is here.
+type front struct {
+	cfg     *Config
+	log     *slog.Logger
+	stats   *serverStats
+	reqs    chan<- *driver.Request
+	stopped <-chan struct{}                 // closed when the loop has returned: nobody answers requests any more
+	status  func() (Status, bool)           // asks the loop (see Server.Status)
+	metrics func(*fasthttp.RequestCtx)      // /metrics; reads what the loop published, never waits for it
+	ln      net.Listener                    // binary protocol
+	connSem chan struct{}                   // one token per open binary connection
+	conns   sync.WaitGroup                  // binary connections still being served
+	replies map[*clientConn][]wire.Response // binary replies of this loop iteration, per connection: the loop's own
+}
+
 // serveClients accepts binary-protocol connections, up to ClientConnsMax at once.
-func (s *Server) serveClients(ctx context.Context) {
+func (s *front) serveClients(ctx context.Context) {
 	for {
-		c, err := s.clientLn.Accept()
+		c, err := s.ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -42,7 +64,7 @@ func (s *Server) serveClients(ctx context.Context) {
 // the loop will push and the loop never blocks on a slow client: the reader stops reading instead.
 // Replies that arrive after the connection died land in out and are collected with it.
 type clientConn struct {
-	s     *Server
+	s     *front
 	c     net.Conn
 	out   chan []wire.Response
 	slots chan struct{}
@@ -52,7 +74,7 @@ type clientConn struct {
 
 var errClientWrite = errors.New("client connection write failed")
 
-func (s *Server) serveClient(ctx context.Context, c net.Conn) {
+func (s *front) serveClient(ctx context.Context, c net.Conn) {
 	defer s.conns.Done()
 	defer func() { <-s.connSem }()
 	// The reader blocks in Read: closing the connection is what ends it at shutdown.
@@ -113,10 +135,7 @@ func (cc *clientConn) readLoop(ctx context.Context) error {
 			}
 			s.replies[cc] = append(s.replies[cc], out)
 		}
-		select {
-		case s.reqs <- r:
-		default:
-			s.stats.busy.Add(1)
+		if !s.trySubmit(r) {
 			cc.push(wire.Response{Seq: seq, Status: wire.StatusBusy})
 		}
 	}
@@ -125,7 +144,7 @@ func (cc *clientConn) readLoop(ctx context.Context) error {
 // flushReplies hands every binary connection the replies gathered in this loop iteration, one
 // batch each: the connection's writer then sends them in one write. Never blocks: each reply has a
 // slot reserved by the reader, and a batch holds at least one reply.
-func (s *Server) flushReplies() {
+func (s *front) flushReplies() {
 	for cc, batch := range s.replies {
 		cc.out <- batch
 		delete(s.replies, cc)
@@ -134,7 +153,7 @@ func (s *Server) flushReplies() {
 
 // checkRequest validates what the wire decoder cannot know: this replica's limits. A refusal is
 // counted in sofadb_replies_total like the loop's replies.
-func (s *Server) checkRequest(op kv.Op, keyLen, valueLen int) wire.Status {
+func (s *front) checkRequest(op kv.Op, keyLen, valueLen int) wire.Status {
 	switch {
 	case !op.Valid() || (keyLen == 0) != (op == kv.OpOpen):
 		s.stats.badRequests.Add(1)
@@ -182,5 +201,17 @@ func (cc *clientConn) writeLoop() {
 		if cap(buf) > 4<<20 {
 			buf = nil
 		}
+	}
+}
+
+// trySubmit hands a client request to the loop, or reports false (counted as Busy) when the loop's
+// queue is full: an overloaded replica sheds load instead of queueing without bound.
+func (s *front) trySubmit(r *driver.Request) bool {
+	select {
+	case s.reqs <- r:
+		return true
+	default:
+		s.stats.busy.Add(1)
+		return false
 	}
 }

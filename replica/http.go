@@ -16,7 +16,7 @@ import (
 	"github.com/sofadb/sofadb/wire"
 )
 
-func (s *Server) newHTTPServer() *fasthttp.Server {
+func (s *front) newHTTPServer() *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:               s.handleHTTP,
 		Name:                  "sofadb",
@@ -38,7 +38,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 // httpError answers a request fasthttp could not read. Its default handler answers 400 "Error when
 // parsing request" to everything, a body over MaxRequestBodySize included; the API promises 413 for
 // a value over the limit, and a message that says what was wrong.
-func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
+func (s *front) httpError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
 	switch {
@@ -56,7 +56,7 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	}
 }
 
-type httpLogger struct{ s *Server }
+type httpLogger struct{ s *front }
 
 func (l httpLogger) Printf(format string, args ...any) {
 	l.s.log.Warn("http: " + fmt.Sprintf(format, args...))
@@ -67,7 +67,7 @@ var kvPrefix = []byte("/kv/")
 // handleHTTP serves the key-value API, /status and /metrics. A fasthttp handler must answer before
 // it returns (the RequestCtx and every slice from it are reused after), so the key and value are
 // copied before the request goes to the loop, and the handler waits for the loop's answer.
-func (s *Server) handleHTTP(ctx *fasthttp.RequestCtx) {
+func (s *front) handleHTTP(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
 	switch {
 	case bytes.HasPrefix(ctx.RequestURI(), kvPrefix):
@@ -106,7 +106,7 @@ func rawKey(uri []byte) ([]byte, error) {
 	return []byte(key), nil
 }
 
-func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
+func (s *front) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 	var op kv.Op
 	switch {
 	case ctx.IsPut():
@@ -142,7 +142,9 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 		Deadline: time.Now().Add(s.cfg.RequestTimeout),
 		Reply:    func(resp driver.Response) { done <- resp },
 	}
-	s.submit(r)
+	if !s.trySubmit(r) {
+		r.Reply(driver.Response{Status: wire.StatusBusy})
+	}
 	select {
 	case resp := <-done:
 		s.writeKV(ctx, op, key, resp)
@@ -161,7 +163,7 @@ func (s *Server) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 	}
 }
 
-func (s *Server) writeKV(ctx *fasthttp.RequestCtx, op kv.Op, key []byte, resp driver.Response) {
+func (s *front) writeKV(ctx *fasthttp.RequestCtx, op kv.Op, key []byte, resp driver.Response) {
 	switch resp.Status {
 	case wire.StatusOK:
 		if op == kv.OpGet {
@@ -189,8 +191,8 @@ func (s *Server) writeKV(ctx *fasthttp.RequestCtx, op kv.Op, key []byte, resp dr
 	}
 }
 
-func (s *Server) handleStatus(ctx *fasthttp.RequestCtx) {
-	st, ok := s.Status()
+func (s *front) handleStatus(ctx *fasthttp.RequestCtx) {
+	st, ok := s.status()
 	if !ok {
 		ctx.Error("replica stopping\n", fasthttp.StatusServiceUnavailable)
 		return

@@ -25,7 +25,7 @@ func (s *Server) loop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			d.Stop()
-			s.flushReplies()
+			s.fr.flushReplies()
 			return nil
 		case <-ticker.C:
 			d.Begin()
@@ -55,7 +55,7 @@ func (s *Server) loop(ctx context.Context) error {
 			continue
 		}
 		d.End()
-		s.flushReplies()
+		s.fr.flushReplies()
 	}
 }
 

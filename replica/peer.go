@@ -82,12 +82,19 @@ func newTransport(cfg *Config, log *slog.Logger, deliver func(context.Context, p
 	return t
 }
 
-func (t *transport) start(ctx context.Context) error {
+// listen binds the peer listener, so that a taken port fails the start before anything runs.
+func (t *transport) listen() error {
 	ln, err := net.Listen("tcp", t.cfg.PeerAddrs[t.self])
 	if err != nil {
 		return fmt.Errorf("replica: peer listener: %w", err)
 	}
 	t.ln = ln
+	return nil
+}
+
+// run serves the peer listener and keeps one connection per peer until ctx ends, then closes
+// them and returns once every transport goroutine has.
+func (t *transport) run(ctx context.Context) {
 	t.wg.Add(1)
 	go t.acceptLoop(ctx)
 	for _, p := range t.peers {
@@ -98,17 +105,19 @@ func (t *transport) start(ctx context.Context) error {
 			go p.dialLoop(ctx)
 		}
 	}
-	return nil
+	<-ctx.Done()
+	t.close()
+	t.wg.Wait()
 }
 
-func (t *transport) stop() {
+// close closes the listener and every peer connection (the goroutines blocked on them return).
+func (t *transport) close() {
 	if t.ln != nil {
 		t.ln.Close()
 	}
 	for _, p := range t.peers {
 		p.setConn(nil)
 	}
-	t.wg.Wait()
 }
 
 // send queues m for its peer; the writer is woken by flush, so everything one loop iteration sends

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,17 +34,12 @@ type Server struct {
 	reqs      chan *driver.Request
 	statusReq chan chan Status
 	published atomic.Pointer[Status] // the loop's status, published once per tick for /metrics
-	metrics   fasthttp.RequestHandler
 	bgDone    <-chan func()
 	stopped   chan struct{} // closed when the loop has returned: nobody answers requests any more
 
-	replies map[*clientConn][]wire.Response // binary replies of this loop iteration, per connection; the loop's
-
-	clientLn net.Listener
-	httpSrv  *fasthttp.Server
-	httpLn   net.Listener
-	connSem  chan struct{}
-	conns    sync.WaitGroup
+	fr      *front // what client connections and HTTP handlers see
+	httpSrv *fasthttp.Server
+	httpLn  net.Listener
 
 	stats serverStats
 }
@@ -101,7 +95,8 @@ func New(cfg Config) (*Server, error) {
 	cfg.Core.Seed ^= uint64(time.Now().UnixNano()) // a restarted replica must not replay its old timeouts
 	s := &Server{cfg: cfg, log: cfg.Logger.With("replica", cfg.ID), store: store,
 		peerIn: make(chan paxos.Message, 4096), reqs: make(chan *driver.Request, cfg.RequestQueueMax),
-		statusReq: make(chan chan Status), stopped: make(chan struct{}),
+		statusReq: make(chan chan Status), stopped: make(chan struct{})}
+	s.fr = &front{cfg: &s.cfg, log: s.log, stats: &s.stats, reqs: s.reqs, stopped: s.stopped, status: s.Status,
 		replies: map[*clientConn][]wire.Response{}, connSem: make(chan struct{}, cfg.ClientConnsMax)}
 	s.exec = newExecutor(16)
 	s.bgDone = s.exec.done
@@ -119,7 +114,7 @@ func New(cfg Config) (*Server, error) {
 	if !cfg.Fsync {
 		s.log.Warn("FSYNC IS OFF: acknowledged writes are NOT durable; use only for ablation runs")
 	}
-	s.metrics = s.newMetricsHandler()
+	s.fr.metrics = s.newMetricsHandler()
 	return s, nil
 }
 
@@ -132,7 +127,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.store.Close()
 		return err
 	}
-	if err := s.tr.start(ctx); err != nil {
+	if err := s.tr.listen(); err != nil {
 		s.closeListeners()
 		s.store.Close()
 		return err
@@ -146,7 +141,8 @@ func (s *Server) Run(ctx context.Context) error {
 	// carrying on deaf.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.exec.run(gctx); return nil })
-	g.Go(func() error { s.serveClients(clientCtx); return nil })
+	g.Go(func() error { s.tr.run(gctx); return nil })
+	g.Go(func() error { s.fr.serveClients(clientCtx); return nil })
 	if s.httpSrv != nil {
 		g.Go(func() error {
 			err := s.httpSrv.Serve(s.httpLn)
@@ -156,17 +152,16 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		})
 	}
-	s.log.Info("replica serving", "peer", s.cfg.PeerAddrs[s.cfg.ID], "client", s.clientLn.Addr().String(), "http", s.cfg.HTTPAddrs[s.cfg.ID])
+	s.log.Info("replica serving", "peer", s.cfg.PeerAddrs[s.cfg.ID], "client", s.fr.ln.Addr().String(), "http", s.cfg.HTTPAddrs[s.cfg.ID])
 	err := s.loop(gctx)
 	close(s.stopped)
 	cancel() // from here on, a listener closing is the shutdown, not a failure
 	closeClients()
 	s.closeListeners()
-	s.tr.stop()
 	if gerr := g.Wait(); err == nil {
 		err = gerr
 	}
-	s.conns.Wait()
+	s.fr.conns.Wait()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
@@ -179,7 +174,7 @@ func (s *Server) listen() error {
 	if err != nil {
 		return fmt.Errorf("replica: client listener: %w", err)
 	}
-	s.clientLn = ln
+	s.fr.ln = ln
 	if s.cfg.DisableHTTP {
 		return nil
 	}
@@ -189,13 +184,13 @@ func (s *Server) listen() error {
 		return fmt.Errorf("replica: http listener: %w", err)
 	}
 	s.httpLn = hl
-	s.httpSrv = s.newHTTPServer()
+	s.httpSrv = s.fr.newHTTPServer()
 	return nil
 }
 
 func (s *Server) closeListeners() {
-	if s.clientLn != nil {
-		s.clientLn.Close()
+	if s.fr.ln != nil {
+		s.fr.ln.Close()
 	}
 	if s.httpSrv != nil {
 		s.httpSrv.Shutdown()
@@ -210,17 +205,5 @@ func (s *Server) deliver(ctx context.Context, m paxos.Message) bool {
 		return true
 	case <-ctx.Done():
 		return false
-	}
-}
-
-// submit hands a client request to the loop, or refuses it Busy at once (answering on the caller's
-// goroutine) when the loop's queue is full: an overloaded replica sheds load instead of queueing
-// without bound.
-func (s *Server) submit(r *driver.Request) {
-	select {
-	case s.reqs <- r:
-	default:
-		s.stats.busy.Add(1)
-		r.Reply(driver.Response{Status: wire.StatusBusy})
 	}
 }
