@@ -2,6 +2,7 @@ package replica_test
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -31,9 +32,9 @@ func metric(t *testing.T, p *cluster.Proc, name string) float64 {
 }
 
 // peerHandshake dials addr and plays the initiator's side of the handshake as replica from to
-// replica to, proving key (which may be wrong). It returns the connection, open, after the Proof
-// is sent, and whether the responder's Challenge proved key.
-func peerHandshake(t *testing.T, addr string, fromID, toID paxos.ReplicaID, key []byte) (net.Conn, bool) {
+// replica to, with identity ident, proving key (which may be wrong). It returns the connection,
+// open, after the Proof is sent, and whether the responder's Challenge proved key.
+func peerHandshake(t *testing.T, addr string, fromID, toID paxos.ReplicaID, ident wire.Identity, key []byte) (net.Conn, bool) {
 	from, to := uint16(fromID), uint16(toID)
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
@@ -41,7 +42,7 @@ func peerHandshake(t *testing.T, addr string, fromID, toID paxos.ReplicaID, key 
 		t.Fatal(err)
 	}
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	hello := wire.Hello{From: from, To: to, Nonce: wire.NewNonce()}
+	hello := wire.Hello{From: from, To: to, Identity: ident, Nonce: wire.NewNonce()}
 	if _, err := nc.Write(wire.AppendHelloFrame(nil, &hello)); err != nil {
 		t.Fatal(err)
 	}
@@ -54,8 +55,9 @@ func peerHandshake(t *testing.T, addr string, fromID, toID paxos.ReplicaID, key 
 	if _, err := wire.DecodeChallenge(payload, &ch); err != nil {
 		t.Fatal(err)
 	}
-	responderOK := ch.From == to && wire.CheckMAC(&ch.MAC, key, wire.RoleResponder, from, to, &hello.Nonce, &ch.Nonce)
-	proof := wire.Proof{MAC: wire.HandshakeMAC(key, wire.RoleInitiator, from, to, &hello.Nonce, &ch.Nonce)}
+	tr := wire.NewTranscript(&hello, &ch)
+	responderOK := ch.From == to && wire.CheckMAC(&ch.MAC, key, wire.RoleResponder, tr)
+	proof := wire.Proof{MAC: wire.HandshakeMAC(key, wire.RoleInitiator, tr)}
 	if _, err := nc.Write(wire.AppendProofFrame(nil, &proof)); err != nil {
 		t.Fatal(err)
 	}
@@ -154,8 +156,11 @@ func TestE2EPeerAuth(t *testing.T) {
 		t.Fatal("replica 3 has no peer 1")
 		return 0
 	}
+	// The raw peer claims replica 1's identity too (identities are names, not secrets: the key
+	// is what authenticates), or replica 3 would refuse it as a second replica 1.
+	id1 := identityOf(t, c.Replica(1))
 	refused0, reconnects0 := metric(t, r3, refusedMetric), peer1Reconnects()
-	nc, responderOK := peerHandshake(t, r3.PeerAddr, 1, 3, key)
+	nc, responderOK := peerHandshake(t, r3.PeerAddr, 1, 3, id1, key)
 	if !responderOK {
 		t.Fatal("replica 3's challenge does not prove the cluster key")
 	}
@@ -167,7 +172,7 @@ func TestE2EPeerAuth(t *testing.T) {
 		t.Fatalf("a handshake with the right key counted as refused (%v -> %v)", refused0, got)
 	}
 
-	nc, responderOK = peerHandshake(t, r3.PeerAddr, 1, 3, wrong)
+	nc, responderOK = peerHandshake(t, r3.PeerAddr, 1, 3, id1, wrong)
 	if responderOK {
 		t.Fatal("a challenge checked with the wrong key passed")
 	}
@@ -211,5 +216,97 @@ func TestE2EPeerAuth(t *testing.T) {
 	clusterServes(t, c, "with-intruder")
 	if err := intruder.Stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// identityOf reads a replica's identity from its /status.
+func identityOf(t *testing.T, p *cluster.Proc) wire.Identity {
+	t.Helper()
+	st, err := p.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hex.DecodeString(st.Identity)
+	var ident wire.Identity
+	if err != nil || len(b) != len(ident) {
+		t.Fatalf("%s: identity %q in /status", p.Name, st.Identity)
+	}
+	copy(ident[:], b)
+	return ident
+}
+
+const conflictMetric = "sofadb_peer_identity_conflicts_total"
+
+// TestE2ESecondProcessWithAKnownIDIsRefused (issue 11, bug 2): a process started as replica 1 at
+// another address, with the right cluster key but its own data directory, was trusted by the
+// peers; the links flapped between the two replica 1s (13,000 reconnects) and writes timed out.
+// Now each replica has an identity kept in its data directory, the peers remember the identity
+// behind each id, and a second process claiming a known id is refused, counted, logged at error
+// level and shown in /status, while the cluster and the real replica 1 carry on.
+func TestE2ESecondProcessWithAKnownIDIsRefused(t *testing.T) {
+	c, _ := startCluster(t, 3)
+	clusterServes(t, c, "before")
+	real1 := identityOf(t, c.Replica(1))
+	for _, id := range []int{2, 3} {
+		if got := metric(t, c.Replica(id), conflictMetric); got != 0 {
+			t.Fatalf("replica %d counts %v identity conflicts before any impostor", id, got)
+		}
+	}
+	impostor, err := c.StartExtra(1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if identityOf(t, impostor) == real1 {
+		t.Fatal("two data directories got the same identity")
+	}
+	waitFor(t, 10*time.Second, "replicas 2 and 3 to refuse the second replica 1", func() bool {
+		return metric(t, c.Replica(2), conflictMetric) > 0 && metric(t, c.Replica(3), conflictMetric) > 0
+	})
+	for _, id := range []int{2, 3} {
+		r := c.Replica(id)
+		waitLog(t, r, "second replica 1", "REFUSING PEER", "claims to be replica 1")
+		st, err := r.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range st.Peers {
+			if p.ID == 1 && (!strings.Contains(p.IdentityConflict, "claims to be replica 1") || p.Identity != hex.EncodeToString(real1[:])) {
+				t.Errorf("replica %d's status for peer 1: identity %q conflict %q; want the real identity kept and the conflict shown",
+					id, p.Identity, p.IdentityConflict)
+			}
+		}
+	}
+	st, err := impostor.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Commit != 0 || st.Applied != 0 || st.Role == "leader" {
+		t.Errorf("impostor: role %s commit %d applied %d; it must learn nothing", st.Role, st.Commit, st.Applied)
+	}
+	// The real replica 1 keeps its links (clusterServes waits for every peer link to be up) and
+	// its writes go through.
+	clusterServes(t, c, "with-impostor")
+	if err := impostor.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The peers remember across a restart: a restarted replica 3 still knows replica 1.
+	if err := c.Stop(3); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(3); err != nil {
+		t.Fatal(err)
+	}
+	clusterServes(t, c, "after-restart")
+	if got := identityOf(t, c.Replica(3)); got == real1 {
+		t.Fatal("replica 3 took replica 1's identity")
+	}
+	st3, err := c.Status(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range st3.Peers {
+		if p.ID == 1 && p.Identity != hex.EncodeToString(real1[:]) {
+			t.Errorf("restarted replica 3 knows peer 1 as %q, want %x", p.Identity, real1)
+		}
 	}
 }

@@ -25,12 +25,15 @@ type transport struct {
 	log     *slog.Logger
 	deliver func(context.Context, paxos.Message) bool // hands a message to the loop (see Server.deliver)
 	self    paxos.ReplicaID
+	ident   wire.Identity // this replica's (see identity.go)
+	book    *peerBook     // the identity behind each peer id
 	peers   map[paxos.ReplicaID]*peer
 	unauth  chan struct{} // semaphore: connections still in their handshake
 	ln      net.Listener
 	wg      sync.WaitGroup
 
-	refused atomic.Uint64 // handshakes that failed (wrong key, unknown peer, garbage, timeout)
+	refused   atomic.Uint64 // handshakes that failed (wrong key, unknown peer, garbage, timeout)
+	conflicts atomic.Uint64 // handshakes refused because a peer's identity is not the one known for its id
 }
 
 // peer is the outbound side of one peer: a bounded queue that the writer goroutine drains into the
@@ -71,8 +74,9 @@ func (p *peer) setFailure(err error) {
 
 // newTransport builds the peer transport. It knows the loop only through deliver, and the
 // replica only through its configuration and logger: no back-pointer to the Server.
-func newTransport(cfg *Config, log *slog.Logger, deliver func(context.Context, paxos.Message) bool) *transport {
-	t := &transport{cfg: cfg, log: log, deliver: deliver, self: cfg.ID, peers: map[paxos.ReplicaID]*peer{},
+func newTransport(cfg *Config, log *slog.Logger, ident wire.Identity, book *peerBook,
+	deliver func(context.Context, paxos.Message) bool) *transport {
+	t := &transport{cfg: cfg, log: log, deliver: deliver, self: cfg.ID, ident: ident, book: book, peers: map[paxos.ReplicaID]*peer{},
 		unauth: make(chan struct{}, cfg.UnauthenticatedMax)}
 	for id, addr := range cfg.PeerAddrs {
 		if id != t.self {
@@ -302,7 +306,7 @@ var errHandshake = errors.New("peer handshake refused")
 // initiate runs the dialer's side: Hello, check the Challenge, send the Proof.
 func (t *transport) initiate(c net.Conn, rd *wire.Reader, to paxos.ReplicaID) error {
 	key, self, peer := t.cfg.ClusterKey, uint16(t.self), uint16(to)
-	hello := wire.Hello{From: self, To: peer, Nonce: wire.NewNonce()}
+	hello := wire.Hello{From: self, To: peer, Identity: t.ident, Nonce: wire.NewNonce()}
 	if _, err := c.Write(wire.AppendHelloFrame(nil, &hello)); err != nil {
 		return err
 	}
@@ -317,11 +321,27 @@ func (t *transport) initiate(c net.Conn, rd *wire.Reader, to paxos.ReplicaID) er
 	if _, err := wire.DecodeChallenge(payload, &ch); err != nil {
 		return err
 	}
-	if ch.From != peer || !wire.CheckMAC(&ch.MAC, key, wire.RoleResponder, self, peer, &hello.Nonce, &ch.Nonce) {
+	tr := wire.NewTranscript(&hello, &ch)
+	if ch.From != peer || !wire.CheckMAC(&ch.MAC, key, wire.RoleResponder, tr) {
 		return fmt.Errorf("%w: replica %d did not prove the cluster key: our cluster keys differ (check -cluster-key on both), or it is not replica %d", errHandshake, to, to)
 	}
-	proof := wire.Proof{MAC: wire.HandshakeMAC(key, wire.RoleInitiator, self, peer, &hello.Nonce, &ch.Nonce)}
+	if err := t.checkIdentity(to, ch.Identity, c.RemoteAddr().String()); err != nil {
+		return err
+	}
+	proof := wire.Proof{MAC: wire.HandshakeMAC(key, wire.RoleInitiator, tr)}
 	_, err = c.Write(wire.AppendProofFrame(nil, &proof))
+	return err
+}
+
+// checkIdentity accepts a peer that proved the cluster key only if its identity is the one known
+// for its id (or the first seen). A conflict is counted, shown in /status and logged at error
+// level: it means two processes run under one replica id.
+func (t *transport) checkIdentity(id paxos.ReplicaID, ident wire.Identity, addr string) error {
+	err := t.book.check(id, ident, addr)
+	if errors.Is(err, errIdentityConflict) {
+		t.conflicts.Add(1)
+		t.log.Error("REFUSING PEER: two processes claim one replica id", "peer", id, "addr", addr, "err", err)
+	}
 	return err
 }
 
@@ -389,8 +409,9 @@ func (t *transport) respond(c net.Conn, rd *wire.Reader) (paxos.ReplicaID, error
 	if hello.To != self || from >= t.self || t.peers[from] == nil {
 		return 0, fmt.Errorf("%w: hello from %d to %d", errHandshake, hello.From, hello.To)
 	}
-	ch := wire.Challenge{From: self, Nonce: wire.NewNonce()}
-	ch.MAC = wire.HandshakeMAC(key, wire.RoleResponder, hello.From, self, &hello.Nonce, &ch.Nonce)
+	ch := wire.Challenge{From: self, Identity: t.ident, Nonce: wire.NewNonce()}
+	tr := wire.NewTranscript(&hello, &ch)
+	ch.MAC = wire.HandshakeMAC(key, wire.RoleResponder, tr)
 	if _, err := c.Write(wire.AppendChallengeFrame(nil, &ch)); err != nil {
 		return 0, err
 	}
@@ -404,8 +425,11 @@ func (t *transport) respond(c net.Conn, rd *wire.Reader) (paxos.ReplicaID, error
 	if _, err := wire.DecodeProof(payload, &proof); err != nil {
 		return 0, err
 	}
-	if !wire.CheckMAC(&proof.MAC, key, wire.RoleInitiator, hello.From, self, &hello.Nonce, &ch.Nonce) {
+	if !wire.CheckMAC(&proof.MAC, key, wire.RoleInitiator, tr) {
 		return 0, fmt.Errorf("%w: replica %d did not prove the cluster key", errHandshake, hello.From)
+	}
+	if err := t.checkIdentity(from, hello.Identity, c.RemoteAddr().String()); err != nil {
+		return 0, err
 	}
 	return from, nil
 }

@@ -85,6 +85,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("%w: batch bytes %d or key+value limits %d+%d do not fit the store's record limit %d",
 			ErrConfig, cfg.Core.BatchBytesMax, cfg.KeyBytesMax, cfg.ValueBytesMax, store.RecordBytesMax())
 	}
+	ident, err := loadIdentity(cfg.DataDir, cfg.ID)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	book, err := openPeerBook(cfg.DataDir)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	state := kv.NewState()
 	if rec.Snapshot != nil {
 		if err := state.Restore(rec.Snapshot); err != nil {
@@ -100,7 +110,7 @@ func New(cfg Config) (*Server, error) {
 		replies: map[*clientConn][]wire.Response{}, connSem: make(chan struct{}, cfg.ClientConnsMax)}
 	s.exec = newExecutor(16)
 	s.bgDone = s.exec.done
-	s.tr = newTransport(&s.cfg, s.log, s.deliver)
+	s.tr = newTransport(&s.cfg, s.log, ident, book, s.deliver)
 	dcfg := driver.Config{Core: cfg.Core, TickInterval: cfg.TickInterval, ReadMode: cfg.ReadMode, Redirect: cfg.Redirect,
 		Fsync: cfg.Fsync, SnapshotEverySlots: cfg.SnapshotEverySlots, SnapshotEveryBytes: cfg.SnapshotEveryBytes,
 		SnapshotBytesMax: cfg.PeerFrameBytesMax, RequestTimeout: cfg.RequestTimeout, Seed: cfg.Core.Seed, Logger: s.log}
@@ -109,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 		store.Close()
 		return nil, err
 	}
-	s.log.Info("replica opened", "dir", cfg.DataDir, "applied", state.Applied(), "promised", rec.Durable.Promised,
+	s.log.Info("replica opened", "dir", cfg.DataDir, "identity", identityString(ident), "applied", state.Applied(), "promised", rec.Durable.Promised,
 		"slots", len(rec.Durable.Entries), "mode", cfg.Core.Mode, "reads", cfg.ReadMode, "fsync", cfg.Fsync)
 	if !cfg.Fsync {
 		s.log.Warn("FSYNC IS OFF: acknowledged writes are NOT durable; use only for ablation runs")

@@ -6,13 +6,21 @@ import (
 	"slices"
 	"time"
 
+	"github.com/sofadb/sofadb/internal/buildinfo"
 	"github.com/sofadb/sofadb/paxos"
 )
+
+// build is this binary's version and commit, read once.
+var build = buildinfo.String("sofadb")
 
 // Status is what /status reports: the replica's role and log positions, its disk's group-commit
 // histograms, and counters. Tests and the bench read it to find the leader and see convergence.
 type Status struct {
-	ID           paxos.ReplicaID `json:"id"`
+	ID paxos.ReplicaID `json:"id"`
+	// Identity is this replica's data directory's (see identity.go); Build is the binary's version
+	// and commit. Both go into a load generator run's manifest.
+	Identity     string          `json:"identity"`
+	Build        string          `json:"build"`
 	Role         string          `json:"role"`
 	Ballot       string          `json:"ballot"`
 	Promised     string          `json:"promised"`
@@ -66,6 +74,10 @@ type PeerStatus struct {
 	// LastError says why the last attempt to connect to this peer failed (a refused dial, a
 	// handshake whose cluster keys differ); empty once a connection succeeds.
 	LastError string `json:"last_error,omitempty"`
+	// Identity is the one known behind this peer's id; IdentityConflict the last refusal of a
+	// process that claimed the id with another.
+	Identity         string `json:"identity,omitempty"`
+	IdentityConflict string `json:"identity_conflict,omitempty"`
 }
 
 // Status asks the loop for a consistent status; false if the loop does not answer within a second.
@@ -82,7 +94,7 @@ func (s *Server) Status() (Status, bool) {
 // status is built on the loop.
 func (s *Server) status() Status {
 	cs, state := s.drv.Core().Status(), s.drv.State()
-	st := Status{ID: s.cfg.ID, Role: cs.Role, Ballot: cs.Ballot.String(), Promised: cs.Promised.String(),
+	st := Status{ID: s.cfg.ID, Identity: identityString(s.tr.ident), Build: build, Role: cs.Role, Ballot: cs.Ballot.String(), Promised: cs.Promised.String(),
 		Leader: cs.Leader, Mode: s.cfg.Core.Mode.String(), ReadMode: s.cfg.ReadMode.String(), Fsync: s.cfg.Fsync,
 		Commit: cs.Commit, Applied: state.Applied(), Digest: fmt.Sprintf("%016x", state.Digest()),
 		Keys: state.Len(), LogBase: cs.LogBase, LogLast: cs.LogLast, Inflight: cs.Inflight, Queued: cs.QueueLen,
@@ -102,8 +114,10 @@ func (s *Server) status() Status {
 		p.mu.Lock()
 		connected := p.conn != nil
 		p.mu.Unlock()
+		ident, conflict := s.tr.book.status(id)
 		st.Peers = append(st.Peers, PeerStatus{ID: id, Connected: connected, Sent: p.sent.Load(),
-			Dropped: p.dropped.Load(), Reconnects: p.reconnects.Load(), LastError: p.failure()})
+			Dropped: p.dropped.Load(), Reconnects: p.reconnects.Load(), LastError: p.failure(),
+			Identity: ident, IdentityConflict: conflict})
 	}
 	return st
 }

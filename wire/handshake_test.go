@@ -10,7 +10,8 @@ var clusterKey = []byte("0123456789abcdef0123456789abcdef")
 // TestHandshake runs the whole exchange through frames, as two replicas would.
 func TestHandshake(t *testing.T) {
 	const a, b uint16 = 1, 2
-	hello := Hello{From: a, To: b, Nonce: NewNonce()}
+	ida, idb := Identity{1, 2, 3}, Identity{4, 5, 6}
+	hello := Hello{From: a, To: b, Identity: ida, Nonce: NewNonce()}
 
 	// b receives the Hello and answers.
 	var gotHello Hello
@@ -21,8 +22,8 @@ func TestHandshake(t *testing.T) {
 	if gotHello != hello {
 		t.Fatalf("hello %+v, want %+v", gotHello, hello)
 	}
-	ch := Challenge{From: b, Nonce: NewNonce()}
-	ch.MAC = HandshakeMAC(clusterKey, RoleResponder, gotHello.From, b, &gotHello.Nonce, &ch.Nonce)
+	ch := Challenge{From: b, Identity: idb, Nonce: NewNonce()}
+	ch.MAC = HandshakeMAC(clusterKey, RoleResponder, NewTranscript(&gotHello, &ch))
 
 	// a checks the Challenge and proves itself.
 	var gotCh Challenge
@@ -30,10 +31,10 @@ func TestHandshake(t *testing.T) {
 		_, err := DecodeChallenge(p, &gotCh)
 		return err
 	})
-	if gotCh != ch || !CheckMAC(&gotCh.MAC, clusterKey, RoleResponder, a, gotCh.From, &hello.Nonce, &gotCh.Nonce) {
+	if gotCh != ch || !CheckMAC(&gotCh.MAC, clusterKey, RoleResponder, NewTranscript(&hello, &gotCh)) {
 		t.Fatal("a refuses b's challenge")
 	}
-	proof := Proof{MAC: HandshakeMAC(clusterKey, RoleInitiator, a, b, &hello.Nonce, &gotCh.Nonce)}
+	proof := Proof{MAC: HandshakeMAC(clusterKey, RoleInitiator, NewTranscript(&hello, &gotCh))}
 
 	// b checks the Proof.
 	var gotProof Proof
@@ -41,7 +42,7 @@ func TestHandshake(t *testing.T) {
 		_, err := DecodeProof(p, &gotProof)
 		return err
 	})
-	if !CheckMAC(&gotProof.MAC, clusterKey, RoleInitiator, gotHello.From, b, &gotHello.Nonce, &ch.Nonce) {
+	if !CheckMAC(&gotProof.MAC, clusterKey, RoleInitiator, NewTranscript(&gotHello, &ch)) {
 		t.Fatal("b refuses a's proof")
 	}
 }
@@ -61,20 +62,32 @@ func mustDecodeFrame(t *testing.T, frame []byte, want Type, decode func([]byte) 
 // sending a Hello, is never an initiator's proof for the same ids and nonces.
 func TestHandshakeMACBindsEverything(t *testing.T) {
 	ni, nr := NewNonce(), NewNonce()
-	base := HandshakeMAC(clusterKey, RoleInitiator, 1, 2, &ni, &nr)
-	if !CheckMAC(&base, clusterKey, RoleInitiator, 1, 2, &ni, &nr) {
+	tr := Transcript{Initiator: 1, Responder: 2, InitiatorIdentity: Identity{1}, ResponderIdentity: Identity{2},
+		InitiatorNonce: ni, ResponderNonce: nr}
+	base := HandshakeMAC(clusterKey, RoleInitiator, &tr)
+	if !CheckMAC(&base, clusterKey, RoleInitiator, &tr) {
 		t.Fatal("valid MAC refused")
 	}
 	other := NewNonce()
+	with := func(change func(*Transcript)) *Transcript {
+		c := tr
+		change(&c)
+		return &c
+	}
 	for name, ok := range map[string]bool{
-		"other key":       CheckMAC(&base, []byte("another key of some length......"), RoleInitiator, 1, 2, &ni, &nr),
-		"responder role":  CheckMAC(&base, clusterKey, RoleResponder, 1, 2, &ni, &nr),
-		"ids swapped":     CheckMAC(&base, clusterKey, RoleInitiator, 2, 1, &ni, &nr),
-		"other initiator": CheckMAC(&base, clusterKey, RoleInitiator, 3, 2, &ni, &nr),
-		"other responder": CheckMAC(&base, clusterKey, RoleInitiator, 1, 3, &ni, &nr),
-		"nonces swapped":  CheckMAC(&base, clusterKey, RoleInitiator, 1, 2, &nr, &ni),
-		"other nonce i":   CheckMAC(&base, clusterKey, RoleInitiator, 1, 2, &other, &nr),
-		"other nonce r":   CheckMAC(&base, clusterKey, RoleInitiator, 1, 2, &ni, &other),
+		"other key":        CheckMAC(&base, []byte("another key of some length......"), RoleInitiator, &tr),
+		"responder role":   CheckMAC(&base, clusterKey, RoleResponder, &tr),
+		"ids swapped":      CheckMAC(&base, clusterKey, RoleInitiator, with(func(c *Transcript) { c.Initiator, c.Responder = 2, 1 })),
+		"other initiator":  CheckMAC(&base, clusterKey, RoleInitiator, with(func(c *Transcript) { c.Initiator = 3 })),
+		"other responder":  CheckMAC(&base, clusterKey, RoleInitiator, with(func(c *Transcript) { c.Responder = 3 })),
+		"nonces swapped":   CheckMAC(&base, clusterKey, RoleInitiator, with(func(c *Transcript) { c.InitiatorNonce, c.ResponderNonce = nr, ni })),
+		"other nonce i":    CheckMAC(&base, clusterKey, RoleInitiator, with(func(c *Transcript) { c.InitiatorNonce = other })),
+		"other nonce r":    CheckMAC(&base, clusterKey, RoleInitiator, with(func(c *Transcript) { c.ResponderNonce = other })),
+		"other identity i": CheckMAC(&base, clusterKey, RoleInitiator, with(func(c *Transcript) { c.InitiatorIdentity = Identity{9} })),
+		"other identity r": CheckMAC(&base, clusterKey, RoleInitiator, with(func(c *Transcript) { c.ResponderIdentity = Identity{9} })),
+		"identities swapped": CheckMAC(&base, clusterKey, RoleInitiator, with(func(c *Transcript) {
+			c.InitiatorIdentity, c.ResponderIdentity = c.ResponderIdentity, c.InitiatorIdentity
+		})),
 	} {
 		if ok {
 			t.Errorf("%s: MAC accepted", name)
@@ -86,8 +99,8 @@ func TestHandshakeMACBindsEverything(t *testing.T) {
 }
 
 func TestHandshakeRoundTripAndMalformed(t *testing.T) {
-	h := Hello{From: 65535, To: 1, Nonce: NewNonce()}
-	c := Challenge{From: 7, Nonce: NewNonce(), MAC: [MACBytes]byte{1, 2, 3}}
+	h := Hello{From: 65535, To: 1, Identity: Identity{15: 7}, Nonce: NewNonce()}
+	c := Challenge{From: 7, Identity: Identity{3}, Nonce: NewNonce(), MAC: [MACBytes]byte{1, 2, 3}}
 	p := Proof{MAC: [MACBytes]byte{31: 9}}
 	encs := map[Type][]byte{
 		TypeHello:     AppendHello(nil, &h),
