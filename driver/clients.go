@@ -54,6 +54,14 @@ func (d *Driver) Submit(r *Request) {
 			return
 		}
 	}
+	// A replica that has known no leader for several election timeouts refuses at once: the
+	// request was not taken, so NotLeader (retry elsewhere), not Unavailable (outcome unknown).
+	// Held, it would wait out the client's timeout on a replica that cannot reach a quorum.
+	if d.leaderless() {
+		d.stats.Leaderless.Add(1)
+		d.answer(r, Response{Status: wire.StatusNotLeader})
+		return
+	}
 	// A session is opened through whichever replica the client reached: it names the client for
 	// good, wherever its later requests go.
 	if d.cfg.Redirect && leader != d.cfg.Core.ID && op != kv.OpOpen {

@@ -199,6 +199,7 @@ type Stats struct {
 	LogReads       atomic.Uint64
 	Timeouts       atomic.Uint64
 	Busy           atomic.Uint64
+	Leaderless     atomic.Uint64 // requests refused at once: no leader known for several election timeouts
 	Snapshots      atomic.Uint64
 	SnapshotErrors atomic.Uint64
 }
@@ -241,6 +242,8 @@ type Driver struct {
 	snapSending  map[paxos.ReplicaID]bool
 	failed       error
 	leader       paxos.ReplicaID
+	leaderSeen   time.Time // when a leader was last known (start counts): see leaderless
+	refusing     bool      // leaderless at the last Begin: new requests are refused at once
 	httpSess     httpSessions
 	stopped      bool
 
@@ -263,7 +266,7 @@ func New(cfg Config, clock Clock, store Storage, tr Transport, exec Executor, ho
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger, clock: clock, store: store, tr: tr, exec: exec, hooks: hooks,
 		core: core, state: state, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.Core.ID))),
-		pending: map[cmdKey][]*Request{}, lastSnap: state.Applied(), lastTick: clock.Now(),
+		pending: map[cmdKey][]*Request{}, lastSnap: state.Applied(), lastTick: clock.Now(), leaderSeen: clock.Now(),
 		snapSending: map[paxos.ReplicaID]bool{}, stats: &Stats{}}
 	d.snapJitter = d.rng.Float64() / 2 // from the first cycle on: replicas start together
 	return d, nil
@@ -309,6 +312,20 @@ func (d *Driver) Begin() {
 		}
 	}
 	d.sweepDeadlines(now)
+	if l := d.leaderless(); l != d.refusing {
+		d.refusing = l
+		if l {
+			// What waits now would wait out its deadline: answer it. Commands handed to the
+			// core may have reached a leader that has since gone, so Unavailable (outcome
+			// unknown); HTTP requests still waiting for a session were never taken, and are
+			// refused NotLeader by Submit when the failed session open hands them back.
+			d.log.Warn("no leader known for several election timeouts: refusing requests at once until one is",
+				"since", d.leaderSeen, "pending", len(d.pending))
+			d.failPending(wire.StatusUnavailable)
+		} else {
+			d.log.Info("a leader is known again: taking requests", "leader", d.leader)
+		}
+	}
 }
 
 // OnTicker is the periodic wake-up; the clock, read in Begin, does the counting. (Counting the
@@ -388,6 +405,9 @@ func (d *Driver) Step(m *paxos.Message) {
 
 // noteLeader logs every change of leader, so a failover can be reconstructed from the logs.
 func (d *Driver) noteLeader(l paxos.ReplicaID) {
+	if l != 0 || d.leader != 0 {
+		d.leaderSeen = d.clock.Now()
+	}
 	if l == d.leader {
 		return
 	}
@@ -404,6 +424,22 @@ func (d *Driver) ReadIndex() (uint64, bool) {
 		return 0, false
 	}
 	return d.core.ReadIndex()
+}
+
+// leaderlessAfterElections is how many election timeouts without a known leader make a replica
+// answer new requests at once instead of holding them: one election fits in one or two (a timeout
+// and a randomised retry); past that, the replica most likely cannot reach a quorum (its peers are
+// down, or refuse its cluster key) and a client is better told now than after its timeout.
+const leaderlessAfterElections = 3
+
+// leaderless reports whether this replica (in leader mode) has known no leader for long enough
+// that new requests are refused NotLeader at once, with no leader to name.
+func (d *Driver) leaderless() bool {
+	if d.cfg.Core.Mode != paxos.ModeLeader || d.leader != 0 {
+		return false
+	}
+	timeout := time.Duration(d.cfg.Core.ElectionTicks) * d.cfg.TickInterval
+	return d.clock.Now().Sub(d.leaderSeen) > leaderlessAfterElections*timeout
 }
 
 // Leader is the replica this one believes leads (0: none known).

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sofadb/sofadb/bench/cluster"
 	"github.com/sofadb/sofadb/kv"
+	"github.com/sofadb/sofadb/loadgen/sofaclient"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
 	"github.com/sofadb/sofadb/wire/peerwire"
@@ -212,6 +213,23 @@ func TestE2EPeerAuth(t *testing.T) {
 	}
 	if st.Role == "leader" || st.Commit != 0 || st.Applied != 0 {
 		t.Errorf("intruder: role %s commit %d applied %d; it must learn nothing", st.Role, st.Commit, st.Applied)
+	}
+	// Its clients are answered at once (issue 11, bug 4): it has known no leader for several
+	// election timeouts, so a request is refused (not taken: retry elsewhere) instead of waiting
+	// out the 10 s request timeout.
+	start := time.Now()
+	hc := newHTTPClient(15 * time.Second)
+	hc.mustHTTP(t, "PUT", intruder.HTTPAddr, "/kv/lonely", []byte("v"), 503, "no leader known yet: retry\n")
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the intruder took %v to refuse a PUT; want an answer at once", took)
+	}
+	// A binary client cannot open its session there; it says why.
+	if _, err := sofaclient.Dial(intruder.ClientAddr, sofaclient.Options{Timeout: time.Second}); err == nil ||
+		!strings.Contains(err.Error(), "not-leader") {
+		t.Errorf("binary session opened at the intruder: err = %v, want a not-leader refusal", err)
+	}
+	if n := metric(t, intruder, "sofadb_leaderless_refusals_total"); n < 2 {
+		t.Errorf("sofadb_leaderless_refusals_total = %v, want the refusals counted", n)
 	}
 	clusterServes(t, c, "with-intruder")
 	if err := intruder.Stop(); err != nil {
