@@ -36,7 +36,11 @@ type Config struct {
 	PeerAddrs   map[paxos.ReplicaID]string
 	ClientAddrs map[paxos.ReplicaID]string
 	HTTPAddrs   map[paxos.ReplicaID]string
-	DataDir     string
+	// PeerListen, ClientListen and HTTPListen are the addresses this replica binds when they
+	// differ from those the others reach it at (its entries above): in a container, 0.0.0.0:7001
+	// behind the address the network gives it. Empty: bind the advertised address.
+	PeerListen, ClientListen, HTTPListen string
+	DataDir                              string
 	// ClusterKey authenticates peers: a replica that cannot prove it holds it is refused.
 	ClusterKey []byte
 
@@ -129,4 +133,12 @@ func (c *Config) validate() error {
 		return bad("batch bytes %d do not fit a peer frame of %d", c.Core.BatchBytesMax, c.PeerFrameBytesMax)
 	}
 	return nil
+}
+
+// listenAddr is the address to bind: the explicit one, or this replica's entry in advertised.
+func (c *Config) listenAddr(explicit string, advertised map[paxos.ReplicaID]string) string {
+	if explicit != "" {
+		return explicit
+	}
+	return advertised[c.ID]
 }

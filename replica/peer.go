@@ -86,16 +86,6 @@ func newTransport(cfg *Config, log *slog.Logger, ident wire.Identity, book *peer
 	return t
 }
 
-// listen binds the peer listener, so that a taken port fails the start before anything runs.
-func (t *transport) listen() error {
-	ln, err := net.Listen("tcp", t.cfg.PeerAddrs[t.self])
-	if err != nil {
-		return fmt.Errorf("replica: peer listener: %w", err)
-	}
-	t.ln = ln
-	return nil
-}
-
 // run serves the peer listener and keeps one connection per peer until ctx ends, then closes
 // them and returns once every transport goroutine has.
 func (t *transport) run(ctx context.Context) {

@@ -71,10 +71,23 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Disk.Logger == nil {
 		cfg.Disk.Logger = cfg.Logger
 	}
-	store, rec, err := disk.Open(cfg.DataDir, cfg.Disk)
+	// The ports are bound before the data directory is opened: a port already taken (a second
+	// copy of this replica, a typo) fails at once with the address named, not after recovery
+	// or on the directory's lock.
+	lns, err := listen(&cfg)
 	if err != nil {
 		return nil, err
 	}
+	store, rec, err := disk.Open(cfg.DataDir, cfg.Disk)
+	if err != nil {
+		lns.close()
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lns.close()
+		}
+	}()
 	// A slot is one disk record: the largest batch, and the largest single command (which gets a
 	// slot of its own whatever the batch limit), must fit one, with room for the entry's header.
 	// Otherwise one large PUT would fail the record, which the runtime must treat as a disk failure.
@@ -82,8 +95,9 @@ func New(cfg Config) (*Server, error) {
 	largestCmd := cfg.KeyBytesMax + cfg.ValueBytesMax + 24
 	if max(cfg.Core.BatchBytesMax, largestCmd)+entryOverheadBytes >= store.RecordBytesMax() {
 		store.Close()
-		return nil, fmt.Errorf("%w: batch bytes %d or key+value limits %d+%d do not fit the store's record limit %d",
+		err = fmt.Errorf("%w: batch bytes %d or key+value limits %d+%d do not fit the store's record limit %d",
 			ErrConfig, cfg.Core.BatchBytesMax, cfg.KeyBytesMax, cfg.ValueBytesMax, store.RecordBytesMax())
+		return nil, err
 	}
 	ident, err := loadIdentity(cfg.DataDir, cfg.ID)
 	if err != nil {
@@ -97,9 +111,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	state := kv.NewState()
 	if rec.Snapshot != nil {
-		if err := state.Restore(rec.Snapshot); err != nil {
+		if err = state.Restore(rec.Snapshot); err != nil {
 			store.Close()
-			return nil, fmt.Errorf("replica: restore snapshot: %w", err)
+			err = fmt.Errorf("replica: restore snapshot: %w", err)
+			return nil, err
 		}
 	}
 	cfg.Core.Seed ^= uint64(time.Now().UnixNano()) // a restarted replica must not replay its old timeouts
@@ -107,10 +122,15 @@ func New(cfg Config) (*Server, error) {
 		peerIn: make(chan paxos.Message, 4096), reqs: make(chan *driver.Request, cfg.RequestQueueMax),
 		statusReq: make(chan chan Status), stopped: make(chan struct{})}
 	s.fr = &front{cfg: &s.cfg, log: s.log, stats: &s.stats, reqs: s.reqs, stopped: s.stopped, status: s.Status,
-		replies: map[*clientConn][]wire.Response{}, connSem: make(chan struct{}, cfg.ClientConnsMax)}
+		ln: lns.client, replies: map[*clientConn][]wire.Response{}, connSem: make(chan struct{}, cfg.ClientConnsMax)}
+	s.httpLn = lns.http
 	s.exec = newExecutor(16)
 	s.bgDone = s.exec.done
 	s.tr = newTransport(&s.cfg, s.log, ident, book, s.deliver)
+	s.tr.ln = lns.peer
+	if s.httpLn != nil {
+		s.httpSrv = s.fr.newHTTPServer()
+	}
 	dcfg := driver.Config{Core: cfg.Core, TickInterval: cfg.TickInterval, ReadMode: cfg.ReadMode, Redirect: cfg.Redirect,
 		Fsync: cfg.Fsync, SnapshotEverySlots: cfg.SnapshotEverySlots, SnapshotEveryBytes: cfg.SnapshotEveryBytes,
 		SnapshotBytesMax: cfg.PeerFrameBytesMax, RequestTimeout: cfg.RequestTimeout, Seed: cfg.Core.Seed, Logger: s.log}
@@ -133,15 +153,6 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := s.listen(); err != nil {
-		s.store.Close()
-		return err
-	}
-	if err := s.tr.listen(); err != nil {
-		s.closeListeners()
-		s.store.Close()
-		return err
-	}
 	// Binary client connections are closed once the loop has stopped (and answered what it could):
 	// an idle client must not hold up the shutdown.
 	clientCtx, closeClients := context.WithCancel(context.Background())
@@ -179,23 +190,47 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) listen() error {
-	ln, err := net.Listen("tcp", s.cfg.ClientAddrs[s.cfg.ID])
-	if err != nil {
-		return fmt.Errorf("replica: client listener: %w", err)
+// listeners are a replica's three bound ports (http is nil with DisableHTTP).
+type listeners struct{ peer, client, http net.Listener }
+
+// listen binds cfg's listen addresses (the advertised ones unless told otherwise).
+func listen(cfg *Config) (*listeners, error) {
+	lns := &listeners{}
+	bind := func(what, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			lns.close()
+			return nil, fmt.Errorf("replica: %s listener: %w", what, err)
+		}
+		return ln, nil
 	}
-	s.fr.ln = ln
-	if s.cfg.DisableHTTP {
-		return nil
+	var err error
+	if lns.peer, err = bind("peer", cfg.listenAddr(cfg.PeerListen, cfg.PeerAddrs)); err != nil {
+		return nil, err
 	}
-	hl, err := net.Listen("tcp", s.cfg.HTTPAddrs[s.cfg.ID])
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("replica: http listener: %w", err)
+	if lns.client, err = bind("client", cfg.listenAddr(cfg.ClientListen, cfg.ClientAddrs)); err != nil {
+		return nil, err
 	}
-	s.httpLn = hl
-	s.httpSrv = s.fr.newHTTPServer()
-	return nil
+	if !cfg.DisableHTTP {
+		if lns.http, err = bind("http", cfg.listenAddr(cfg.HTTPListen, cfg.HTTPAddrs)); err != nil {
+			return nil, err
+		}
+	}
+	return lns, nil
+}
+
+func (l *listeners) close() {
+	for _, ln := range []net.Listener{l.peer, l.client, l.http} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// Close releases a Server that will not Run: its ports and its store. (Run closes both itself.)
+func (s *Server) Close() error {
+	(&listeners{peer: s.tr.ln, client: s.fr.ln, http: s.httpLn}).close()
+	return s.store.Close()
 }
 
 func (s *Server) closeListeners() {

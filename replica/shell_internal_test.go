@@ -2,6 +2,8 @@ package replica
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -48,5 +50,33 @@ func TestShellStopsWhenAServerGoroutineFails(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the replica kept running after its HTTP server failed")
+	}
+}
+
+// TestListenAndAdvertiseDiffer (issue 11, frictions): a replica binds its listen addresses and
+// hands out its advertised ones; in a container the two differ (0.0.0.0:7001 behind the address
+// the network gives it). The advertised addresses here belong to no interface of this machine, so
+// binding them would fail.
+func TestListenAndAdvertiseDiffer(t *testing.T) {
+	away := map[paxos.ReplicaID]string{1: "192.0.2.1:7001", 2: "192.0.2.2:7001", 3: "192.0.2.3:7001"} // TEST-NET-1
+	cfg := DefaultConfig(1, away, away, away)
+	cfg.DataDir, cfg.ClusterKey = t.TempDir(), []byte("0123456789abcdef0123456789abcdef")
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "192.0.2.1:7001") {
+		t.Fatalf("binding an advertised address of another machine: err = %v, want the address named", err)
+	}
+	cfg.PeerListen, cfg.ClientListen, cfg.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for what, ln := range map[string]net.Listener{"peer": s.tr.ln, "client": s.fr.ln, "http": s.httpLn} {
+		if host, _, _ := net.SplitHostPort(ln.Addr().String()); host != "127.0.0.1" {
+			t.Errorf("%s listener bound %s, want the listen address", what, ln.Addr())
+		}
+	}
+	if s.cfg.ClientAddrs[1] != "192.0.2.1:7001" {
+		t.Errorf("advertised client address became %q", s.cfg.ClientAddrs[1])
 	}
 }

@@ -13,7 +13,7 @@ import (
 
 func testServer(t *testing.T, tweak func(*Config)) (*Server, error) {
 	t.Helper()
-	addrs := map[paxos.ReplicaID]string{1: "127.0.0.1:1", 2: "127.0.0.1:2", 3: "127.0.0.1:3"}
+	addrs := map[paxos.ReplicaID]string{1: "127.0.0.1:0", 2: "127.0.0.1:2", 3: "127.0.0.1:3"} // 1 binds any free port
 	cfg := DefaultConfig(1, addrs, addrs, addrs)
 	cfg.DataDir, cfg.ClusterKey = t.TempDir(), []byte("0123456789abcdef0123456789abcdef")
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -22,7 +22,7 @@ func testServer(t *testing.T, tweak func(*Config)) (*Server, error) {
 	}
 	s, err := New(cfg)
 	if err == nil {
-		t.Cleanup(func() { s.store.Close() })
+		t.Cleanup(func() { s.Close() })
 	}
 	return s, err
 }

@@ -73,6 +73,9 @@ func run(args []string) error {
 	conns := fs.Int("max-conns", def.ClientConnsMax, "client connections per API")
 	inflightReq := fs.Int("max-inflight", def.ClientInflightMax, "requests in flight per binary connection (the reader waits beyond it)")
 	timeout := fs.Duration("request-timeout", def.RequestTimeout, "a request not answered by then gets Unavailable (outcome unknown)")
+	listenPeer := fs.String("listen-peer", "", "address to bind for peers when it differs from this replica's -peers entry (which the others dial), e.g. 0.0.0.0:7001 in a container")
+	listenClient := fs.String("listen-client", "", "address to bind for the binary protocol when it differs from this replica's -clients entry (handed out as a leader hint)")
+	listenHTTP := fs.String("listen-http", "", "address to bind for HTTP when it differs from this replica's -http entry (used in redirects)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	debugAddr := fs.String("debug-addr", "", "serve Go's pprof profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty disables")
 	fs.Usage = func() {
@@ -123,6 +126,7 @@ func run(args []string) error {
 	}
 	cfg := replica.DefaultConfig(paxos.ReplicaID(*id), peerAddrs, clientAddrs, httpAddrs)
 	cfg.DataDir, cfg.ClusterKey, cfg.Logger = *dataDir, bytes.TrimSpace(key), logger
+	cfg.PeerListen, cfg.ClientListen, cfg.HTTPListen = *listenPeer, *listenClient, *listenHTTP
 	if cfg.Core.Mode, err = paxos.ParseMode(*mode); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,5 +49,37 @@ func TestCommandLineRefusals(t *testing.T) {
 	// A complete command line gets past the flags and fails on the key file, naming the flag.
 	if err := run(full); err == nil || !strings.Contains(err.Error(), "-cluster-key") {
 		t.Errorf("sofadb with a missing key file: %v", err)
+	}
+}
+
+// TestTakenPortFailsBeforeTheDataDirectory (issue 11, frictions): a port already in use is
+// reported, naming the listener and the address, before the data directory is created or locked
+// (so a second copy of a replica does not fail on badger's lock, or after a long recovery).
+func TestTakenPortFailsBeforeTheDataDirectory(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	dataDir := filepath.Join(t.TempDir(), "data")
+	err = run([]string{"-id", "1", "-peers", "1=" + free(), "-clients", "1=" + taken.Addr().String(), "-http", "1=" + free(),
+		"-data", dataDir, "-cluster-key", keyFile})
+	if err == nil || !strings.Contains(err.Error(), "client listener") || !strings.Contains(err.Error(), taken.Addr().String()) {
+		t.Fatalf("a taken client port: err = %v, want the client listener and its address named", err)
+	}
+	if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the data directory was created before the ports were bound (stat: %v)", err)
 	}
 }
