@@ -54,7 +54,10 @@ type Config struct {
 	OutDir   string    // where the result files go; empty: no files
 	History  bool      // write history.jsonl (needs OutDir)
 	Progress io.Writer // live progress once a second; nil: silent
-	Command  []string  // the command line, recorded in the manifest
+	// ServerStatus lists the replicas' HTTP addresses (host:port or URL) whose /status the
+	// manifest records; empty: a sofa-http target's own addresses, else none.
+	ServerStatus []string
+	Command      []string // the command line, recorded in the manifest
 }
 
 // Defaults, exported so the command's -h text and the code cannot disagree.

@@ -71,8 +71,10 @@ type run struct {
 	samples   errorSamples
 	out       *outputs // nil without --out
 
-	queueWaitsBase int64   // the target's connection waits before the run (preload)
-	total          *recSet // the measured window, merged after the workers exit
+	queueWaitsBase int64        // the target's connection waits before the run (preload)
+	preloadSecs    float64      // how long the preload took
+	servers        []ServerInfo // the replicas' /status, read before the run
+	total          *recSet      // the measured window, merged after the workers exit
 }
 
 // Run performs one run: connect, optionally preload, wait for the next whole second, offer the
@@ -96,6 +98,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, err
 	}
 	defer r.target.Close()
+	if urls := serverStatusURLs(&cfg); len(urls) > 0 {
+		r.servers = fetchServers(ctx, urls, 2*time.Second)
+	}
 	if cfg.Preload {
 		if err := r.preload(ctx); err != nil {
 			return nil, err
@@ -377,15 +382,21 @@ func (r *run) preload(ctx context.Context) error {
 		keys[i] = uint64(i)
 	}
 	var lastErr error
+	start := time.Now()
 	for round := range preloadRounds {
 		if round > 0 {
 			time.Sleep(redialBackoff)
 		}
 		var err error
-		if keys, lastErr, err = r.preloadRound(ctx, keys); err != nil {
+		if keys, lastErr, err = r.preloadRound(ctx, keys, round, start); err != nil {
 			return err
 		}
 		if len(keys) == 0 {
+			r.preloadSecs = time.Since(start).Seconds()
+			if r.cfg.Progress != nil {
+				fmt.Fprintf(r.cfg.Progress, "preload: %d keys written in %.1f s (%.0f keys/s)\n", r.cfg.Workload.Keys,
+					r.preloadSecs, float64(r.cfg.Workload.Keys)/r.preloadSecs)
+			}
 			return nil
 		}
 	}
@@ -393,18 +404,25 @@ func (r *run) preload(ctx context.Context) error {
 		r.cfg.Workload.Keys, preloadRounds, lastErr)
 }
 
-// preloadRound writes keys and returns those whose write failed.
-func (r *run) preloadRound(ctx context.Context, keys []uint64) (failed []uint64, lastErr, err error) {
+// preloadRound writes keys and returns those whose write failed, printing progress once a second.
+func (r *run) preloadRound(ctx context.Context, keys []uint64, round int, start time.Time) (failed []uint64, lastErr, err error) {
 	w := &r.cfg.Workload
 	done := make(chan *Call, r.cfg.MaxInflight)
 	filler := makeFiller(r.cfg.Seed)
-	outstanding := 0
+	outstanding, finished := 0, 0
+	nextReport := time.Now().Add(time.Second)
 	wait := func() {
 		c := <-done
 		outstanding--
+		finished++
 		if !c.Class.Success() {
 			failed = append(failed, c.KeyIndex)
 			lastErr = fmt.Errorf("%v: %v", c.Class, c.Err)
+		}
+		if now := time.Now(); r.cfg.Progress != nil && now.After(nextReport) {
+			nextReport = now.Add(time.Second)
+			fmt.Fprintf(r.cfg.Progress, "preload: round %d, %d/%d keys, %d failed, %.0f s\n",
+				round+1, finished, len(keys), len(failed), now.Sub(start).Seconds())
 		}
 	}
 	for _, k := range keys {

@@ -222,3 +222,20 @@ func TestUnusableTargetFailsFast(t *testing.T) {
 		t.Errorf("took %v to give up, want about the fail-fast window (500 ms) plus the drain", took)
 	}
 }
+
+// TestPreloadShowsProgressAndDuration (issue 11, frictions): the preload phase was silent; it now
+// prints progress once a second and its duration when done, which the manifest records too.
+func TestPreloadShowsProgressAndDuration(t *testing.T) {
+	var progress strings.Builder
+	s := fakeRun(t, Config{RateOpsPerSec: 100, Duration: 200 * time.Millisecond, Preload: true, MaxInflight: 2,
+		Progress: &progress, MaxLagP99: noisyLagP99,
+		Workload: Workload{Mix: MixYCSBB, Keys: 300, KeyBytes: 16, ValueBytes: 32}},
+		func(f *Fake) { f.ServiceNs = 10 * ms }) // 300 keys, 2 at a time, 10 ms each: about 1.5 s
+	out := progress.String()
+	if !strings.Contains(out, "preload: round 1, ") || !strings.Contains(out, "preload: 300 keys written in ") {
+		t.Errorf("progress output lacks the preload's progress or its duration:\n%s", out)
+	}
+	if s.Manifest.PreloadSeconds < 1 {
+		t.Errorf("manifest preload_seconds %.2f, want the preload's ~1.5 s", s.Manifest.PreloadSeconds)
+	}
+}

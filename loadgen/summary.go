@@ -136,6 +136,10 @@ type Manifest struct {
 	Workers     int     `json:"workers"`
 	MaxLagP99Ns int64   `json:"max_lag_p99_ns"`
 	MinSleepNs  int64   `json:"min_sleep_ns"`
+	// PreloadSeconds is how long the preload took (0: none).
+	PreloadSeconds float64 `json:"preload_seconds,omitempty"`
+	// Servers is each replica's /status identity and settings, read before the run.
+	Servers []ServerInfo `json:"servers,omitempty"`
 }
 
 func (r *run) manifest() Manifest {
@@ -150,7 +154,8 @@ func (r *run) manifest() Manifest {
 		KeyDist: c.Workload.KeyDist.String(), Keys: c.Workload.Keys, KeyBytes: c.Workload.KeyBytes,
 		ValueBytes: c.Workload.ValueBytes, Preload: c.Preload, Connections: c.Connections,
 		MaxInflight: c.MaxInflight, Policy: c.Policy.String(), TimeoutNs: int64(c.Timeout),
-		Workers: c.Workers, MaxLagP99Ns: int64(c.MaxLagP99), MinSleepNs: int64(c.MinSleep)}
+		Workers: c.Workers, MaxLagP99Ns: int64(c.MaxLagP99), MinSleepNs: int64(c.MinSleep),
+		PreloadSeconds: r.preloadSecs, Servers: r.servers}
 	if c.Workload.KeyDist == KeysZipf {
 		m.ZipfTheta = c.Workload.ZipfTheta
 	}

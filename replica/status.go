@@ -21,6 +21,7 @@ type Status struct {
 	// and commit. Both go into a load generator run's manifest.
 	Identity     string          `json:"identity"`
 	Build        string          `json:"build"`
+	Settings     Settings        `json:"settings"`
 	Role         string          `json:"role"`
 	Ballot       string          `json:"ballot"`
 	Promised     string          `json:"promised"`
@@ -44,6 +45,26 @@ type Status struct {
 	Disk         DiskStatus      `json:"disk"`
 	Core         paxos.Metrics   `json:"core"`
 	Peers        []PeerStatus    `json:"peers"`
+}
+
+// Settings are the configuration that shapes what a benchmark measures, as /status reports it (a
+// load generator run records it in its manifest).
+type Settings struct {
+	Fsync            bool   `json:"fsync"`
+	Mode             string `json:"mode"`
+	ReadMode         string `json:"read_mode"`
+	Redirect         bool   `json:"redirect"`
+	Backoff          bool   `json:"backoff"`
+	BatchBytesMax    int    `json:"batch_bytes"`
+	InflightSlotsMax int    `json:"inflight_slots"`
+	InflightBytesMax int    `json:"inflight_bytes"`
+	TickNs           int64  `json:"tick_ns"`
+	HeartbeatTicks   int    `json:"heartbeat_ticks"`
+	ElectionTicks    int    `json:"election_ticks"`
+	LeaseDriftTicks  int    `json:"lease_drift_ticks"`
+	SnapshotEvery    uint64 `json:"snapshot_every_slots"`
+	SnapshotBytes    uint64 `json:"snapshot_every_bytes"`
+	Replicas         int    `json:"replicas"`
 }
 
 // DiskStatus summarises the group committer: how long fsyncs take and how many records each covers.
@@ -99,6 +120,12 @@ func (s *Server) status() Status {
 		Commit: cs.Commit, Applied: state.Applied(), Digest: fmt.Sprintf("%016x", state.Digest()),
 		Keys: state.Len(), LogBase: cs.LogBase, LogLast: cs.LogLast, Inflight: cs.Inflight, Queued: cs.QueueLen,
 		Pending: s.drv.Pending(), Core: cs.Metrics}
+	c := &s.cfg
+	st.Settings = Settings{Fsync: c.Fsync, Mode: c.Core.Mode.String(), ReadMode: c.ReadMode.String(), Redirect: c.Redirect,
+		Backoff: c.Core.Backoff, BatchBytesMax: c.Core.BatchBytesMax, InflightSlotsMax: c.Core.InflightSlotsMax,
+		InflightBytesMax: c.Core.InflightBytesMax, TickNs: int64(c.TickInterval), HeartbeatTicks: c.Core.HeartbeatTicks,
+		ElectionTicks: c.Core.ElectionTicks, LeaseDriftTicks: c.Core.LeaseDriftTicks, SnapshotEvery: c.SnapshotEverySlots,
+		SnapshotBytes: c.SnapshotEveryBytes, Replicas: len(c.PeerAddrs)}
 	_, st.Lease = s.drv.ReadIndex()
 	if cs.Leader != 0 {
 		st.LeaderClient, st.LeaderHTTP = s.cfg.ClientAddrs[cs.Leader], s.cfg.HTTPAddrs[cs.Leader]

@@ -367,6 +367,7 @@ func (r *Runner) runOne(ctx context.Context, sys system, s *scenario.Scenario, r
 	if err != nil {
 		return nil, err
 	}
+	cfg.ServerStatus = sys.StatusAddrs()
 	srv := ServerRecord{CPUSeconds: map[string]float64{}, CounterDeltas: map[string]map[string]float64{}}
 	if s.Mode != "duel" {
 		srv.Leader, _ = sys.Leader(10 * time.Second)

@@ -39,6 +39,9 @@ type system interface {
 	// CaughtUp waits until every live member applied the same log, and says how far.
 	CaughtUp(timeout time.Duration) (string, error)
 	Version() string
+	// StatusAddrs are the members' HTTP addresses whose /status a run's manifest records (nil:
+	// the system has no SofaDB /status).
+	StatusAddrs() []string
 	Close() error
 }
 
@@ -158,6 +161,14 @@ func (f *sofaSystem) CaughtUp(timeout time.Duration) (string, error) {
 }
 
 func (f *sofaSystem) Version() string { return "sofadb (this commit)" }
+
+func (f *sofaSystem) StatusAddrs() []string {
+	var addrs []string
+	for _, id := range f.c.IDs() {
+		addrs = append(addrs, f.c.HTTPAddr(id))
+	}
+	return addrs
+}
 
 func (f *sofaSystem) Close() error {
 	f.mu.Lock()
@@ -448,6 +459,8 @@ func (e *etcdSystem) CaughtUp(timeout time.Duration) (string, error) {
 }
 
 func (e *etcdSystem) Version() string { return e.version }
+
+func (e *etcdSystem) StatusAddrs() []string { return nil }
 
 func (e *etcdSystem) Close() error {
 	for _, m := range e.members {

@@ -115,6 +115,15 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, checkFla
 	var quiet bool
 	var check checkFlags
 	fs.StringVar(&c.TargetURL, "target", "", "system under test: sofa://, sofa-http://, etcd://, etcd-grpc:// or fake:// URL (required)")
+	fs.Func("server-status", "comma-separated HTTP addresses of the SofaDB replicas whose /status (build, identity, settings) the summary's manifest records; default: a sofa-http target's own", func(v string) error {
+		c.ServerStatus = nil
+		for _, a := range strings.Split(v, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				c.ServerStatus = append(c.ServerStatus, a)
+			}
+		}
+		return nil
+	})
 	fs.Float64Var(&c.RateOpsPerSec, "rate", 0, "offered load in ops/s, all operations together (required)")
 	fs.StringVar(&arrival, "arrival", "poisson", "arrival process: poisson or uniform")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the arrival and workload streams; the same seed replays the same plan")

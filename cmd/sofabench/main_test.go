@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -47,6 +48,32 @@ func TestSmokeSuite(t *testing.T) {
 		"raw/smoke-failover/r1-s01-from-*/completions.csv.gz", "raw/smoke-search/r1-s01-coarse-100/metrics.jsonl"} {
 		if m, _ := filepath.Glob(filepath.Join(out, f)); len(m) == 0 {
 			t.Errorf("report lacks %s", f)
+		}
+	}
+	// Each run's manifest names the servers it measured (issue 11): build, identity, settings.
+	var sum struct {
+		Manifest struct {
+			Servers []struct {
+				ID       int    `json:"id"`
+				Identity string `json:"identity"`
+				Build    string `json:"build"`
+				Error    string `json:"error"`
+				Settings struct {
+					Fsync    bool `json:"fsync"`
+					Replicas int  `json:"replicas"`
+				} `json:"settings"`
+			} `json:"servers"`
+		} `json:"manifest"`
+	}
+	if err := json.Unmarshal([]byte(read(t, filepath.Join(out, "raw/smoke-search/r1-s01-coarse-100/summary.json"))), &sum); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sum.Manifest.Servers); n != 3 {
+		t.Errorf("the summary's manifest records %d servers, want 3", n)
+	}
+	for _, sv := range sum.Manifest.Servers {
+		if sv.Error != "" || len(sv.Identity) != 32 || !strings.HasPrefix(sv.Build, "sofadb ") || !sv.Settings.Fsync || sv.Settings.Replicas != 3 {
+			t.Errorf("manifest server %+v: want its identity, build and settings", sv)
 		}
 	}
 	if idx := read(t, filepath.Join(root, "README.md")); !strings.Contains(idx, "[smoke](smoke/README.md)") || !strings.Contains(idx, "saturation **") {
