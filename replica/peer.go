@@ -428,6 +428,9 @@ func (t *transport) respond(c net.Conn, rd *wire.Reader) (paxos.ReplicaID, error
 // decode, or that names another sender or receiver, closes the connection: the peer is broken or
 // not who it claimed, and the replica carries on without it.
 func (t *transport) readLoop(ctx context.Context, p *peer, ac authConn) {
+	// A handshake can finish after the shutdown closed every current connection (the first one
+	// with a peer writes its identity to disk): closing on ctx, here, is what no race can skip.
+	defer context.AfterFunc(ctx, func() { ac.c.Close() })()
 	var m paxos.Message
 	for {
 		typ, payload, err := ac.rd.Next()

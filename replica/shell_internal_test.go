@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sofadb/sofadb/paxos"
+	"github.com/sofadb/sofadb/wire"
 )
 
 // TestShellStopsWhenAServerGoroutineFails (issue 10, item 5): the process shell's goroutines run
@@ -78,5 +79,58 @@ func TestListenAndAdvertiseDiffer(t *testing.T) {
 	}
 	if s.cfg.ClientAddrs[1] != "192.0.2.1:7001" {
 		t.Errorf("advertised client address became %q", s.cfg.ClientAddrs[1])
+	}
+}
+
+// TestTransportStopsWhenAHandshakeEndsAfterTheShutdown: a dial whose handshake completes after
+// the shutdown closed every current connection used to read that new connection for ever, and
+// the replica ignored SIGTERM (seen in TestE2EStopUnderLoad once the first handshake with a peer
+// wrote its identity to disk). The peer here answers the handshake only after the shutdown began.
+func TestTransportStopsWhenAHandshakeEndsAfterTheShutdown(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	peerLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peerLn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { // replica 2: answers the Hello once replica 1's shutdown has begun, then idles
+		c, err := peerLn.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		rd := wire.NewReader(c, 1<<10, wire.HandshakeTypes)
+		_, payload, err := rd.Next()
+		var hello wire.Hello
+		if err != nil || func() error { _, err := wire.DecodeHello(payload, &hello); return err }() != nil {
+			return
+		}
+		cancel()
+		time.Sleep(100 * time.Millisecond)
+		ch := wire.Challenge{From: 2, Identity: wire.Identity{2}, Nonce: wire.NewNonce()}
+		ch.MAC = wire.HandshakeMAC(key, wire.RoleResponder, wire.NewTranscript(&hello, &ch))
+		c.Write(wire.AppendChallengeFrame(nil, &ch))
+		rd.Next()                    // the Proof
+		time.Sleep(10 * time.Second) // and then nothing: only replica 1 closing ends its read
+	}()
+	addrs := map[paxos.ReplicaID]string{1: "127.0.0.1:0", 2: peerLn.Addr().String()}
+	cfg := DefaultConfig(1, addrs, addrs, addrs)
+	cfg.ClusterKey = key
+	book, err := openPeerBook(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := newTransport(&cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), wire.Identity{1}, book,
+		func(context.Context, paxos.Message) bool { return true })
+	if tr.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { tr.run(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the transport did not stop: a connection authenticated after the shutdown is still read")
 	}
 }
