@@ -19,6 +19,13 @@ func (d *Driver) answer(r *Request, resp Response) {
 	if int(resp.Status) < len(d.stats.Replies) && !r.internal {
 		d.stats.Replies[resp.Status].Add(1)
 	}
+	if !r.internal && !r.Arrived.IsZero() && (resp.Status == wire.StatusOK || resp.Status == wire.StatusNotFound) {
+		kind := 1
+		if r.op == kv.OpGet {
+			kind = 0
+		}
+		d.stats.Latency[kind].observe(int64(d.clock.Now().Sub(r.Arrived)))
+	}
 	r.Reply(resp)
 }
 
@@ -34,6 +41,9 @@ func (d *Driver) Submit(r *Request) {
 	if d.failed != nil || d.stopped {
 		d.answer(r, Response{Status: wire.StatusUnavailable})
 		return
+	}
+	if r.Arrived.IsZero() {
+		r.Arrived = d.clock.Now()
 	}
 	op, key, _, err := kv.DecodePayload(r.Cmd.Data)
 	if err != nil {

@@ -172,7 +172,10 @@ type Request struct {
 	Cmd      paxos.Command
 	Reply    func(Response)
 	Deadline time.Time
-	HTTP     bool
+	// Arrived is when the replica received the request (the shell sets it as it reads it; zero:
+	// when Submit sees it). The latency histograms count from here.
+	Arrived time.Time
+	HTTP    bool
 
 	op        kv.Op  // decoded from Cmd.Data by Submit
 	key       []byte // aliases Cmd.Data
@@ -202,6 +205,30 @@ type Stats struct {
 	Leaderless     atomic.Uint64 // requests refused at once: no leader known for several election timeouts
 	Snapshots      atomic.Uint64
 	SnapshotErrors atomic.Uint64
+	// Latency is the server-side latency of the requests served (OK or NotFound), from arrival to
+	// answer: [0] reads, [1] writes (puts, deletes).
+	Latency [2]LatencyHistogram
+}
+
+// LatencyBucketsNs are the upper bounds of the request latency histograms' buckets; a last,
+// unbounded bucket follows.
+var LatencyBucketsNs = [...]int64{100e3, 200e3, 500e3, 1e6, 2e6, 5e6, 10e6, 20e6, 50e6, 100e6, 200e6, 500e6, 1e9, 2e9, 5e9, 10e9}
+
+// LatencyHistogram is a fixed-bucket histogram written by the loop and read by /metrics without a
+// lock: each bucket counts the observations that fell in it (not cumulative).
+type LatencyHistogram struct {
+	Buckets [len(LatencyBucketsNs) + 1]atomic.Uint64
+	SumNs   atomic.Uint64
+}
+
+func (h *LatencyHistogram) observe(ns int64) {
+	ns = max(ns, 0)
+	i := 0
+	for i < len(LatencyBucketsNs) && ns > LatencyBucketsNs[i] {
+		i++
+	}
+	h.Buckets[i].Add(1)
+	h.SumNs.Add(uint64(ns))
 }
 
 type cmdKey struct{ client, seq uint64 }

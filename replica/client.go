@@ -122,9 +122,11 @@ func (cc *clientConn) readLoop(ctx context.Context) error {
 			continue
 		}
 		seq := req.Seq
+		now := time.Now()
 		r := &driver.Request{
 			Cmd:      driver.NewCommand(req.ClientID, req.Seq, req.Op, req.Key, req.Value), // copies
-			Deadline: time.Now().Add(s.cfg.RequestTimeout),
+			Deadline: now.Add(s.cfg.RequestTimeout),
+			Arrived:  now,
 		}
 		// Replies come from the loop, which gathers them per connection and hands each connection
 		// one batch per iteration (see flushReplies); only Busy is answered here.

@@ -454,6 +454,17 @@ func checkMetrics(t *testing.T, p *cluster.Proc) {
 		f.GetMetric()[0].GetHistogram().GetSampleCount() == 0 {
 		t.Errorf("sofadb_fsync_seconds is not a histogram with buckets and samples: %v", f)
 	}
+	// The server-side latency histogram (issue 11), per op; the replica checked served both.
+	if f := fams["sofadb_request_duration_seconds"]; f == nil || len(f.GetMetric()) != 2 {
+		t.Errorf("sofadb_request_duration_seconds is not a histogram with read and write series: %v", f)
+	} else {
+		for _, m := range f.GetMetric() {
+			h := m.GetHistogram()
+			if h == nil || len(h.GetBucket()) < 10 || h.GetSampleCount() == 0 || h.GetSampleSum() <= 0 {
+				t.Errorf("sofadb_request_duration_seconds %v: want buckets and samples", m)
+			}
+		}
+	}
 	if f := fams["sofadb_peer_sent_messages_total"]; f != nil && len(f.GetMetric()) != 2 {
 		t.Errorf("per-peer counters for %d peers, want 2", len(f.GetMetric()))
 	}

@@ -140,6 +140,7 @@ func (s *front) handleKV(ctx *fasthttp.RequestCtx, key []byte) {
 		Cmd:      driver.NewCommand(0, 0, op, key, value), // copies
 		HTTP:     true,
 		Deadline: time.Now().Add(s.cfg.RequestTimeout),
+		Arrived:  ctx.Time(), // when fasthttp began serving the request
 		Reply:    func(resp driver.Response) { done <- resp },
 	}
 	if !s.trySubmit(r) {

@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/sofadb/sofadb/driver"
 	"github.com/sofadb/sofadb/wire"
 )
 
@@ -144,5 +145,18 @@ func (c sofaCollector) Collect(ch chan<- prometheus.Metric) {
 		count := uint64(h.TotalCount())
 		ch <- prometheus.MustNewConstHistogram(prometheus.NewDesc("sofadb_fsync_seconds", "Duration of each group-commit fsync.", nil, nil),
 			count, float64(count)*h.Mean()/1e9, buckets)
+	}
+	latency := prometheus.NewDesc("sofadb_request_duration_seconds",
+		"Server-side latency of the requests served (OK or not found), from arrival at the replica to its answer.", []string{"op"}, nil)
+	for i, op := range []string{"read", "write"} {
+		h := &ds.Latency[i]
+		buckets := make(map[float64]uint64, len(driver.LatencyBucketsNs))
+		var cum uint64
+		for j, ub := range driver.LatencyBucketsNs {
+			cum += h.Buckets[j].Load()
+			buckets[float64(ub)/1e9] = cum
+		}
+		cum += h.Buckets[len(driver.LatencyBucketsNs)].Load()
+		ch <- prometheus.MustNewConstHistogram(latency, cum, float64(h.SumNs.Load())/1e9, buckets, op)
 	}
 }
