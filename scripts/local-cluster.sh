@@ -51,8 +51,8 @@ status_line() { # status_line I
     echo "replica $i: pid $(cat "$dir/replica$i.pid"), not answering"
     return
   fi
-  echo "$json" | sed -E 's/^\{"id":([0-9]+),"role":"([a-z]+)".*"leader":([0-9]+),.*"commit":([0-9]+),"applied":([0-9]+),.*/\2, leader \3, commit \4, applied \5/' |
-    sed "s/^/replica $i: pid $(cat "$dir/replica$i.pid"), /"
+  field() { echo "$json" | sed -nE "s/.*\"$1\":\"?([a-z0-9]+)\"?[,}].*/\1/p"; } # role, leader, commit and applied each occur once, at the top level
+  echo "replica $i: pid $(cat "$dir/replica$i.pid"), $(field role), leader $(field leader), commit $(field commit), applied $(field applied)"
 }
 
 case "$cmd" in

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -63,6 +64,12 @@ func TestLocalClusterRestartsOnlyWhatIsDown(t *testing.T) {
 	st := run("status")
 	if strings.Count(st, ": pid ") != 3 {
 		t.Errorf("status does not show three running replicas:\n%s", st)
+	}
+	// One line per replica: pid, role, leader, commit, applied (it once printed raw JSON when
+	// /status grew keys before "role").
+	line := regexp.MustCompile(`(?m)^replica [123]: pid [0-9]+, (leader|follower|candidate), leader [0-3], commit [0-9]+, applied [0-9]+$`)
+	if n := len(line.FindAllString(st, -1)); n != 3 {
+		t.Errorf("status lines in the documented form: %d of 3:\n%s", n, st)
 	}
 	final := map[int]int{}
 	for i := 1; i <= 3; i++ {

@@ -30,7 +30,8 @@ service does, and latency is measured from when each request was due, so a stall
 percentiles (no coordinated omission).
 
 Usage: loadgen --target URL --rate OPS [flags]
-       loadgen --check-history DIR/history.jsonl [--check-timeout 60s]
+       loadgen --check-history DIR/history.jsonl [--check-timeout 60s] [--check-html FILE]
+       loadgen report [-type text|json|csv|hdr] DIR     (prints a finished run again)
 
 Targets:
   sofa://host:port,host:port,...       SofaDB binary protocol (pipelined TCP)
@@ -63,6 +64,9 @@ func fail(stderr io.Writer, err error) {
 
 // run is the command: the summary goes to stdout, progress and errors to stderr.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "report" {
+		return runReport(args[1:], stdout, stderr)
+	}
 	cfg, quiet, check, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -75,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if check.path != "" {
-		return checkHistory(check.path, check.timeout, stderr)
+		return checkHistory(check.path, check.html, check.timeout, stderr)
 	}
 	if !quiet {
 		cfg.Progress = stderr
@@ -99,6 +103,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // checkFlags are the flags of the history-checking mode.
 type checkFlags struct {
 	path    string
+	html    string
 	timeout time.Duration
 }
 
@@ -150,6 +155,7 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, checkFla
 	fs.StringVar(&check.path, "check-history", "", "instead of a run: check this history.jsonl for linearizability (porcupine); exit 0 if linearizable, 1 if not or undecided")
 	fs.DurationVar(&c.FailFastAfter, "fail-fast-after", 5*time.Second, "end the run with exit status 2 when no request has succeeded this long after it started (and some failed); a negative value (-1s) disables")
 	fs.DurationVar(&check.timeout, "check-timeout", time.Minute, "time budget of --check-history; running out counts as a failure")
+	fs.StringVar(&check.html, "check-html", "", "with --check-history: when the history is not linearizable, write porcupine's interactive visualization of it to this HTML file")
 	version := fs.Bool("version", false, "print the build (module version, commit, Go version) and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, false, check, err
@@ -183,7 +189,7 @@ func parseFlags(args []string, stderr io.Writer) (loadgen.Config, bool, checkFla
 }
 
 // checkHistory runs the linearizability check on a history file.
-func checkHistory(path string, timeout time.Duration, stderr io.Writer) int {
+func checkHistory(path, html string, timeout time.Duration, stderr io.Writer) int {
 	f, err := os.Open(path)
 	if err != nil {
 		fail(stderr, err)
@@ -196,12 +202,19 @@ func checkHistory(path string, timeout time.Duration, stderr io.Writer) int {
 		return 2
 	}
 	start := time.Now()
-	res := lincheck.Check(recs, timeout)
+	res, info := lincheck.CheckVerbose(lincheck.Model, recs, timeout)
 	fmt.Fprintf(stderr, "%s: %d operations, %s in %s\n", path, len(recs), res, time.Since(start).Round(time.Millisecond))
-	if res != porcupine.Ok {
-		return 1
+	if res == porcupine.Ok {
+		return 0
 	}
-	return 0
+	if html != "" {
+		if err := porcupine.VisualizePath(lincheck.Model, info, html); err != nil {
+			fail(stderr, fmt.Errorf("--check-html: %w", err))
+			return 2
+		}
+		fmt.Fprintf(stderr, "%s: porcupine's visualization of the history (open it in a browser)\n", html)
+	}
+	return 1
 }
 
 // nonZero lists the error classes that occurred, " (timeout 3, not_leader 1)", or "" when none did.
