@@ -87,6 +87,17 @@ func (d *Driver) Submit(r *Request) {
 	k := cmdKey{r.Cmd.ClientID, r.Cmd.Seq}
 	d.pending[k] = append(d.pending[k], r)
 	d.deadlines = append(d.deadlines, r)
+	// A retry (same client and sequence) of a command this replica proposed less than a request
+	// timeout ago waits for that copy: its answer, when applied, goes to every request waiting for
+	// it. Queueing a copy per retry fed a retry storm: with slow slots each copy outlived the
+	// request timeout, so every retry added another and the queue never drained (simulator seed
+	// 564). An older copy may be lost (a forward to a leader that died unnoticed): then propose.
+	now := d.clock.Now()
+	if t, ok := d.proposed[k]; ok && now.Sub(t) < d.cfg.RequestTimeout {
+		d.stats.Coalesced.Add(1)
+		return
+	}
+	d.proposed[k] = now
 	d.proposeBuf = append(d.proposeBuf, r.Cmd)
 	d.proposeReqs = append(d.proposeReqs, r)
 }
@@ -104,6 +115,7 @@ func (d *Driver) flushProposals() {
 		reqs := d.proposeReqs
 		d.proposeBuf, d.proposeReqs = nil, nil
 		for _, r := range reqs {
+			delete(d.proposed, cmdKey{r.Cmd.ClientID, r.Cmd.Seq})
 			d.unregister(r)
 			d.answer(r, Response{Status: wire.StatusBusy})
 		}
@@ -132,6 +144,7 @@ func (d *Driver) unregister(r *Request) {
 // answerCmd answers every request waiting for command c.
 func (d *Driver) answerCmd(c *paxos.Command, resp Response) {
 	k := cmdKey{c.ClientID, c.Seq}
+	delete(d.proposed, k)
 	ws, ok := d.pending[k]
 	if !ok {
 		return
@@ -182,6 +195,15 @@ func (d *Driver) sweepDeadlines(now time.Time) {
 	}
 	clear(d.deadlines[:n])
 	d.deadlines = d.deadlines[n:]
+	// Copies that were never applied here (covered by a peer snapshot, lost with a leader) would
+	// stay in proposed for ever: past a request timeout they no longer hold retries back anyway.
+	if len(d.proposed) > len(d.pending)+1024 {
+		for k, t := range d.proposed {
+			if now.Sub(t) >= d.cfg.RequestTimeout {
+				delete(d.proposed, k)
+			}
+		}
+	}
 	for len(d.deadlines) > 0 && d.deadlines[0].done {
 		d.deadlines = d.deadlines[1:]
 	}
@@ -201,6 +223,7 @@ func (d *Driver) failPending(st wire.Status) {
 		d.answer(r, Response{Status: st})
 	}
 	d.readWait, d.deadlines, d.httpSess.waiting = nil, nil, nil
+	clear(d.proposed)
 }
 
 // httpSessionsMax is how many sessions the driver keeps for HTTP requests. HTTP clients have no
@@ -217,6 +240,7 @@ type httpSessions struct {
 	next    []uint64 // next sequence number per session
 	rr      int
 	opening bool
+	openReq *Request   // the session open in flight, while opening
 	waiting []*Request // HTTP requests admitted while no session was open
 }
 
@@ -249,6 +273,7 @@ func (d *Driver) openHTTPSession() {
 		internal: true,
 	}
 	r.Reply = d.onHTTPSession
+	p.openReq = r
 	d.Submit(r)
 }
 
@@ -256,7 +281,7 @@ func (d *Driver) openHTTPSession() {
 // requests that waited for it.
 func (d *Driver) onHTTPSession(resp Response) {
 	p := &d.httpSess
-	p.opening = false
+	p.opening, p.openReq = false, nil
 	if resp.Status == wire.StatusOK && len(resp.Value) == 8 {
 		p.ids = append(p.ids, binary.BigEndian.Uint64(resp.Value))
 		p.next = append(p.next, 1)

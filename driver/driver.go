@@ -203,6 +203,7 @@ type Stats struct {
 	Timeouts       atomic.Uint64
 	Busy           atomic.Uint64
 	Leaderless     atomic.Uint64 // requests refused at once: no leader known for several election timeouts
+	Coalesced      atomic.Uint64 // retries that waited for a copy already proposed instead of proposing another
 	Snapshots      atomic.Uint64
 	SnapshotErrors atomic.Uint64
 	// Latency is the server-side latency of the requests served (OK or NotFound), from arrival to
@@ -251,7 +252,11 @@ type Driver struct {
 	state *kv.State
 	rng   *rand.Rand
 
-	pending      map[cmdKey][]*Request
+	pending map[cmdKey][]*Request
+	// proposed says when this replica last proposed (or forwarded) a copy of a command that has
+	// not been applied or dropped since: a client's retry of it then waits for that copy instead
+	// of queueing another (see Submit).
+	proposed     map[cmdKey]time.Time
 	proposeBuf   []paxos.Command
 	proposeReqs  []*Request
 	afterQ       []afterItem
@@ -293,7 +298,7 @@ func New(cfg Config, clock Clock, store Storage, tr Transport, exec Executor, ho
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger, clock: clock, store: store, tr: tr, exec: exec, hooks: hooks,
 		core: core, state: state, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.Core.ID))),
-		pending: map[cmdKey][]*Request{}, lastSnap: state.Applied(), lastTick: clock.Now(), leaderSeen: clock.Now(),
+		pending: map[cmdKey][]*Request{}, proposed: map[cmdKey]time.Time{}, lastSnap: state.Applied(), lastTick: clock.Now(), leaderSeen: clock.Now(),
 		snapSending: map[paxos.ReplicaID]bool{}, stats: &Stats{}}
 	d.snapJitter = d.rng.Float64() / 2 // from the first cycle on: replicas start together
 	return d, nil
@@ -342,13 +347,16 @@ func (d *Driver) Begin() {
 	if l := d.leaderless(); l != d.refusing {
 		d.refusing = l
 		if l {
-			// What waits now would wait out its deadline: answer it. Commands handed to the
-			// core may have reached a leader that has since gone, so Unavailable (outcome
-			// unknown); HTTP requests still waiting for a session were never taken, and are
-			// refused NotLeader by Submit when the failed session open hands them back.
+			// Commands already handed to the core stay: one may have reached a leader since
+			// gone, and the core re-forwards it when a leader is known again. HTTP requests
+			// still waiting for a session were never taken: failing the session open hands
+			// them back to Submit, which refuses them NotLeader now.
 			d.log.Warn("no leader known for several election timeouts: refusing requests at once until one is",
 				"since", d.leaderSeen, "pending", len(d.pending))
-			d.failPending(wire.StatusUnavailable)
+			if r := d.httpSess.openReq; r != nil && !r.done {
+				d.unregister(r)
+				d.answer(r, Response{Status: wire.StatusNotLeader})
+			}
 		} else {
 			d.log.Info("a leader is known again: taking requests", "leader", d.leader)
 		}

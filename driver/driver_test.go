@@ -145,3 +145,54 @@ func TestTicksComeFromTheClockNotFromWakeUps(t *testing.T) {
 		}
 	}
 }
+
+// TestRetriesWaitForTheCopyAlreadyProposed: a client's retry (same session and sequence) of a
+// command this replica forwarded less than a request timeout ago waits for that copy instead of
+// forwarding another. One copy per retry fed a retry storm in which the queue never drained
+// (simulator seed 564, once re-forwarding on a leader's new term made more copies).
+func TestRetriesWaitForTheCopyAlreadyProposed(t *testing.T) {
+	d, tio := newTestDriver(t, MutNone)
+	lead := paxos.MakeBallot(1, 2)
+	for range d.cfg.Core.ElectionTicks + d.cfg.Core.LeaseDriftTicks + 1 { // past the quiet period, r2 leading
+		tio.now = tio.now.Add(d.cfg.TickInterval)
+		d.Begin()
+		d.Step(&paxos.Message{Type: paxos.MsgCommit, From: 2, To: 1, Ballot: lead})
+		d.End()
+	}
+	forwarded := func() int {
+		n := 0
+		for _, m := range tio.sent {
+			if m.Type == paxos.MsgForward {
+				n += len(m.Cmds)
+			}
+		}
+		tio.sent = nil
+		return n
+	}
+	forwarded()
+	submit := func() {
+		d.Begin()
+		d.Submit(&Request{Cmd: NewCommand(5, 1, kv.OpPut, []byte("k"), []byte("v")), Deadline: tio.now.Add(time.Second),
+			Reply: func(Response) {}})
+		d.End()
+	}
+	submit()
+	if n := forwarded(); n != 1 {
+		t.Fatalf("forwarded %d copies of a new command, want 1", n)
+	}
+	submit()
+	if n, c := forwarded(), d.Stats().Coalesced.Load(); n != 0 || c != 1 {
+		t.Fatalf("a retry within the request timeout forwarded %d more copies (coalesced %d), want 0 (1)", n, c)
+	}
+	for end := tio.now.Add(d.cfg.RequestTimeout); !tio.now.After(end); { // r2 leads on; that copy may be lost
+		tio.now = tio.now.Add(d.cfg.TickInterval)
+		d.Begin()
+		d.Step(&paxos.Message{Type: paxos.MsgCommit, From: 2, To: 1, Ballot: lead})
+		d.End()
+	}
+	forwarded()
+	submit()
+	if n := forwarded(); n != 1 {
+		t.Fatalf("a retry a request timeout later forwarded %d copies, want 1", n)
+	}
+}

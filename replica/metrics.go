@@ -95,6 +95,7 @@ func (c sofaCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("request_timeouts_total", "Requests answered Unavailable after RequestTimeout.", ds.Timeouts.Load())
 	counter("busy_total", "Requests refused because a queue was full.", ds.Busy.Load()+s.stats.busy.Load())
 	counter("leaderless_refusals_total", "Requests refused at once because no leader was known for several election timeouts.", ds.Leaderless.Load())
+	counter("coalesced_retries_total", "Client retries that waited for a copy of their command already proposed instead of proposing another.", ds.Coalesced.Load())
 	counter("bad_client_connections_total", "Client connections closed for malformed input or over the limit.", s.stats.badClientConns.Load())
 	counter("peer_handshakes_refused_total", "Peer connections refused (no key, unknown peer, garbage).", s.tr.refused.Load())
 	counter("peer_identity_conflicts_total", "Peer handshakes refused because another process already holds the peer's replica id.", s.tr.conflicts.Load())
