@@ -334,3 +334,49 @@ func TestNewLeaderLearnsChosenSlotsWhenTheirReporterDies(t *testing.T) {
 			cand.id, cand.role, cand.commit, chosen)
 	}
 }
+
+// TestForwardedCommandsFollowTheLeadersNewTerm: a follower forwarded a command to leader r2
+// (ballot 3.2); r2 lost its leadership (a campaign preempted it: its queue and any forward arriving
+// meanwhile are dropped) and won again at 5.2. The leader's id did not change, but its term did:
+// the command must be forwarded again, or its client waits out its timeout (TestE2ERestart/log saw
+// exactly that under -race: a GET timed out after r1 campaigned and r2 was re-elected).
+func TestForwardedCommandsFollowTheLeadersNewTerm(t *testing.T) {
+	cfg := DefaultConfig(1, []ReplicaID{1, 2, 3})
+	r, err := New(cfg, &Durable{Promised: MakeBallot(3, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	term1, term2 := MakeBallot(3, 2), MakeBallot(5, 2)
+	for range cfg.ElectionTicks + cfg.LeaseDriftTicks { // past the quiet period, r2 leading
+		r.Tick()
+		r.Step(&Message{Type: MsgCommit, From: 2, To: 1, Ballot: term1})
+	}
+	r.Ready()
+	forwards := func() int {
+		rd := r.Ready()
+		n := 0
+		for _, m := range append(rd.Messages, rd.AfterSync...) {
+			if m.Type == MsgForward && m.To == 2 {
+				n += len(m.Cmds)
+			}
+		}
+		r.Advance(&rd)
+		return n
+	}
+	if err := r.Propose([]Command{cmd(7, 1, 8)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := forwards(); n != 1 {
+		t.Fatalf("forwarded %d commands to r2, want 1", n)
+	}
+	r.Step(&Message{Type: MsgCommit, From: 2, To: 1, Ballot: term1}) // the same term: nothing to do
+	if n := forwards(); n != 0 {
+		t.Fatalf("re-forwarded %d commands within the same term", n)
+	}
+	r.Step(&Message{Type: MsgPrepare, From: 2, To: 1, Ballot: term2, Slot: 1})
+	r.Step(&Message{Type: MsgCommit, From: 2, To: 1, Ballot: term2})
+	if n := forwards(); n != 1 || r.Status().Metrics.Reforwarded != 1 {
+		t.Fatalf("r2 leads again under %v: re-forwarded %d commands (metric %d), want the one forwarded under %v",
+			term2, n, r.Status().Metrics.Reforwarded, term1)
+	}
+}

@@ -405,16 +405,30 @@ func (r *Replica) forwardQueue() {
 	r.send(Message{Type: MsgForward, To: r.leader, Cmds: r.queue})
 	r.fwd = append(r.fwd, fwdBatch{r.tick, r.queue})
 	r.fwdBytes += r.queueBytes
-	r.fwdLeader = r.leader
+	r.fwdTerm = r.leaderTerm()
 	r.queue, r.queueBytes = nil, 0
 	r.expireForwarded()
 }
 
-// reforward runs when the leader changed since commands were forwarded: they may have died with the
-// old leader, so they go to the new one (or into our own queue if we lead now). A command that was
-// chosen after all is chosen twice, which the state machine's (client, seq) de-duplication absorbs.
+// leaderTerm is the ballot under which the known leader leads (0 when none is known). A leader
+// that lost its leadership and won it again has the same id and a new term: what it held in the
+// old one (its queue, forwards that reached it meanwhile) is gone.
+func (r *Replica) leaderTerm() Ballot {
+	switch r.leader {
+	case 0:
+		return 0
+	case r.id:
+		return r.ballot
+	}
+	return r.leaderBallot
+}
+
+// reforward runs when the leader's term changed since commands were forwarded (another leader, or
+// the same one elected again): they may have died with the old term, so they go to the new one (or
+// into our own queue if we lead now). A command that was chosen after all is chosen twice, which
+// the state machine's (client, seq) de-duplication absorbs.
 func (r *Replica) reforward() {
-	if len(r.fwd) == 0 || r.leader == 0 || r.leader == r.fwdLeader {
+	if len(r.fwd) == 0 || r.leader == 0 || r.leaderTerm() == r.fwdTerm {
 		return
 	}
 	var cmds []Command
@@ -442,7 +456,7 @@ func (r *Replica) reforward() {
 // needed exactly when it ends.
 func (r *Replica) expireForwarded() {
 	horizon := uint64(2 * r.cfg.ElectionTicks)
-	aged := func(b fwdBatch) bool { return r.leader == r.fwdLeader && b.tick+horizon < r.tick }
+	aged := func(b fwdBatch) bool { return r.leaderTerm() == r.fwdTerm && b.tick+horizon < r.tick }
 	n := 0
 	for n < len(r.fwd) && (aged(r.fwd[n]) || r.fwdBytes > r.cfg.QueueBytesMax) {
 		for i := range r.fwd[n].cmds {

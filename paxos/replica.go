@@ -71,9 +71,9 @@ type Replica struct {
 	nextSlot      uint64
 	queue         []Command
 	queueBytes    int
-	fwd           []fwdBatch // commands forwarded recently, re-forwarded if the leader changes
+	fwd           []fwdBatch // commands forwarded recently, re-forwarded if the leader's term changes
 	fwdBytes      int
-	fwdLeader     ReplicaID // the leader fwd was last sent to
+	fwdTerm       Ballot // the ballot under which the leader fwd was last sent to led
 	inflightSlots int
 	inflightBytes int
 	commitSent    uint64
