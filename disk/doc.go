@@ -9,8 +9,9 @@
 // command is the log: one badger record per slot holding the slot's whole batch. The applied
 // state (State) is a deterministic in-memory map, and SaveSnapshot stores it from time to time.
 // A restart loads the latest snapshot and replays the log slots above it. Writing every applied
-// key to badger was ruled out because badger's write path is CPU-heavy: about 270k sets/s here
-// using both cores, while three replicas applying 200k writes/s would need 600k. Per-key writes
+// key to badger was ruled out because badger's write path is CPU-heavy: when this was decided
+// (2026-11-22, on a machine about 3x faster per core than today's) badger took both cores for
+// about 270k sets/s, while three replicas applying 200k writes/s would have needed 600k. Per-key writes
 // would cap the cluster below its consensus throughput and take the CPU the protocol needs. The
 // cost of this design is a restart time proportional to the log since the last snapshot, and a
 // key space that must fit in memory.
@@ -52,8 +53,8 @@
 // so the second test checks recovery and atomicity, not fsync.
 //
 // To read the histograms, call Store.Stats. SyncLatencyNs holds the duration of each sync step
-// in nanoseconds; here p50 is about 0.2 ms and p99 about 0.4 ms when the disk is quiet. A
-// rising p99 is the disk or a noisy neighbour, and it shows up directly in commit latency.
+// in nanoseconds (BenchmarkGroupCommit reports its p50 and p99; ../shared/FIELD-NOTES.md keeps
+// what they were on this machine, and on which day). A rising p99 is the disk or a noisy neighbour, and it shows up directly in commit latency.
 // RecordsPerSync is the group-commit factor: how many records each fsync acknowledged.
 // Throughput is about fsyncs/s × records/fsync. With N writers that each wait for their previous
 // record, expect about N/2 records per fsync, not N. While one sync runs, the writers it will
@@ -64,7 +65,9 @@
 // resolved), Failures (records resolved with an error), Bytes, and RotatedSyncs (extra fsyncs of
 // rotated-out badger files). The histograms are copies, so callers may merge or reset them.
 //
-// Measured here (2 shared cores, ext4 on a virtual disk), with 128-byte records, one invocation
+// Measured on 2026-11-22 (2 shared cores, ext4 on a virtual disk; the machine has since become
+// about 3x slower per core, so rerun for today's absolute figures: the shape, N/2 records per
+// fsync and records/s growing with writers, is the point), with 128-byte records, one invocation
 // of go test -bench 'GroupCommit|SyncEach' -benchtime 20000x -count 3, median of three:
 //
 //	writers      records/fsync   fsyncs/s   records/s   ns/record

@@ -34,8 +34,9 @@ type Config struct {
 	Workers     int           // goroutines issuing and recording; default GOMAXPROCS
 
 	// MinSleep is the dispatcher's shortest sleep: shorter means send times closer to the schedule
-	// and more CPU. Default 250 us (lag p50 about 0.2 ms); 1ns sleeps as short as the kernel allows
-	// (about 0.1 ms late, three times the CPU); 1ms is the Go timer's own resolution.
+	// and more CPU. Default 250 us (lag p50 about 0.2 ms on an idle machine, 2026-11-22); 1ns sleeps
+	// as short as the kernel allows (then about 0.1 ms late, three times the CPU); 1ms is the Go
+	// timer's own resolution.
 	MinSleep time.Duration
 
 	// MaxLagP99 is the validity threshold on the generator's own lateness: a run whose send lag
