@@ -85,19 +85,24 @@ func (d *Driver) Submit(r *Request) {
 		d.stats.LogReads.Add(1)
 	}
 	k := cmdKey{r.Cmd.ClientID, r.Cmd.Seq}
-	d.pending[k] = append(d.pending[k], r)
+	w := d.pending[k]
+	if len(w.reqs) == 0 && !w.proposedAt.IsZero() {
+		d.orphans--
+	}
+	w.reqs = append(w.reqs, r)
 	d.deadlines = append(d.deadlines, r)
 	// A retry (same client and sequence) of a command this replica proposed less than a request
 	// timeout ago waits for that copy: its answer, when applied, goes to every request waiting for
 	// it. Queueing a copy per retry fed a retry storm: with slow slots each copy outlived the
 	// request timeout, so every retry added another and the queue never drained (simulator seed
 	// 564). An older copy may be lost (a forward to a leader that died unnoticed): then propose.
-	now := d.clock.Now()
-	if t, ok := d.proposed[k]; ok && now.Sub(t) < d.cfg.RequestTimeout {
+	if !w.proposedAt.IsZero() && d.now.Sub(w.proposedAt) < d.cfg.RequestTimeout {
+		d.pending[k] = w
 		d.stats.Coalesced.Add(1)
 		return
 	}
-	d.proposed[k] = now
+	w.proposedAt = d.now
+	d.pending[k] = w
 	d.proposeBuf = append(d.proposeBuf, r.Cmd)
 	d.proposeReqs = append(d.proposeReqs, r)
 }
@@ -115,7 +120,11 @@ func (d *Driver) flushProposals() {
 		reqs := d.proposeReqs
 		d.proposeBuf, d.proposeReqs = nil, nil
 		for _, r := range reqs {
-			delete(d.proposed, cmdKey{r.Cmd.ClientID, r.Cmd.Seq})
+			k := cmdKey{r.Cmd.ClientID, r.Cmd.Seq}
+			if w, ok := d.pending[k]; ok { // not proposed after all: a retry must propose again
+				w.proposedAt = time.Time{}
+				d.pending[k] = w
+			}
 			d.unregister(r)
 			d.answer(r, Response{Status: wire.StatusBusy})
 		}
@@ -125,31 +134,44 @@ func (d *Driver) flushProposals() {
 	d.proposeBuf, d.proposeReqs = nil, d.proposeReqs[:0]
 }
 
+// unregister forgets r (answered elsewhere, or timed out). The entry of a command with a copy
+// in flight outlives its last request, so that a retry still finds the copy (an orphan, pruned a
+// request timeout after the copy was proposed: see sweepDeadlines).
 func (d *Driver) unregister(r *Request) {
 	k := cmdKey{r.Cmd.ClientID, r.Cmd.Seq}
-	ws := d.pending[k]
-	for i, w := range ws {
-		if w == r {
-			ws = append(ws[:i], ws[i+1:]...)
+	w, ok := d.pending[k]
+	if !ok {
+		return
+	}
+	for i, x := range w.reqs {
+		if x == r {
+			w.reqs = append(w.reqs[:i], w.reqs[i+1:]...)
 			break
 		}
 	}
-	if len(ws) == 0 {
+	switch {
+	case len(w.reqs) > 0:
+		d.pending[k] = w
+	case w.proposedAt.IsZero():
 		delete(d.pending, k)
-	} else {
-		d.pending[k] = ws
+	default:
+		d.pending[k] = w
+		d.orphans++
 	}
 }
 
 // answerCmd answers every request waiting for command c.
 func (d *Driver) answerCmd(c *paxos.Command, resp Response) {
 	k := cmdKey{c.ClientID, c.Seq}
-	delete(d.proposed, k)
-	ws, ok := d.pending[k]
+	w, ok := d.pending[k]
 	if !ok {
 		return
 	}
 	delete(d.pending, k)
+	if len(w.reqs) == 0 {
+		d.orphans--
+	}
+	ws := w.reqs
 	for _, r := range ws {
 		if r.HTTP && resp.Status == wire.StatusSessionExpired {
 			d.httpSessionExpired(r)
@@ -195,12 +217,13 @@ func (d *Driver) sweepDeadlines(now time.Time) {
 	}
 	clear(d.deadlines[:n])
 	d.deadlines = d.deadlines[n:]
-	// Copies that were never applied here (covered by a peer snapshot, lost with a leader) would
-	// stay in proposed for ever: past a request timeout they no longer hold retries back anyway.
-	if len(d.proposed) > len(d.pending)+1024 {
-		for k, t := range d.proposed {
-			if now.Sub(t) >= d.cfg.RequestTimeout {
-				delete(d.proposed, k)
+	// Orphans whose copy was never applied here (covered by a peer snapshot, lost with a leader)
+	// would stay for ever: past a request timeout they no longer hold retries back anyway.
+	if d.orphans > 1024 {
+		for k, w := range d.pending {
+			if len(w.reqs) == 0 && now.Sub(w.proposedAt) >= d.cfg.RequestTimeout {
+				delete(d.pending, k)
+				d.orphans--
 			}
 		}
 	}
@@ -210,12 +233,13 @@ func (d *Driver) sweepDeadlines(now time.Time) {
 }
 
 func (d *Driver) failPending(st wire.Status) {
-	for k, ws := range d.pending {
-		for _, r := range ws {
+	for k, w := range d.pending {
+		for _, r := range w.reqs {
 			d.answer(r, Response{Status: st})
 		}
 		delete(d.pending, k)
 	}
+	d.orphans = 0
 	for _, r := range d.readWait {
 		d.answer(r, Response{Status: st})
 	}
@@ -223,7 +247,6 @@ func (d *Driver) failPending(st wire.Status) {
 		d.answer(r, Response{Status: st})
 	}
 	d.readWait, d.deadlines, d.httpSess.waiting = nil, nil, nil
-	clear(d.proposed)
 }
 
 // httpSessionsMax is how many sessions the driver keeps for HTTP requests. HTTP clients have no

@@ -234,6 +234,12 @@ func (h *LatencyHistogram) observe(ns int64) {
 
 type cmdKey struct{ client, seq uint64 }
 
+// waiters are the requests waiting for one command, and when its last copy was proposed here.
+type waiters struct {
+	reqs       []*Request
+	proposedAt time.Time
+}
+
 type afterItem struct {
 	seq  uint64
 	msgs []paxos.Message
@@ -252,11 +258,14 @@ type Driver struct {
 	state *kv.State
 	rng   *rand.Rand
 
-	pending map[cmdKey][]*Request
-	// proposed says when this replica last proposed (or forwarded) a copy of a command that has
-	// not been applied or dropped since: a client's retry of it then waits for that copy instead
-	// of queueing another (see Submit).
-	proposed     map[cmdKey]time.Time
+	// pending holds, per command (client, seq), the requests waiting for it and when this replica
+	// last proposed (or forwarded) a copy that has not been applied or dropped since: a client's
+	// retry then waits for that copy instead of queueing another (see Submit). An entry whose
+	// requests all went (timed out) while its copy is in flight is an orphan: kept for retries,
+	// pruned a request timeout after the copy was proposed.
+	pending      map[cmdKey]waiters
+	orphans      int
+	now          time.Time // the clock at the last Begin
 	proposeBuf   []paxos.Command
 	proposeReqs  []*Request
 	afterQ       []afterItem
@@ -298,7 +307,7 @@ func New(cfg Config, clock Clock, store Storage, tr Transport, exec Executor, ho
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger, clock: clock, store: store, tr: tr, exec: exec, hooks: hooks,
 		core: core, state: state, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.Core.ID))),
-		pending: map[cmdKey][]*Request{}, proposed: map[cmdKey]time.Time{}, lastSnap: state.Applied(), lastTick: clock.Now(), leaderSeen: clock.Now(),
+		pending: map[cmdKey]waiters{}, now: clock.Now(), lastSnap: state.Applied(), lastTick: clock.Now(), leaderSeen: clock.Now(),
 		snapSending: map[paxos.ReplicaID]bool{}, stats: &Stats{}}
 	d.snapJitter = d.rng.Float64() / 2 // from the first cycle on: replicas start together
 	return d, nil
@@ -317,7 +326,7 @@ func (d *Driver) Stats() *Stats { return d.stats }
 func (d *Driver) Failed() error { return d.failed }
 
 // Pending is the number of client commands waiting for their answer.
-func (d *Driver) Pending() int { return len(d.pending) }
+func (d *Driver) Pending() int { return len(d.pending) - d.orphans }
 
 // SnapshotSlot is the slot of the latest snapshot saved.
 func (d *Driver) SnapshotSlot() uint64 { return d.lastSnap }
@@ -334,6 +343,7 @@ func (d *Driver) Begin() {
 		return
 	}
 	now := d.clock.Now()
+	d.now = now
 	if d.cfg.Mutation != MutTickerTicks {
 		n := now.Sub(d.lastTick) / d.cfg.TickInterval
 		for i := time.Duration(0); i < min(n, maxCatchUpTicks); i++ {
