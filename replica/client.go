@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -29,12 +30,14 @@ type front struct {
 	status  func() (Status, bool)           // asks the loop (see Server.Status)
 	metrics func(*fasthttp.RequestCtx)      // /metrics; reads what the loop published, never waits for it
 	ln      net.Listener                    // binary protocol
-	connSem chan struct{}                   // one token per open binary connection
+	table   *connTable                      // open binary connections: caps, idle eviction
+	refuse  *refusalLog                     // refused and broken connections, logged at a bounded rate
 	conns   sync.WaitGroup                  // binary connections still being served
 	replies map[*clientConn][]wire.Response // binary replies of this loop iteration, per connection: the loop's own
 }
 
-// serveClients accepts binary-protocol connections, up to ClientConnsMax at once.
+// serveClients accepts binary-protocol connections, within the connection table's limits (see
+// connTable): per source, and globally with idle connections evicted to make room.
 func (s *front) serveClients(ctx context.Context) {
 	for {
 		c, err := s.ln.Accept()
@@ -42,19 +45,27 @@ func (s *front) serveClients(ctx context.Context) {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			s.log.Warn("client accept", "err", err)
+			s.refuse.refuse("client accept failed", "", err.Error())
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		select {
-		case s.connSem <- struct{}{}:
-		default:
-			s.stats.badClientConns.Add(1)
-			c.Close() // over the connection limit
+		now := time.Now()
+		cc := &clientConn{s: s, c: c, source: sourceOf(c.RemoteAddr()), out: make(chan []wire.Response, s.cfg.ClientInflightMax),
+			slots: make(chan struct{}, s.cfg.ClientInflightMax), quit: make(chan struct{}), dead: make(chan struct{})}
+		cc.touch(now)
+		victim, why := s.table.admit(cc, cc.source, now)
+		if why != "" {
+			s.stats.refusedClientConns.Add(1)
+			s.refuse.refuse("refused client connection", c.RemoteAddr().String(), why)
+			c.Close()
 			continue
 		}
+		if victim != nil {
+			s.stats.evictedClientConns.Add(1)
+			victim.kill() // its reader sees the close and ends the connection
+		}
 		s.conns.Add(1)
-		go s.serveClient(ctx, c)
+		go s.serveClient(ctx, cc)
 	}
 }
 
@@ -64,34 +75,39 @@ func (s *front) serveClients(ctx context.Context) {
 // the loop will push and the loop never blocks on a slow client: the reader stops reading instead.
 // Replies that arrive after the connection died land in out and are collected with it.
 type clientConn struct {
-	s     *front
-	c     net.Conn
-	out   chan []wire.Response
-	slots chan struct{}
-	quit  chan struct{} // closed when the reader is done: the writer stops
-	dead  chan struct{} // closed by the writer when a write fails: the reader stops
+	s          *front
+	c          net.Conn
+	source     string       // remote host: connections are capped per source
+	lastActive atomic.Int64 // unix ns of the last request read (see connTable)
+	out        chan []wire.Response
+	slots      chan struct{}
+	quit       chan struct{} // closed when the reader is done: the writer stops
+	dead       chan struct{} // closed by the writer when a write fails: the reader stops
 }
 
 var errClientWrite = errors.New("client connection write failed")
 
-func (s *front) serveClient(ctx context.Context, c net.Conn) {
+func (s *front) serveClient(ctx context.Context, cc *clientConn) {
+	c := cc.c
 	defer s.conns.Done()
-	defer func() { <-s.connSem }()
+	defer s.table.remove(cc)
 	// The reader blocks in Read: closing the connection is what ends it at shutdown.
 	defer context.AfterFunc(ctx, func() { c.Close() })()
 	s.stats.clientConns.Add(1)
 	defer s.stats.clientConns.Add(-1)
-	cc := &clientConn{s: s, c: c, out: make(chan []wire.Response, s.cfg.ClientInflightMax),
-		slots: make(chan struct{}, s.cfg.ClientInflightMax), quit: make(chan struct{}), dead: make(chan struct{})}
 	done := make(chan struct{})
 	go func() {
 		cc.writeLoop()
 		close(done)
 	}()
 	err := cc.readLoop(ctx)
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errClientWrite) && ctx.Err() == nil {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		s.stats.idleClientConns.Add(1) // idle past ClientIdleTimeout: closed quietly
+	case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errClientWrite) && ctx.Err() == nil:
 		s.stats.badClientConns.Add(1)
-		s.log.Warn("closing client connection", "remote", c.RemoteAddr().String(), "err", err)
+		s.refuse.refuse("closing client connection", c.RemoteAddr().String(), err.Error())
 	}
 	c.Close()
 	close(cc.quit)
@@ -103,10 +119,19 @@ func (cc *clientConn) readLoop(ctx context.Context) error {
 	rd := wire.NewReader(cc.c, s.cfg.ClientFrameBytesMax, wire.ClientRequestTypes)
 	var req wire.Request
 	for {
+		// A connection with nothing in flight and nothing to say for ClientIdleTimeout is closed:
+		// a silent connection must not hold a slot for ever. Requests in flight keep it open (only
+		// this reader adds to slots, so while it waits here idle, it stays idle).
+		if len(cc.slots) == 0 {
+			cc.c.SetReadDeadline(time.Now().Add(s.cfg.ClientIdleTimeout))
+		} else {
+			cc.c.SetReadDeadline(time.Time{})
+		}
 		_, payload, err := rd.Next()
 		if err != nil {
-			return err
+			return err // a timeout here means idle (or stalled mid-frame) for ClientIdleTimeout
 		}
+		cc.touch(time.Now())
 		if _, err := wire.DecodeRequest(payload, &req); err != nil {
 			return err // malformed: close, with the reason logged
 		}

@@ -65,14 +65,22 @@ type Config struct {
 	PeerFrameBytesMax   int // a snapshot travels in one peer frame: this bounds the state size too
 	ClientFrameBytesMax int
 	ClientConnsMax      int
-	ClientInflightMax   int // per binary connection
-	PeerQueueMax        int // messages waiting for one peer's writer; more are dropped (Paxos tolerates loss)
-	PeerQueueBytesMax   int // and their approximate bytes
-	RequestQueueMax     int // client requests waiting for the loop; more are refused Busy
-	RequestTimeout      time.Duration
-	HandshakeTimeout    time.Duration
-	UnauthenticatedMax  int // peer connections still in their handshake
-	Logger              *slog.Logger
+	// ClientConnsPerSourceMax caps the binary connections of one source host; at ClientConnsMax
+	// a new connection evicts the one idle longest (no request in flight for ClientEvictIdleAfter);
+	// a connection idle for ClientIdleTimeout is closed. HTTP keeps its own per-source cap.
+	ClientConnsPerSourceMax int
+	ClientEvictIdleAfter    time.Duration
+	ClientIdleTimeout       time.Duration
+	ClientInflightMax       int // per binary connection
+	PeerQueueMax            int // messages waiting for one peer's writer; more are dropped (Paxos tolerates loss)
+	PeerQueueBytesMax       int // and their approximate bytes
+	RequestQueueMax         int // client requests waiting for the loop; more are refused Busy
+	RequestTimeout          time.Duration
+	HandshakeTimeout        time.Duration
+	UnauthenticatedMax      int // peer connections still in their handshake
+	// UnauthenticatedPerSourceMax is how many of those one source host may hold.
+	UnauthenticatedPerSourceMax int
+	Logger                      *slog.Logger
 	// Disk configures the store (queue bounds, memtable size, fault injection in tests); its
 	// Logger defaults to Logger.
 	Disk        disk.Options
@@ -97,10 +105,12 @@ func DefaultConfig(id paxos.ReplicaID, peers, clients, https map[paxos.ReplicaID
 		Core: core, TickInterval: 10 * time.Millisecond, Fsync: true, SnapshotEverySlots: 100_000, SnapshotEveryBytes: 64 << 20,
 		KeyBytesMax: 1 << 10, ValueBytesMax: 64 << 10,
 		PeerFrameBytesMax: 256 << 20, ClientFrameBytesMax: 1 << 20,
-		ClientConnsMax: 1024, ClientInflightMax: 1024, PeerQueueMax: 1 << 16, PeerQueueBytesMax: 512 << 20,
+		ClientConnsMax: 1024, ClientConnsPerSourceMax: 256, ClientEvictIdleAfter: time.Second, ClientIdleTimeout: 2 * time.Minute,
+		ClientInflightMax: 1024, PeerQueueMax: 1 << 16, PeerQueueBytesMax: 512 << 20,
 		RequestQueueMax: 1 << 16,
 		RequestTimeout:  10 * time.Second, HandshakeTimeout: 2 * time.Second, UnauthenticatedMax: 32,
-		Logger: slog.Default(),
+		UnauthenticatedPerSourceMax: 4,
+		Logger:                      slog.Default(),
 	}
 }
 
@@ -126,6 +136,8 @@ func (c *Config) validate() error {
 		return bad("tick, request and handshake durations must be positive")
 	case c.KeyBytesMax <= 0 || c.ValueBytesMax <= 0 || c.ClientFrameBytesMax < c.KeyBytesMax+c.ValueBytesMax+64:
 		return bad("key %d / value %d limits do not fit the client frame limit %d", c.KeyBytesMax, c.ValueBytesMax, c.ClientFrameBytesMax)
+	case c.ClientConnsPerSourceMax <= 0 || c.ClientEvictIdleAfter <= 0 || c.ClientIdleTimeout <= 0 || c.UnauthenticatedPerSourceMax <= 0:
+		return fmt.Errorf("%w: client connection limits and timeouts must be positive", ErrConfig)
 	case c.PeerFrameBytesMax <= 0 || c.ClientConnsMax <= 0 || c.ClientInflightMax <= 0 ||
 		c.PeerQueueMax <= 0 || c.PeerQueueBytesMax < c.PeerFrameBytesMax || c.RequestQueueMax <= 0 || c.UnauthenticatedMax <= 0:
 		return bad("every limit must be positive")

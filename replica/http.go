@@ -16,7 +16,7 @@ import (
 	"github.com/sofadb/sofadb/wire"
 )
 
-func (s *front) newHTTPServer() *fasthttp.Server {
+func (s *front) newHTTPServer(connState func(net.Conn, fasthttp.ConnState)) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:               s.handleHTTP,
 		Name:                  "sofadb",
@@ -26,12 +26,17 @@ func (s *front) newHTTPServer() *fasthttp.Server {
 		// The request line carries the key, percent-encoded at worst three bytes per byte: the
 		// header buffer must hold it, or fasthttp answers 431 below -key-max (issue 11, bug 3).
 		ReadBufferSize: 3*s.cfg.KeyBytesMax + 4096,
-		Concurrency:    s.cfg.ClientConnsMax,
-		ReadTimeout:    30 * time.Second,
-		WriteTimeout:   30 * time.Second,
-		IdleTimeout:    60 * time.Second,
-		Logger:         httpLogger{s},
-		ErrorHandler:   s.httpError,
+		// Connections are admitted by an httpListener (per-source cap, idle eviction at the
+		// global cap): fasthttp's own limit answered 503 to every new client once silent
+		// connections filled it. Its Concurrency is only a backstop above ours.
+		Concurrency: 2 * s.cfg.ClientConnsMax,
+		ConnState:   connState,
+		// A request must arrive whole within ReadTimeout (slowloris).
+		ReadTimeout:  10 * time.Second,
+		WriteTimeout: 30 * time.Second,
+		IdleTimeout:  60 * time.Second,
+		Logger:       httpLogger{s},
+		ErrorHandler: s.httpError,
 	}
 }
 
@@ -58,8 +63,9 @@ func (s *front) httpError(ctx *fasthttp.RequestCtx, err error) {
 
 type httpLogger struct{ s *front }
 
+// Printf logs fasthttp's complaints (mostly broken connections) at a bounded rate.
 func (l httpLogger) Printf(format string, args ...any) {
-	l.s.log.Warn("http: " + fmt.Sprintf(format, args...))
+	l.s.refuse.refuse("http connection error", "", fmt.Sprintf(format, args...))
 }
 
 var kvPrefix = []byte("/kv/")

@@ -31,6 +31,8 @@ func (s *Server) loop(ctx context.Context) error {
 			d.Begin()
 			d.OnTicker()
 			s.publish()
+			s.fr.refuse.flush()
+			s.tr.refuse.flush()
 		case m := <-s.peerIn:
 			d.Begin()
 			d.Step(&m)

@@ -96,7 +96,10 @@ func (c sofaCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("busy_total", "Requests refused because a queue was full.", ds.Busy.Load()+s.stats.busy.Load())
 	counter("leaderless_refusals_total", "Requests refused at once because no leader was known for several election timeouts.", ds.Leaderless.Load())
 	counter("coalesced_retries_total", "Client retries that waited for a copy of their command already proposed instead of proposing another.", ds.Coalesced.Load())
-	counter("bad_client_connections_total", "Client connections closed for malformed input or over the limit.", s.stats.badClientConns.Load())
+	counter("bad_client_connections_total", "Binary client connections closed for malformed input.", s.stats.badClientConns.Load())
+	counter("refused_client_connections_total", "Binary client connections refused at accept: over the per-source or the global limit with none idle to evict.", s.stats.refusedClientConns.Load())
+	counter("evicted_client_connections_total", "Binary client connections closed to make room: the one idle longest when the table was full.", s.stats.evictedClientConns.Load())
+	counter("idle_client_connections_closed_total", "Binary client connections closed after the idle timeout with nothing in flight.", s.stats.idleClientConns.Load())
 	counter("peer_handshakes_refused_total", "Peer connections refused (no key, unknown peer, garbage).", s.tr.refused.Load())
 	counter("peer_identity_conflicts_total", "Peer handshakes refused because another process already holds the peer's replica id.", s.tr.conflicts.Load())
 	for code := range ds.Replies {

@@ -29,8 +29,14 @@ type transport struct {
 	book    *peerBook     // the identity behind each peer id
 	peers   map[paxos.ReplicaID]*peer
 	unauth  chan struct{} // semaphore: connections still in their handshake
-	ln      net.Listener
-	wg      sync.WaitGroup
+	// unauthBy counts connections in their handshake per source host: one source may hold at most
+	// UnauthenticatedPerSourceMax of the UnauthenticatedMax slots, so silent connections from one
+	// place cannot keep a restarted peer out (64 of them jammed a peer port for a 35 s flood).
+	unauthMu sync.Mutex
+	unauthBy map[string]int
+	refuse   *refusalLog
+	ln       net.Listener
+	wg       sync.WaitGroup
 
 	refused   atomic.Uint64 // handshakes that failed (wrong key, unknown peer, garbage, timeout)
 	conflicts atomic.Uint64 // handshakes refused because a peer's identity is not the one known for its id
@@ -77,7 +83,7 @@ func (p *peer) setFailure(err error) {
 func newTransport(cfg *Config, log *slog.Logger, ident wire.Identity, book *peerBook,
 	deliver func(context.Context, paxos.Message) bool) *transport {
 	t := &transport{cfg: cfg, log: log, deliver: deliver, self: cfg.ID, ident: ident, book: book, peers: map[paxos.ReplicaID]*peer{},
-		unauth: make(chan struct{}, cfg.UnauthenticatedMax)}
+		unauth: make(chan struct{}, cfg.UnauthenticatedMax), unauthBy: map[string]int{}, refuse: newRefusalLog(log, refusalLogInterval)}
 	for id, addr := range cfg.PeerAddrs {
 		if id != t.self {
 			t.peers[id] = &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1)}
@@ -347,28 +353,54 @@ func (t *transport) acceptLoop(ctx context.Context) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		select {
-		case t.unauth <- struct{}{}:
-		default: // too many half-open connections: refuse rather than queue without bound
+		src := sourceOf(c.RemoteAddr())
+		if !t.takeUnauth(src) { // too many half-open connections: refuse rather than queue without bound
 			t.refused.Add(1)
+			t.refuse.refuse("refused peer connection", c.RemoteAddr().String(), "too many connections in their handshake")
 			c.Close()
 			continue
 		}
 		t.wg.Add(1)
-		go t.serveAccepted(ctx, c)
+		go t.serveAccepted(ctx, c, src)
+	}
+}
+
+// takeUnauth reserves a handshake slot for a connection from src: one of UnauthenticatedMax, and
+// one of UnauthenticatedPerSourceMax for that source.
+func (t *transport) takeUnauth(src string) bool {
+	t.unauthMu.Lock()
+	defer t.unauthMu.Unlock()
+	if t.unauthBy[src] >= t.cfg.UnauthenticatedPerSourceMax {
+		return false
+	}
+	select {
+	case t.unauth <- struct{}{}:
+	default:
+		return false
+	}
+	t.unauthBy[src]++
+	return true
+}
+
+func (t *transport) releaseUnauth(src string) {
+	t.unauthMu.Lock()
+	defer t.unauthMu.Unlock()
+	<-t.unauth
+	if t.unauthBy[src]--; t.unauthBy[src] <= 0 {
+		delete(t.unauthBy, src)
 	}
 }
 
 // serveAccepted authenticates an incoming connection and then reads it for as long as it lives.
-func (t *transport) serveAccepted(ctx context.Context, c net.Conn) {
+func (t *transport) serveAccepted(ctx context.Context, c net.Conn, src string) {
 	defer t.wg.Done()
 	c.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
 	rd := wire.NewReader(c, handshakeFrameBytesMax, wire.HandshakeTypes)
 	from, err := t.respond(c, rd)
-	<-t.unauth
+	t.releaseUnauth(src)
 	if err != nil {
 		t.refused.Add(1)
-		t.log.Warn("refused peer connection", "remote", c.RemoteAddr().String(), "err", err)
+		t.refuse.refuse("refused peer connection", c.RemoteAddr().String(), err.Error())
 		c.Close()
 		return
 	}

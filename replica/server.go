@@ -47,12 +47,18 @@ type Server struct {
 // serverStats are the process shell's counters, read by /metrics from other goroutines (the
 // driver keeps its own: driver.Stats).
 type serverStats struct {
-	busy           atomic.Uint64 // requests refused before reaching the loop (its queue was full)
-	badRequests    atomic.Uint64 // requests refused as malformed before reaching the loop (400 / BadRequest)
-	tooLarge       atomic.Uint64 // requests refused over a limit before reaching the loop (413 / TooLarge)
-	badClientConns atomic.Uint64
-	clientConns    atomic.Int64
+	busy               atomic.Uint64 // requests refused before reaching the loop (its queue was full)
+	badRequests        atomic.Uint64 // requests refused as malformed before reaching the loop (400 / BadRequest)
+	tooLarge           atomic.Uint64 // requests refused over a limit before reaching the loop (413 / TooLarge)
+	badClientConns     atomic.Uint64 // closed for malformed input
+	refusedClientConns atomic.Uint64 // refused at accept: over a connection limit
+	evictedClientConns atomic.Uint64 // closed to make room: idle the longest when the table was full
+	idleClientConns    atomic.Uint64 // closed after ClientIdleTimeout with nothing in flight
+	clientConns        atomic.Int64
 }
+
+// refusalLogInterval is how often refused connections are summed up in the log (see refusalLog).
+const refusalLogInterval = 10 * time.Second
 
 // New opens the replica's data directory and rebuilds its state: the latest snapshot, then the
 // durable acceptor state the core replays from.
@@ -122,14 +128,21 @@ func New(cfg Config) (*Server, error) {
 		peerIn: make(chan paxos.Message, 4096), reqs: make(chan *driver.Request, cfg.RequestQueueMax),
 		statusReq: make(chan chan Status), stopped: make(chan struct{})}
 	s.fr = &front{cfg: &s.cfg, log: s.log, stats: &s.stats, reqs: s.reqs, stopped: s.stopped, status: s.Status,
-		ln: lns.client, replies: map[*clientConn][]wire.Response{}, connSem: make(chan struct{}, cfg.ClientConnsMax)}
-	s.httpLn = lns.http
+		ln: lns.client, replies: map[*clientConn][]wire.Response{},
+		table:  newConnTable(cfg.ClientConnsMax, cfg.ClientConnsPerSourceMax, cfg.ClientEvictIdleAfter),
+		refuse: newRefusalLog(s.log, refusalLogInterval)}
+	var connState func(net.Conn, fasthttp.ConnState)
+	if lns.http != nil {
+		hl := &httpListener{Listener: lns.http, table: newConnTable(cfg.ClientConnsMax, cfg.ClientConnsPerSourceMax, cfg.ClientEvictIdleAfter),
+			refuse: s.fr.refuse, stats: &s.stats}
+		s.httpLn, connState = hl, hl.connState
+	}
 	s.exec = newExecutor(16)
 	s.bgDone = s.exec.done
 	s.tr = newTransport(&s.cfg, s.log, ident, book, s.deliver)
 	s.tr.ln = lns.peer
 	if s.httpLn != nil {
-		s.httpSrv = s.fr.newHTTPServer()
+		s.httpSrv = s.fr.newHTTPServer(connState)
 	}
 	dcfg := driver.Config{Core: cfg.Core, TickInterval: cfg.TickInterval, ReadMode: cfg.ReadMode, Redirect: cfg.Redirect,
 		Fsync: cfg.Fsync, SnapshotEverySlots: cfg.SnapshotEverySlots, SnapshotEveryBytes: cfg.SnapshotEveryBytes,

@@ -70,7 +70,9 @@ func run(args []string) error {
 	keyMax := fs.Int("key-max", def.KeyBytesMax, "largest key accepted, bytes (larger: 413 / TooLarge)")
 	valueMax := fs.Int("value-max", def.ValueBytesMax, "largest value accepted, bytes (larger: 413 / TooLarge)")
 	peerFrame := fs.Int("peer-frame-max", def.PeerFrameBytesMax, "largest peer frame, bytes; a snapshot must fit in one")
-	conns := fs.Int("max-conns", def.ClientConnsMax, "client connections per API")
+	conns := fs.Int("max-conns", def.ClientConnsMax, "client connections per API; at the limit a new binary connection evicts the one idle longest")
+	connsPerSource := fs.Int("max-conns-per-source", def.ClientConnsPerSourceMax, "client connections per API from one source host")
+	idleTimeout := fs.Duration("client-idle-timeout", def.ClientIdleTimeout, "a binary connection with nothing in flight and nothing sent for this long is closed")
 	inflightReq := fs.Int("max-inflight", def.ClientInflightMax, "requests in flight per binary connection (the reader waits beyond it)")
 	timeout := fs.Duration("request-timeout", def.RequestTimeout, "a request not answered by then gets Unavailable (outcome unknown)")
 	listenPeer := fs.String("listen-peer", "", "address to bind for peers when it differs from this replica's -peers entry (which the others dial), e.g. 0.0.0.0:7001 in a container")
@@ -139,6 +141,7 @@ func run(args []string) error {
 	cfg.SnapshotEverySlots, cfg.SnapshotEveryBytes = *snapEvery, *snapBytes
 	cfg.KeyBytesMax, cfg.ValueBytesMax = *keyMax, *valueMax
 	cfg.PeerFrameBytesMax, cfg.ClientConnsMax, cfg.ClientInflightMax, cfg.RequestTimeout = *peerFrame, *conns, *inflightReq, *timeout
+	cfg.ClientConnsPerSourceMax, cfg.ClientIdleTimeout = *connsPerSource, *idleTimeout
 	cfg.ClientFrameBytesMax = max(cfg.ClientFrameBytesMax, *keyMax+*valueMax+1024)
 	s, err := replica.New(cfg)
 	if err != nil {
@@ -174,7 +177,7 @@ func checkFlags(fs *flag.FlagSet, dataDir string) error {
 		problems = append(problems, fmt.Sprintf("unexpected arguments %q (every setting is a -flag)", fs.Args()))
 	}
 	for _, name := range []string{"batch-bytes", "inflight-slots", "inflight-bytes", "key-max", "value-max", "peer-frame-max",
-		"max-conns", "max-inflight", "heartbeat-ticks", "election-ticks", "lease-drift-ticks"} {
+		"max-conns", "max-conns-per-source", "max-inflight", "heartbeat-ticks", "election-ticks", "lease-drift-ticks"} {
 		if v, err := strconv.ParseInt(fs.Lookup(name).Value.String(), 10, 64); err == nil && v < 0 {
 			problems = append(problems, fmt.Sprintf("-%s %d: must not be negative", name, v))
 		}
