@@ -599,6 +599,10 @@ func (d *Driver) OnDurable() {
 // fail fences the replica after a disk failure: it acknowledges nothing, steps and ticks the core
 // no more and sends nothing further, so it stops leading (the others elect a healthy leader when
 // its heartbeats stop), and its memory stops growing. Status keeps answering and says why.
+// Fence stops the replica acknowledging anything, as a failed disk does, for a reason the shell
+// found (a file system about to fill): clients get Unavailable, Failed reports err.
+func (d *Driver) Fence(err error) { d.fail(err) }
+
 func (d *Driver) fail(err error) {
 	if d.failed != nil {
 		return

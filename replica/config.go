@@ -83,8 +83,13 @@ type Config struct {
 	Logger                      *slog.Logger
 	// Disk configures the store (queue bounds, memtable size, fault injection in tests); its
 	// Logger defaults to Logger.
-	Disk        disk.Options
-	DisableHTTP bool
+	Disk disk.Options
+	// DiskHeadroomBytes is the free space below which the replica fences itself (see
+	// diskspace.go); 0 means two memtables and 64 MiB. FreeBytes reads the free space of a
+	// directory's file system (nil: statfs; tests replace it).
+	DiskHeadroomBytes int64
+	FreeBytes         func(dir string) (uint64, error)
+	DisableHTTP       bool
 }
 
 // DefaultConfig returns a configuration for replica id in a cluster with the given addresses.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -56,6 +57,13 @@ func startInProcess(t *testing.T, failStep string, failErr error) *inProcessClus
 				return failErr
 			}
 			return nil
+		}
+		// "space": the file system runs low (1 MiB free) instead of failing an operation.
+		cfg.FreeBytes = func(string) (uint64, error) {
+			if failStep == "space" && c.faulty[i].Load() {
+				return 1 << 20, nil
+			}
+			return 1 << 40, nil
 		}
 		s, err := replica.New(cfg)
 		if err != nil {
@@ -113,7 +121,7 @@ func TestFailedDiskStopsAcknowledgingAndSaysSo(t *testing.T) {
 	for _, tc := range []struct {
 		step string
 		err  error
-	}{{"sync", syscall.EIO}, {"write", syscall.ENOSPC}} {
+	}{{"sync", syscall.EIO}, {"write", syscall.ENOSPC}, {"space", nil}} {
 		t.Run(fmt.Sprintf("%s-%v", tc.step, tc.err), func(t *testing.T) {
 			c := startInProcess(t, tc.step, tc.err)
 			li := c.leader(t)
@@ -135,6 +143,9 @@ func TestFailedDiskStopsAcknowledgingAndSaysSo(t *testing.T) {
 				st, _ := c.servers[li].Status()
 				if st.DiskError != "" {
 					t.Logf("status after %d writes: disk_error=%q", n, st.DiskError)
+					if tc.step == "space" && !strings.Contains(st.DiskError, "disk nearly full: 1 MiB free") {
+						t.Errorf("a file system running low fenced with %q, want the free space and the headroom named", st.DiskError)
+					}
 					break
 				}
 				if time.Now().After(deadline) {
@@ -164,6 +175,13 @@ func TestFailedDiskStopsAcknowledgingAndSaysSo(t *testing.T) {
 			for i := range 20 {
 				if st := put(t, other, fmt.Sprint("healthy", i), "v"); st != wire.StatusOK {
 					t.Fatalf("the healthy majority stopped serving: write %d got %v", i, st)
+				}
+			}
+			// Every write the fenced replica acknowledged is there.
+			for i := range 20 {
+				res, err := other.Do(context.Background(), kv.OpGet, []byte(fmt.Sprint("before", i)), nil)
+				if err != nil || res.Status != wire.StatusOK || string(res.Value) != "v" {
+					t.Fatalf("acknowledged write before%d after the fence: %v %v", i, res, err)
 				}
 			}
 		})

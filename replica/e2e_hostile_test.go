@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sofadb/sofadb/bench/cluster"
 	"github.com/sofadb/sofadb/kv"
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
@@ -194,5 +195,40 @@ func TestE2EBadConnectionFloodLogsBoundedLines(t *testing.T) {
 	})
 	if lines := strings.Count(p.Log(), "closing client connection") - lines0; lines > 3 {
 		t.Errorf("500 garbage connections wrote %d log lines, want at most a few", lines)
+	}
+}
+
+// TestE2EReplicaFencesOnLowDiskSpace (issue 12, item 3): a full file system killed the replica
+// with SIGBUS. The replica now reads its file system's free space (statfs) and fences itself below
+// -disk-headroom, saying why in its log and /status; the others carry on. Here one replica is told
+// to keep an exabyte free, which no disk has, so the real statfs path fences it at start.
+func TestE2EReplicaFencesOnLowDiskSpace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts replica processes")
+	}
+	c := cluster.StartT(t, cluster.Options{N: 3, ReplicaFlags: map[int][]string{3: {"-disk-headroom", "1152921504606846976"}}})
+	waitLog(t, c.Replica(3), "low disk", "DISK NEARLY FULL")
+	waitFor(t, 5*time.Second, "the fence in /status", func() bool {
+		st, err := c.Status(3)
+		return err == nil && strings.Contains(st.DiskError, "disk nearly full")
+	})
+	leader := 0 // the fenced replica follows no one: find the leader among the healthy two
+	waitFor(t, 10*time.Second, "a healthy replica to lead", func() bool {
+		for _, id := range []int{1, 2} {
+			if st, err := c.Status(id); err == nil && st.Role == "leader" {
+				leader = id
+				return true
+			}
+		}
+		return false
+	})
+	conn := dial(t, c.ClientAddr(leader))
+	for i := range 20 {
+		key := fmt.Sprintf("low-disk-%d", i)
+		expect(t, "put "+key, do(t, conn, kv.OpPut, key, "v"), wire.StatusOK, "")
+	}
+	h := newHTTPClient(5 * time.Second)
+	if r, err := h.do("PUT", c.HTTPAddr(3), "/kv/on-the-fenced", []byte("v")); err != nil || r.code != 503 {
+		t.Errorf("PUT to the fenced replica: %v %v, want 503", r.code, err)
 	}
 }

@@ -49,6 +49,9 @@ func (s *Server) loop(ctx context.Context) error {
 		case <-s.store.DurableC():
 			d.Begin()
 			d.OnDurable()
+		case err := <-s.diskLow:
+			d.Begin()
+			d.Fence(err)
 		case done := <-s.bgDone:
 			d.Begin()
 			done()

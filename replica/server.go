@@ -35,6 +35,7 @@ type Server struct {
 	statusReq chan chan Status
 	published atomic.Pointer[Status] // the loop's status, published once per tick for /metrics
 	bgDone    <-chan func()
+	diskLow   chan error    // the disk watcher's reason to fence (see diskspace.go)
 	stopped   chan struct{} // closed when the loop has returned: nobody answers requests any more
 
 	fr      *front // what client connections and HTTP handlers see
@@ -76,6 +77,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Disk.Logger == nil {
 		cfg.Disk.Logger = cfg.Logger
+	}
+	if cfg.DiskHeadroomBytes == 0 {
+		mem := cfg.Disk.MemTableBytes
+		if mem == 0 {
+			mem = 32 << 20 // disk's default
+		}
+		cfg.DiskHeadroomBytes = defaultHeadroom(mem)
 	}
 	// The ports are bound before the data directory is opened: a port already taken (a second
 	// copy of this replica, a typo) fails at once with the address named, not after recovery
@@ -126,7 +134,7 @@ func New(cfg Config) (*Server, error) {
 	cfg.Core.Seed ^= uint64(time.Now().UnixNano()) // a restarted replica must not replay its old timeouts
 	s := &Server{cfg: cfg, log: cfg.Logger.With("replica", cfg.ID), store: store,
 		peerIn: make(chan paxos.Message, 4096), reqs: make(chan *driver.Request, cfg.RequestQueueMax),
-		statusReq: make(chan chan Status), stopped: make(chan struct{})}
+		statusReq: make(chan chan Status), stopped: make(chan struct{}), diskLow: make(chan error, 1)}
 	s.fr = &front{cfg: &s.cfg, log: s.log, stats: &s.stats, reqs: s.reqs, stopped: s.stopped, status: s.Status,
 		ln: lns.client, replies: map[*clientConn][]wire.Response{},
 		table:  newConnTable(cfg.ClientConnsMax, cfg.ClientConnsPerSourceMax, cfg.ClientEvictIdleAfter),
@@ -176,6 +184,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.exec.run(gctx); return nil })
 	g.Go(func() error { s.tr.run(gctx); return nil })
+	g.Go(func() error { s.watchDisk(gctx); return nil })
 	g.Go(func() error { s.fr.serveClients(clientCtx); return nil })
 	if s.httpSrv != nil {
 		g.Go(func() error {
