@@ -34,6 +34,8 @@ type front struct {
 	refuse  *refusalLog                     // refused and broken connections, logged at a bounded rate
 	conns   sync.WaitGroup                  // binary connections still being served
 	replies map[*clientConn][]wire.Response // binary replies of this loop iteration, per connection: the loop's own
+	// inflightBytes are the bytes of client requests handed to the loop and not yet answered.
+	inflightBytes atomic.Int64
 }
 
 // serveClients accepts binary-protocol connections, within the connection table's limits (see
@@ -231,13 +233,33 @@ func (cc *clientConn) writeLoop() {
 	}
 }
 
+// requestOverheadBytes is what a request costs beyond its key and value (structs, closures, the
+// reply), for the byte budget.
+const requestOverheadBytes = 512
+
 // trySubmit hands a client request to the loop, or reports false (counted as Busy) when the loop's
-// queue is full: an overloaded replica sheds load instead of queueing without bound.
+// queue is full or the bytes of the requests not yet answered would pass ClientBytesMax: an
+// overloaded replica sheds load at once instead of queueing without bound. (Four connections
+// pipelining 60 KB PUTs grew a leader to 4 GB and left the cluster without a leader.)
 func (s *front) trySubmit(r *driver.Request) bool {
+	size := int64(len(r.Cmd.Data)) + requestOverheadBytes
+	if s.inflightBytes.Add(size) > s.cfg.ClientBytesMax {
+		s.inflightBytes.Add(-size)
+		s.stats.busy.Add(1)
+		s.stats.busyBytes.Add(1)
+		return false
+	}
+	reply := r.Reply
+	r.Reply = func(resp driver.Response) {
+		s.inflightBytes.Add(-size)
+		reply(resp)
+	}
 	select {
 	case s.reqs <- r:
 		return true
 	default:
+		s.inflightBytes.Add(-size)
+		r.Reply = reply
 		s.stats.busy.Add(1)
 		return false
 	}

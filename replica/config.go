@@ -75,9 +75,12 @@ type Config struct {
 	PeerQueueMax            int // messages waiting for one peer's writer; more are dropped (Paxos tolerates loss)
 	PeerQueueBytesMax       int // and their approximate bytes
 	RequestQueueMax         int // client requests waiting for the loop; more are refused Busy
-	RequestTimeout          time.Duration
-	HandshakeTimeout        time.Duration
-	UnauthenticatedMax      int // peer connections still in their handshake
+	// ClientBytesMax bounds the bytes of client requests taken and not yet answered, over all
+	// connections of both APIs; beyond it requests are refused Busy at once.
+	ClientBytesMax     int64
+	RequestTimeout     time.Duration
+	HandshakeTimeout   time.Duration
+	UnauthenticatedMax int // peer connections still in their handshake
 	// UnauthenticatedPerSourceMax is how many of those one source host may hold.
 	UnauthenticatedPerSourceMax int
 	Logger                      *slog.Logger
@@ -111,7 +114,7 @@ func DefaultConfig(id paxos.ReplicaID, peers, clients, https map[paxos.ReplicaID
 		KeyBytesMax: 1 << 10, ValueBytesMax: 64 << 10,
 		PeerFrameBytesMax: 256 << 20, ClientFrameBytesMax: 1 << 20,
 		ClientConnsMax: 1024, ClientConnsPerSourceMax: 256, ClientEvictIdleAfter: time.Second, ClientIdleTimeout: 2 * time.Minute,
-		ClientInflightMax: 1024, PeerQueueMax: 1 << 16, PeerQueueBytesMax: 512 << 20,
+		ClientInflightMax: 1024, PeerQueueMax: 1 << 16, PeerQueueBytesMax: 64 << 20, ClientBytesMax: 64 << 20,
 		RequestQueueMax: 1 << 16,
 		RequestTimeout:  10 * time.Second, HandshakeTimeout: 2 * time.Second, UnauthenticatedMax: 32,
 		UnauthenticatedPerSourceMax: 4,
@@ -144,7 +147,7 @@ func (c *Config) validate() error {
 	case c.ClientConnsPerSourceMax <= 0 || c.ClientEvictIdleAfter <= 0 || c.ClientIdleTimeout <= 0 || c.UnauthenticatedPerSourceMax <= 0:
 		return fmt.Errorf("%w: client connection limits and timeouts must be positive", ErrConfig)
 	case c.PeerFrameBytesMax <= 0 || c.ClientConnsMax <= 0 || c.ClientInflightMax <= 0 ||
-		c.PeerQueueMax <= 0 || c.PeerQueueBytesMax < c.PeerFrameBytesMax || c.RequestQueueMax <= 0 || c.UnauthenticatedMax <= 0:
+		c.PeerQueueMax <= 0 || c.PeerQueueBytesMax <= 0 || c.ClientBytesMax <= 0 || c.RequestQueueMax <= 0 || c.UnauthenticatedMax <= 0:
 		return bad("every limit must be positive")
 	case c.Core.BatchBytesMax > c.PeerFrameBytesMax/2:
 		return bad("batch bytes %d do not fit a peer frame of %d", c.Core.BatchBytesMax, c.PeerFrameBytesMax)

@@ -232,3 +232,52 @@ func TestE2EReplicaFencesOnLowDiskSpace(t *testing.T) {
 		t.Errorf("PUT to the fenced replica: %v %v, want 503", r.code, err)
 	}
 }
+
+// TestE2ERequestBytesAreBounded (issue 12, item 1, in part): four connections pipelining 60 KB
+// PUTs grew a leader to 4-5 GB (requests were bounded in number, 65,536, not in bytes). The bytes
+// of requests taken and not yet answered are now bounded (-max-request-bytes); beyond it a request
+// is refused Busy at once, and what was taken is answered.
+func TestE2ERequestBytesAreBounded(t *testing.T) {
+	c, leader := startCluster(t, 3, "-max-request-bytes", "1048576")
+	p := c.Replica(leader)
+	conn := dial(t, p.ClientAddr)
+	value := strings.Repeat("v", 60_000)
+	type result struct {
+		status wire.Status
+		err    error
+	}
+	results := make(chan result, 400)
+	for i := range 400 { // 24 MB at once against a 1 MiB budget
+		conn.Go(kv.OpPut, fmt.Appendf(nil, "big-%d", i%50), []byte(value), func(resp *wire.Response, err error) {
+			r := result{err: err}
+			if resp != nil {
+				r.status = resp.Status
+			}
+			results <- r
+		})
+	}
+	busy, ok := 0, 0
+	for range 400 {
+		r := <-results
+		switch {
+		case r.err != nil:
+			t.Fatalf("a pipelined PUT failed: %v", r.err)
+		case r.status == wire.StatusBusy:
+			busy++
+		case r.status == wire.StatusOK:
+			ok++
+		default:
+			t.Errorf("a pipelined PUT got %v", r.status)
+		}
+	}
+	t.Logf("400 pipelined 60 KB PUTs against a 1 MiB budget: %d ok, %d busy", ok, busy)
+	if busy == 0 || ok == 0 {
+		t.Errorf("%d ok, %d busy: want the budget to refuse some at once and the rest to succeed", ok, busy)
+	}
+	if n := metric(t, p, "sofadb_busy_bytes_total"); n == 0 || n > float64(busy) {
+		t.Errorf("sofadb_busy_bytes_total = %v, want the budget's refusals among the %d Busy", n, busy)
+	}
+	waitFor(t, 5*time.Second, "the request bytes to drain", func() bool {
+		return metric(t, p, "sofadb_client_inflight_bytes") == 0
+	})
+}

@@ -94,6 +94,8 @@ func (c sofaCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("log_reads_total", "Reads sent through the log.", ds.LogReads.Load())
 	counter("request_timeouts_total", "Requests answered Unavailable after RequestTimeout.", ds.Timeouts.Load())
 	counter("busy_total", "Requests refused because a queue was full.", ds.Busy.Load()+s.stats.busy.Load())
+	counter("busy_bytes_total", "Requests refused Busy because the bytes of requests not yet answered reached -max-request-bytes.", s.stats.busyBytes.Load())
+	gauge("client_inflight_bytes", "Bytes of client requests taken and not yet answered.", float64(s.fr.inflightBytes.Load()))
 	counter("leaderless_refusals_total", "Requests refused at once because no leader was known for several election timeouts.", ds.Leaderless.Load())
 	counter("coalesced_retries_total", "Client retries that waited for a copy of their command already proposed instead of proposing another.", ds.Coalesced.Load())
 	counter("bad_client_connections_total", "Binary client connections closed for malformed input.", s.stats.badClientConns.Load())

@@ -130,7 +130,8 @@ func (t *transport) send(m *paxos.Message) {
 	}
 	size := messageBytes(m)
 	p.mu.Lock()
-	if len(p.queue) >= t.cfg.PeerQueueMax || p.queueBytes+size > t.cfg.PeerQueueBytesMax {
+	// One message larger than the byte bound (a snapshot) still goes when the queue is empty.
+	if len(p.queue) >= t.cfg.PeerQueueMax || (p.queueBytes > 0 && p.queueBytes+size > t.cfg.PeerQueueBytesMax) {
 		p.mu.Unlock()
 		p.dropped.Add(1)
 		return

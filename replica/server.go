@@ -53,6 +53,7 @@ type serverStats struct {
 	tooLarge           atomic.Uint64 // requests refused over a limit before reaching the loop (413 / TooLarge)
 	badClientConns     atomic.Uint64 // closed for malformed input
 	refusedClientConns atomic.Uint64 // refused at accept: over a connection limit
+	busyBytes          atomic.Uint64 // requests refused Busy because ClientBytesMax was reached
 	evictedClientConns atomic.Uint64 // closed to make room: idle the longest when the table was full
 	idleClientConns    atomic.Uint64 // closed after ClientIdleTimeout with nothing in flight
 	clientConns        atomic.Int64

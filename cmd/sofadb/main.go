@@ -14,6 +14,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -78,6 +79,8 @@ func run(args []string) error {
 	listenPeer := fs.String("listen-peer", "", "address to bind for peers when it differs from this replica's -peers entry (which the others dial), e.g. 0.0.0.0:7001 in a container")
 	listenClient := fs.String("listen-client", "", "address to bind for the binary protocol when it differs from this replica's -clients entry (handed out as a leader hint)")
 	listenHTTP := fs.String("listen-http", "", "address to bind for HTTP when it differs from this replica's -http entry (used in redirects)")
+	reqBytes := fs.Int64("max-request-bytes", def.ClientBytesMax, "bytes of client requests taken and not yet answered, both APIs together; beyond it requests get Busy (HTTP 429) at once")
+	memLimit := fs.Int64("memory-limit", 1<<30, "soft memory limit for the Go runtime (GOMEMLIMIT), bytes: the garbage collector works harder as the heap nears it; 0 leaves the runtime's default (or the GOMEMLIMIT environment variable)")
 	headroom := fs.Int64("disk-headroom", 0, "free space (bytes) on the data directory's file system below which the replica fences itself, before the disk fills; 0 means two memtables and 64 MiB")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	debugAddr := fs.String("debug-addr", "", "serve Go's pprof profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty disables")
@@ -144,6 +147,14 @@ func run(args []string) error {
 	cfg.PeerFrameBytesMax, cfg.ClientConnsMax, cfg.ClientInflightMax, cfg.RequestTimeout = *peerFrame, *conns, *inflightReq, *timeout
 	cfg.ClientConnsPerSourceMax, cfg.ClientIdleTimeout = *connsPerSource, *idleTimeout
 	cfg.DiskHeadroomBytes = *headroom
+	cfg.ClientBytesMax = *reqBytes
+	if *memLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		// Every queue the network can fill is bounded in bytes (requests, the core's queue and
+		// pipeline, peer queues: about 320 MiB with the defaults, plus the log kept until a
+		// snapshot and the state itself); the limit makes the collector return memory before
+		// the process grows past it, instead of at twice the live heap.
+		debug.SetMemoryLimit(*memLimit)
+	}
 	cfg.ClientFrameBytesMax = max(cfg.ClientFrameBytesMax, *keyMax+*valueMax+1024)
 	s, err := replica.New(cfg)
 	if err != nil {
@@ -179,7 +190,7 @@ func checkFlags(fs *flag.FlagSet, dataDir string) error {
 		problems = append(problems, fmt.Sprintf("unexpected arguments %q (every setting is a -flag)", fs.Args()))
 	}
 	for _, name := range []string{"batch-bytes", "inflight-slots", "inflight-bytes", "key-max", "value-max", "peer-frame-max",
-		"max-conns", "max-conns-per-source", "max-inflight", "disk-headroom", "heartbeat-ticks", "election-ticks", "lease-drift-ticks"} {
+		"max-conns", "max-conns-per-source", "max-inflight", "disk-headroom", "max-request-bytes", "memory-limit", "heartbeat-ticks", "election-ticks", "lease-drift-ticks"} {
 		if v, err := strconv.ParseInt(fs.Lookup(name).Value.String(), 10, 64); err == nil && v < 0 {
 			problems = append(problems, fmt.Sprintf("-%s %d: must not be negative", name, v))
 		}
