@@ -105,7 +105,7 @@ func DefaultConfig(id paxos.ReplicaID, peers, clients, https map[paxos.ReplicaID
 	// With a 10 ms tick: heartbeat 20 ms, election 150-300 ms, resend 40 ms.
 	core.HeartbeatTicks, core.ElectionTicks, core.ResendTicks, core.LeaseDriftTicks = 2, 15, 4, 3
 	core.InflightSlotsMax = 256
-	core.InflightBytesMax = 64 << 20
+	core.InflightBytesMax = 8 << 20
 	core.Backoff = true // duel mode only; -backoff=false shows the livelock
 	core.BatchBytesMax = 256 << 10
 	return Config{
