@@ -295,8 +295,11 @@ func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
 	value := []byte(strings.Repeat("x", 60_000))
 	stop := make(chan struct{})
 	done := make(chan struct{})
-	for range 4 {
-		conn := dial(t, c.ClientAddr(leader))
+	var conns []*sofaclient.Conn
+	for range 4 { // every session opens before the burst begins
+		conns = append(conns, dial(t, c.ClientAddr(leader)))
+	}
+	for _, conn := range conns {
 		go func() {
 			sem := make(chan struct{}, 64) // 64 in flight per connection
 			for i := 0; ; i++ {
