@@ -291,6 +291,11 @@ func TestE2ERequestBytesAreBounded(t *testing.T) {
 // the last one ended. With 8 MiB in flight a leader is back, and writes succeed, soon after the
 // burst. (Leadership still churns during the burst: the issue stays open for that.)
 func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
+	if strings.Contains(os.Getenv("SOFADB_BUILD_FLAGS"), "-race") {
+		// Replicas built with the race detector run several times slower, and this is a bound
+		// on time under load: make unit runs it against normal builds.
+		t.Skip("timing-bound under load; run against replicas built without -race (make unit does)")
+	}
 	c, leader := startCluster(t, 3)
 	value := []byte(strings.Repeat("x", 60_000))
 	stop := make(chan struct{})
