@@ -280,6 +280,7 @@ type Driver struct {
 	snapJitter   float64 // this cycle's stretch of the snapshot thresholds, in [0, 0.5)
 	lastTick     time.Time
 	peerSnap     *kv.State // a peer snapshot validated by Step, for installSnapshot
+	validating   uint64    // the slot of the peer snapshot being validated in the background (0: none)
 	snapSending  map[paxos.ReplicaID]bool
 	failed       error
 	leader       paxos.ReplicaID
@@ -423,29 +424,57 @@ func (d *Driver) Stop() {
 // machine cannot read (corrupt, another format version, a slot that disagrees with its contents)
 // must be refused before that, or the next applied slot would be out of order.
 //
+// The restore runs in the background and the core steps the snapshot when it is done: restoring
+// a large state on the loop stalled it for seconds, the ticks credited for the stall fired the
+// election timer before the leader's queued heartbeats were stepped, and a restarted replica
+// deposed the live leader while installing its snapshot, again and again (issue 12, item 8).
+//
 // Several snapshots can arrive in one wake-up (two peers answering one catch-up). The core installs
 // only one newer than everything it holds, and the last one it installs is the newest, so only a
-// snapshot newer than both the chosen prefix and the one already validated is worth validating and
-// keeping: an older one stepped after a newer one used to replace it, and installSnapshot then
-// found the wrong state and fenced the replica.
+// snapshot newer than the chosen prefix, the one already validated and the one being validated is
+// worth validating: an older one stepped after a newer one used to replace it, and installSnapshot
+// then found the wrong state and fenced the replica.
 func (d *Driver) Step(m *paxos.Message) {
 	if d.failed != nil || d.stopped {
 		return // fenced: a replica whose disk failed takes no further part
 	}
-	if m.Type == paxos.MsgSnapshot {
-		if m.Slot <= d.core.Status().Commit || (d.peerSnap != nil && m.Slot <= d.peerSnap.Applied()) {
-			return // the core would ignore it, or holds a newer one already
-		}
-		st := kv.NewState()
-		err := st.Restore(m.Data)
-		if d.cfg.Mutation != MutNoSnapshotCheck && (err != nil || st.Applied() != m.Slot) {
-			d.log.Error("refusing a peer snapshot the state machine cannot use", "peer", m.From, "slot", m.Slot,
-				"restored_slot", st.Applied(), "err", err)
-			return
-		}
-		d.peerSnap = st
+	if m.Type != paxos.MsgSnapshot {
+		d.core.Step(m)
+		return
 	}
-	d.core.Step(m)
+	if d.snapshotStale(m.Slot) || m.Slot <= d.validating {
+		return // the core would ignore it, or a newer one is held or on its way
+	}
+	msg := *m // the message is ours (the transport hands over copies); the job reads only Data
+	d.validating = msg.Slot
+	ok := d.exec.Go(func() func() {
+		st := kv.NewState()
+		err := st.Restore(msg.Data)
+		return func() {
+			if d.validating == msg.Slot {
+				d.validating = 0
+			}
+			if d.failed != nil || d.stopped || d.snapshotStale(msg.Slot) {
+				return
+			}
+			if d.cfg.Mutation != MutNoSnapshotCheck && (err != nil || st.Applied() != msg.Slot) {
+				d.log.Error("refusing a peer snapshot the state machine cannot use", "peer", msg.From, "slot", msg.Slot,
+					"restored_slot", st.Applied(), "err", err)
+				return
+			}
+			d.peerSnap = st
+			d.core.Step(&msg)
+		}
+	})
+	if !ok {
+		d.validating = 0 // the executor is full: the peer offers the snapshot again
+	}
+}
+
+// snapshotStale says a peer snapshot of slot is no use: the core has chosen that far, or holds a
+// validated snapshot at least as new.
+func (d *Driver) snapshotStale(slot uint64) bool {
+	return slot <= d.core.Status().Commit || (d.peerSnap != nil && slot <= d.peerSnap.Applied())
 }
 
 // noteLeader logs every change of leader, so a failover can be reconstructed from the logs.
