@@ -157,19 +157,31 @@ func (t *transport) flush() {
 
 // writeLoop drains the queue into the current connection. Messages queued while there is no
 // connection are dropped: they are stale by the time one exists, and the protocol resends.
+//
+// Small messages go first (the control lane: heartbeats, acknowledgements, prepares, promises and
+// nacks are a few dozen bytes), and one write carries at most bulkBytesPerWrite of larger ones;
+// what is left waits for the next write, which follows at once. Under 60 KB values a heartbeat
+// queued behind tens of megabytes of accepts reached its follower after the election timeout, and
+// the cluster churned through leaders. (A single frame larger than the bound, a snapshot, still
+// goes whole: chunking it is the next step.)
 func (p *peer) writeLoop(ctx context.Context) {
 	defer p.t.wg.Done()
-	var spare []paxos.Message
 	var buf []byte
+	var batch []paxos.Message
+	more := false
 	for {
-		select {
-		case <-ctx.Done():
+		if !more {
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.wake:
+			}
+		} else if ctx.Err() != nil {
 			return
-		case <-p.wake:
 		}
 		p.mu.Lock()
-		batch, conn := p.queue, p.conn
-		p.queue, p.queueBytes = spare[:0], 0
+		conn := p.conn
+		batch, more = p.takeLocked(batch[:0])
 		p.mu.Unlock()
 		if conn == nil {
 			p.dropped.Add(uint64(len(batch)))
@@ -190,8 +202,41 @@ func (p *peer) writeLoop(ctx context.Context) {
 			}
 		}
 		clear(batch) // let the entries the messages referenced go
-		spare = batch
 	}
+}
+
+// controlBytesMax is the largest message that travels in the control lane; bulkBytesPerWrite is
+// how much of the rest one write may carry.
+const (
+	controlBytesMax   = 4 << 10
+	bulkBytesPerWrite = 1 << 20
+)
+
+// takeLocked moves into batch every queued control message and, after them, queued bulk messages
+// in their order up to bulkBytesPerWrite (at least one); it reports whether any are left.
+func (p *peer) takeLocked(batch []paxos.Message) ([]paxos.Message, bool) {
+	for i := range p.queue {
+		if messageBytes(&p.queue[i]) <= controlBytesMax {
+			batch = append(batch, p.queue[i])
+		}
+	}
+	bulk, restBytes, rest := 0, 0, p.queue[:0]
+	for i := range p.queue {
+		m := &p.queue[i]
+		size := messageBytes(m)
+		switch {
+		case size <= controlBytesMax: // taken above
+		case bulk == 0 || bulk+size <= bulkBytesPerWrite:
+			batch = append(batch, *m)
+			bulk += size
+		default:
+			rest = append(rest, *m) // in place: rest never passes i
+			restBytes += size
+		}
+	}
+	clear(p.queue[len(rest):])
+	p.queue, p.queueBytes = rest, restBytes
+	return batch, len(rest) > 0
 }
 
 // writeChunked writes buf in pieces, each with its own deadline: a large snapshot on a slow link

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -132,5 +133,33 @@ func TestTransportStopsWhenAHandshakeEndsAfterTheShutdown(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the transport did not stop: a connection authenticated after the shutdown is still read")
+	}
+}
+
+// TestControlMessagesOvertakeBulk: a heartbeat queued behind megabytes of accepts leaves in the
+// next write, ahead of them, and one write carries at most bulkBytesPerWrite of bulk (at least one
+// message); bulk keeps its order.
+func TestControlMessagesOvertakeBulk(t *testing.T) {
+	p := &peer{}
+	big := func(slot uint64) paxos.Message {
+		return paxos.Message{Type: paxos.MsgAccept, Entries: []paxos.Entry{{Slot: slot, Cmds: []paxos.Command{{Data: make([]byte, 400<<10)}}}}}
+	}
+	for s := uint64(1); s <= 6; s++ {
+		p.queue = append(p.queue, big(s))
+	}
+	p.queue = append(p.queue, paxos.Message{Type: paxos.MsgCommit, Commit: 7, Stamp: 1})
+	batch, more := p.takeLocked(nil)
+	if !more || len(batch) != 3 || batch[0].Type != paxos.MsgCommit || batch[1].Entries[0].Slot != 1 || batch[2].Entries[0].Slot != 2 {
+		t.Fatalf("first write: %d messages (more %v), want the heartbeat then slots 1-2", len(batch), more)
+	}
+	var slots []uint64
+	for more {
+		batch, more = p.takeLocked(nil)
+		for _, m := range batch {
+			slots = append(slots, m.Entries[0].Slot)
+		}
+	}
+	if fmt.Sprint(slots) != "[3 4 5 6]" || p.queueBytes != 0 || len(p.queue) != 0 {
+		t.Fatalf("the rest left as %v (queue %d, %d bytes), want [3 4 5 6] in order and an empty queue", slots, len(p.queue), p.queueBytes)
 	}
 }
