@@ -194,6 +194,7 @@ type Reader struct {
 	maxPayloadBytes int
 	accept          TypeSet
 	buf             []byte
+	release         bool // the last payload came from a buffer above keepBytesMax: drop it next time
 	head            [prefixBytes]byte
 	err             error
 }
@@ -244,6 +245,9 @@ func (r *Reader) Buffered() int { return r.br.Buffered() }
 
 // next reads one frame, checking the header fields before reading (or allocating for) the payload.
 func (r *Reader) next() (Type, []byte, error) {
+	if r.release { // the caller is done with the last payload: a one-off large buffer goes
+		r.buf, r.release = nil, false
+	}
 	n, err := r.readHeader()
 	if err != nil {
 		return 0, nil, err
@@ -327,8 +331,14 @@ func (r *Reader) readLarge(n int) ([]byte, error) {
 		}
 	}
 	r.buf = buf
+	r.release = cap(buf) > keepBytesMax
 	return buf[:n:n], nil
 }
+
+// keepBytesMax is the largest frame buffer a Reader keeps between frames. One snapshot or large
+// catch-up frame used to leave every peer connection holding a buffer its size for good (76 MB of
+// a leader's idle heap after a burst of 60 KB values).
+const keepBytesMax = 4 << 20
 
 // grow returns a buffer twice as large (at least growMinBytes, at most the maximum payload size)
 // holding buf's bytes.

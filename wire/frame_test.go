@@ -268,3 +268,26 @@ func TestSetLimitsAppliesToLaterFramesAndKeepsBufferedBytes(t *testing.T) {
 		t.Fatalf("a large non-handshake frame under handshake limits: %v", err)
 	}
 }
+
+// TestReaderLetsALargeBufferGo: a frame above keepBytesMax is read into a buffer that is released
+// at the next Next, so one large frame does not pin its size for the life of the connection.
+func TestReaderLetsALargeBufferGo(t *testing.T) {
+	var stream []byte
+	big := Request{Op: 2, Key: []byte("k"), Value: make([]byte, 6<<20)}
+	small := Request{Op: 2, Key: []byte("k"), Value: []byte("v")}
+	stream = AppendRequestFrame(stream, &big)
+	stream = AppendRequestFrame(stream, &small)
+	rd := NewReader(bytes.NewReader(stream), 16<<20, ClientRequestTypes)
+	if _, p, err := rd.Next(); err != nil || len(p) < 6<<20 {
+		t.Fatalf("large frame: %d bytes, %v", len(p), err)
+	}
+	if cap(rd.buf) <= keepBytesMax {
+		t.Fatalf("the large frame was read into a %d-byte buffer", cap(rd.buf))
+	}
+	if _, _, err := rd.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if cap(rd.buf) > keepBytesMax {
+		t.Errorf("after a small frame the reader still holds a %d-byte buffer", cap(rd.buf))
+	}
+}
