@@ -54,12 +54,7 @@ func (t *testIO) runOne(d *Driver) {
 // runJobs runs the queued background jobs and their completions, as the loop would.
 func (t *testIO) runJobs(d *Driver) {
 	for len(t.jobs) > 0 {
-		job := t.jobs[0]
-		t.jobs = t.jobs[1:]
-		done := job()
-		d.Begin()
-		done()
-		d.End()
+		t.runOne(d)
 	}
 }
 

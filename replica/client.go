@@ -55,16 +55,8 @@ func (s *front) serveClients(ctx context.Context) {
 		cc := &clientConn{s: s, c: c, source: sourceOf(c.RemoteAddr()), out: make(chan []wire.Response, s.cfg.ClientInflightMax),
 			slots: make(chan struct{}, s.cfg.ClientInflightMax), quit: make(chan struct{}), dead: make(chan struct{})}
 		cc.touch(now)
-		victim, why := s.table.admit(cc, cc.source, now)
-		if why != "" {
-			s.stats.refusedClientConns.Add(1)
-			s.refuse.refuse("refused client connection", c.RemoteAddr().String(), why)
-			c.Close()
+		if !s.table.enter(cc, cc.source, c, now, "refused client connection", s.refuse, s.stats) {
 			continue
-		}
-		if victim != nil {
-			s.stats.evictedClientConns.Add(1)
-			victim.kill() // its reader sees the close and ends the connection
 		}
 		s.conns.Add(1)
 		go s.serveClient(ctx, cc)

@@ -71,6 +71,23 @@ func (t *connTable) admit(c tracked, source string, now time.Time) (victim track
 	return victim, ""
 }
 
+// enter admits x (accepted as nc) or refuses it: a refusal is counted, logged as kind and closed;
+// an eviction is counted and the victim closed (its reader sees the close and ends it).
+func (t *connTable) enter(x tracked, source string, nc net.Conn, now time.Time, kind string, rl *refusalLog, st *serverStats) bool {
+	victim, why := t.admit(x, source, now)
+	if why != "" {
+		st.refusedClientConns.Add(1)
+		rl.refuse(kind, nc.RemoteAddr().String(), why)
+		nc.Close()
+		return false
+	}
+	if victim != nil {
+		st.evictedClientConns.Add(1)
+		victim.kill()
+	}
+	return true
+}
+
 // remove forgets c (its connection ended); removing twice is harmless.
 func (t *connTable) remove(c tracked) {
 	t.mu.Lock()
@@ -139,18 +156,9 @@ func (l *httpListener) Accept() (net.Conn, error) {
 		hc := &httpConn{Conn: c}
 		hc.state.Store(int32(fasthttp.StateNew))
 		hc.since.Store(now.UnixNano())
-		victim, why := l.table.admit(hc, sourceOf(c.RemoteAddr()), now)
-		if why != "" {
-			l.stats.refusedClientConns.Add(1)
-			l.refuse.refuse("refused http connection", c.RemoteAddr().String(), why)
-			c.Close()
-			continue
+		if l.table.enter(hc, sourceOf(c.RemoteAddr()), c, now, "refused http connection", l.refuse, l.stats) {
+			return hc, nil
 		}
-		if victim != nil {
-			l.stats.evictedClientConns.Add(1)
-			victim.kill()
-		}
-		return hc, nil
 	}
 }
 

@@ -97,6 +97,22 @@ func waitLog(t *testing.T, p *cluster.Proc, what string, want ...string) {
 	})
 }
 
+// allPeerLinksUp reports whether every replica answers /status with every peer link connected.
+func allPeerLinksUp(c *cluster.Cluster) bool {
+	for _, id := range c.IDs() {
+		st, err := c.Status(id)
+		if err != nil {
+			return false
+		}
+		for _, p := range st.Peers {
+			if !p.Connected {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // clusterServes checks that every replica answers /status with every peer link up, and that a
 // write through each replica is applied and read back through the next one.
 func clusterServes(t *testing.T, c *cluster.Cluster, tag string) {
@@ -107,20 +123,7 @@ func clusterServes(t *testing.T, c *cluster.Cluster, tag string) {
 	if _, err := c.WaitLeader(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "every peer link up", func() bool {
-		for _, id := range c.IDs() {
-			st, err := c.Status(id)
-			if err != nil {
-				return false
-			}
-			for _, p := range st.Peers {
-				if !p.Connected {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	waitFor(t, 10*time.Second, "every peer link up", func() bool { return allPeerLinksUp(c) })
 	for _, id := range c.IDs() {
 		key, val := fmt.Sprintf("%s-%d", tag, id), fmt.Sprintf("served by %d", id)
 		expect(t, "put "+key, do(t, dial(t, c.ClientAddr(id)), kv.OpPut, key, val), wire.StatusOK, "")

@@ -155,20 +155,7 @@ func TestE2EPeerPortJamFromOneSourceKeepsPeersIn(t *testing.T) {
 		t.Fatalf("the restarted follower did not catch up during the flood: %v", err)
 	}
 	// Every link of every replica is up, those into the jammed ports included.
-	waitFor(t, 10*time.Second, "every peer link up during the flood", func() bool {
-		for _, id := range c.IDs() {
-			st, err := c.Status(id)
-			if err != nil {
-				return false
-			}
-			for _, p := range st.Peers {
-				if !p.Connected {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	waitFor(t, 10*time.Second, "every peer link up during the flood", func() bool { return allPeerLinksUp(c) })
 	if n := metric(t, c.Replica(leader), refusedMetric); n < 60 {
 		t.Errorf("the leader refused %v peer connections during the flood, want the jam refused", n)
 	}

@@ -19,11 +19,10 @@ type refusalLog struct {
 	log      *slog.Logger
 	interval time.Duration
 
-	mu      sync.Mutex
-	start   time.Time
-	seen    map[string]bool // kind+reason logged this interval
-	counts  map[string]int  // kind -> refusals this interval not logged
-	dropped int             // lines not written, ever (tests read it)
+	mu     sync.Mutex
+	start  time.Time
+	seen   map[string]bool // kind+reason logged this interval
+	counts map[string]int  // kind -> refusals this interval not logged
 }
 
 // refusalLinesMax bounds the lines one refusalLog writes per interval, its summary aside.
@@ -43,7 +42,6 @@ func (l *refusalLog) refuse(kind, remote, reason string) {
 		l.seen[key] = true
 	} else {
 		l.counts[kind]++
-		l.dropped++
 	}
 	l.mu.Unlock()
 	if summary != "" {

@@ -2,12 +2,15 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sofadb/sofadb/bench/cluster"
 )
 
 // TestCommandLineRefusals (issue 11, frictions): each bad command line is refused before anything
@@ -65,16 +68,13 @@ func TestTakenPortFailsBeforeTheDataDirectory(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	free := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
+	ports, err := cluster.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
 	}
 	dataDir := filepath.Join(t.TempDir(), "data")
-	err = run([]string{"-id", "1", "-peers", "1=" + free(), "-clients", "1=" + taken.Addr().String(), "-http", "1=" + free(),
+	err = run([]string{"-id", "1", "-peers", fmt.Sprintf("1=127.0.0.1:%d", ports[0]), "-clients", "1=" + taken.Addr().String(),
+		"-http", fmt.Sprintf("1=127.0.0.1:%d", ports[1]),
 		"-data", dataDir, "-cluster-key", keyFile})
 	if err == nil || !strings.Contains(err.Error(), "client listener") || !strings.Contains(err.Error(), taken.Addr().String()) {
 		t.Fatalf("a taken client port: err = %v, want the client listener and its address named", err)
