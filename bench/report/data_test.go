@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/sofadb/sofadb/bench/runner"
+	"github.com/sofadb/sofadb/bench/scenario"
+	"github.com/sofadb/sofadb/loadgen"
 )
 
 // TestFailoverFigures: the failover table's figures from a synthetic history and timeline: a kill
@@ -109,6 +111,34 @@ func TestFormatting(t *testing.T) {
 	}{{0, "-"}, {-1, "-"}, {123456, "0.123"}, {4_560_000, "4.56"}, {1_234_000_000, "1234"}} {
 		if got := ms(c.ns); got != c.want {
 			t.Errorf("ms(%d) = %q, want %q", c.ns, got, c.want)
+		}
+	}
+}
+
+// TestGeneratorBoundSaturation: a search that ended only because the generator fell behind is
+// published as a lower bound, and so is a ratio built on it; one that ended on the system's own
+// shortfall (p99 over the bound) is not.
+func TestGeneratorBoundSaturation(t *testing.T) {
+	run := func(rate float64, good, valid bool) *Run {
+		return &Run{Rec: runner.RunRecord{Rate: rate, Good: good},
+			Sum: &loadgen.Summary{Valid: valid, All: &loadgen.OpSummary{Dist: loadgen.Dist{P50Ns: 1e6, P99Ns: 2e6}}}}
+	}
+	scenario := func(name string, runs ...*Run) *Scenario {
+		return &Scenario{Rec: runner.ScenarioRecord{Scenario: &scenario.Scenario{Name: name}, Saturation: 1000}, Runs: runs}
+	}
+	genBound := scenario("etcd-grpc", run(1000, true, true), run(2000, false, false), run(1500, false, false))
+	sysBound := scenario("leader-stable-binary", run(1000, true, true), run(2000, false, false), run(1500, false, true))
+	if !generatorBound(genBound) {
+		t.Error("a search stopped only by invalid runs is not reported as a lower bound")
+	}
+	if generatorBound(sysBound) {
+		t.Error("a search stopped by a valid run that fell short is reported as a lower bound")
+	}
+	lines := strings.Join(headlines(&Data{Scenarios: []*Scenario{sysBound, genBound}}), "\n")
+	for _, want := range []string{"saturation **1000 ops/s** (at least: every run above it was invalid",
+		"**1.00x** (at most: etcd-grpc's figure is a lower bound"} {
+		if !strings.Contains(lines, want) {
+			t.Errorf("headlines lack %q:\n%s", want, lines)
 		}
 	}
 }
