@@ -159,6 +159,7 @@ func (r *Replica) hearFromLeader(b Ballot) bool {
 		r.leader, r.leaderBallot = b.ID(), b
 		r.leaderSeenTick = r.tick
 		r.electionElapsed = 0
+		r.preVoting = false
 	}
 	return true
 }

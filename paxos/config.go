@@ -119,6 +119,14 @@ type Config struct {
 	// ElectionTicks is the least time without hearing from a leader before a follower starts an
 	// election; each follower draws its timeout in [ElectionTicks, 2*ElectionTicks).
 	ElectionTicks int
+	// PreVote (ModeLeader) makes a follower whose election timer ran out ask first, without raising
+	// any ballot, whether a majority would elect it: a replica that only lost touch with a live
+	// leader (its loop stalled, its link is slow, it is installing a snapshot) then disturbs nobody,
+	// where its higher ballot would otherwise make the leader run phase 1 again.
+	PreVote bool
+	// PreVoteBehindSlotsMax: a replica grants no pre-vote to one whose chosen prefix is more than
+	// this many slots below its own, so a replica far behind catches up before it campaigns.
+	PreVoteBehindSlotsMax uint64
 	// ResendTicks is how long a proposer waits for replies before resending a prepare or accept,
 	// and a learner before asking again for chosen values it lacks.
 	ResendTicks int
@@ -155,22 +163,24 @@ type Config struct {
 // Mode, Seed and any limit they want to vary.
 func DefaultConfig(id ReplicaID, peers []ReplicaID) Config {
 	return Config{
-		ID:                  id,
-		Peers:               peers,
-		BackoffBaseTicks:    2,
-		BackoffMaxTicks:     64,
-		HeartbeatTicks:      2,
-		ElectionTicks:       10,
-		ResendTicks:         4,
-		LeaseDriftTicks:     2,
-		BatchBytesMax:       64 << 10,
-		InflightSlotsMax:    64,
-		InflightBytesMax:    8 << 20,
-		QueueBytesMax:       64 << 20,
-		CatchupBytesMax:     1 << 20,
-		WindowSlotsMax:      1 << 20,
-		SnapshotEveryTicks:  20,
-		TruncateSilentTicks: 100,
+		ID:                    id,
+		Peers:                 peers,
+		BackoffBaseTicks:      2,
+		BackoffMaxTicks:       64,
+		HeartbeatTicks:        2,
+		ElectionTicks:         10,
+		ResendTicks:           4,
+		PreVote:               true,
+		PreVoteBehindSlotsMax: 4096,
+		LeaseDriftTicks:       2,
+		BatchBytesMax:         64 << 10,
+		InflightSlotsMax:      64,
+		InflightBytesMax:      8 << 20,
+		QueueBytesMax:         64 << 20,
+		CatchupBytesMax:       1 << 20,
+		WindowSlotsMax:        1 << 20,
+		SnapshotEveryTicks:    20,
+		TruncateSilentTicks:   100,
 	}
 }
 

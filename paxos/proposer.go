@@ -1,6 +1,9 @@
 package paxos
 
-import "slices"
+import (
+	"math/bits"
+	"slices"
+)
 
 // This file holds the proposer: elections, phase 1, and phase 2 with batching and pipelining. Its
 // behaviour depends on the role, so each role has its own step function for the replies a proposer
@@ -47,6 +50,7 @@ func (r *Replica) campaign() {
 		round = r.promised.Round() // the planted bug: resume at the persisted ballot
 	}
 	r.restarted = false
+	r.preVoting = false
 	r.ballot = MakeBallot(round, r.id)
 	r.role, r.step = candidate, r.stepCandidate
 	r.promiseAcks, r.p1Max = 0, 0
@@ -560,6 +564,69 @@ func (r *Replica) tickFollower() {
 	r.electionElapsed++
 	if r.electionElapsed >= r.electionTimeout && r.tick >= r.quietUntil {
 		r.leader = 0
+		if r.cfg.PreVote {
+			r.startPreVote()
+			return
+		}
+		r.campaign()
+		return
+	}
+	if r.preVoting && r.tick >= r.preVoteTick+uint64(r.cfg.ResendTicks) {
+		r.sendPreVotes() // asks can be lost, and a voter's lease may have run out since
+	}
+}
+
+// startPreVote begins a pre-vote round: nothing durable changes and no ballot is raised, so a
+// replica that merely lost touch with a live leader disturbs nobody. It campaigns only once a
+// majority (itself included) grants; otherwise it asks again, and starts a new round when its
+// election timer runs out again.
+func (r *Replica) startPreVote() {
+	r.preVoting = true
+	r.preVoteRound++
+	r.preVoteAcks = 1 << r.self
+	r.electionElapsed = 0
+	r.electionTimeout = r.cfg.ElectionTicks + r.rng.IntN(r.cfg.ElectionTicks)
+	r.metrics.PreVotes++
+	if r.quorum <= 1 {
+		r.preVoting = false
+		r.campaign()
+		return
+	}
+	r.sendPreVotes()
+}
+
+func (r *Replica) sendPreVotes() {
+	r.preVoteTick = r.tick
+	for i, p := range r.peers {
+		if r.preVoteAcks&(1<<i) == 0 {
+			r.send(Message{Type: MsgPreVote, To: p, Stamp: r.preVoteRound, Commit: r.commit})
+		}
+	}
+}
+
+// onPreVote answers a pre-vote: granted unless this replica heard from a live leader within
+// ElectionTicks (or is in its quiet period after a start: leaseProtects, the same rule that refuses
+// prepares) or the asker's chosen prefix is far below ours. It changes no state: a refusal is
+// silent, and a grant promises nothing.
+func (r *Replica) onPreVote(m *Message) {
+	if r.cfg.Mode != ModeLeader {
+		return
+	}
+	if r.leaseProtects(m.From) || m.Commit+r.cfg.PreVoteBehindSlotsMax < r.commit {
+		r.metrics.PreVoteRefusals++
+		return
+	}
+	r.metrics.PreVoteGrants++
+	r.send(Message{Type: MsgPreVoteOK, To: m.From, Stamp: m.Stamp})
+}
+
+// onPreVoteOK counts a grant of the current round; a majority starts the campaign.
+func (r *Replica) onPreVoteOK(m *Message) {
+	if !r.preVoting || r.role != follower || m.Stamp != r.preVoteRound {
+		return
+	}
+	r.preVoteAcks |= 1 << r.index(m.From)
+	if bits.OnesCount64(r.preVoteAcks) >= r.quorum {
 		r.campaign()
 	}
 }

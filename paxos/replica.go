@@ -63,7 +63,12 @@ type Replica struct {
 	p1Best      map[uint64]Entry
 	p1Max       uint64
 	prepareTick uint64
-	startSlot   uint64 // first slot this leadership proposed in
+	// Pre-vote (Config.PreVote): a follower asking whether it could win, before raising a ballot.
+	preVoting    bool
+	preVoteRound uint64 // the Stamp of this round's asks; replies to older rounds are ignored
+	preVoteAcks  uint64
+	preVoteTick  uint64
+	startSlot    uint64 // first slot this leadership proposed in
 	// readFence is the highest slot the leader re-proposed on winning phase 1: a slot an earlier
 	// leader may have had chosen, applied and acknowledged. Invariant: ReadIndex grants no lease
 	// read while commit < readFence (the Paxos form of Raft's "commit an entry of your own term").
@@ -127,8 +132,11 @@ type Metrics struct {
 	SnapshotsIn     uint64 `json:"snapshots_in"`
 	LeaseRefusals   uint64 `json:"lease_refusals"` // prepares ignored to honour a lease granted to the leader
 	StepDowns       uint64 `json:"step_downs"`
-	CampaignsBehind uint64 `json:"campaigns_behind"` // campaigns abandoned to catch up first: a promise's floor was above our prefix
-	IgnoredMessages uint64 `json:"ignored_messages"` // malformed or from an unknown sender
+	CampaignsBehind uint64 `json:"campaigns_behind"`  // campaigns abandoned to catch up first: a promise's floor was above our prefix
+	PreVotes        uint64 `json:"pre_votes"`         // pre-vote rounds started (an election timer ran out)
+	PreVoteGrants   uint64 `json:"pre_vote_grants"`   // pre-votes this replica granted
+	PreVoteRefusals uint64 `json:"pre_vote_refusals"` // pre-votes refused: a leader is alive, or the asker is far behind
+	IgnoredMessages uint64 `json:"ignored_messages"`  // malformed or from an unknown sender
 }
 
 // New builds a replica. d is the durable state read back from disk (nil for a brand-new replica);
@@ -246,6 +254,10 @@ func (r *Replica) Step(m *Message) {
 		r.onSnapshot(m)
 	case MsgForward:
 		r.onForward(m)
+	case MsgPreVote:
+		r.onPreVote(m)
+	case MsgPreVoteOK:
+		r.onPreVoteOK(m)
 	default:
 		r.step(m) // Promise, Accepted, Nack, CommitAck: meaningful only to some roles
 	}

@@ -104,6 +104,13 @@ const (
 	MsgForward
 	// MsgSnapshot carries the application state through Slot: Data, opaque to the core.
 	MsgSnapshot
+	// MsgPreVote asks, before any ballot is raised, whether the sender could win an election:
+	// Stamp = the round of asking, Commit = the sender's chosen prefix. It changes nothing at the
+	// receiver (no promise, no timer), which answers MsgPreVoteOK only if it has not heard from a
+	// live leader within ElectionTicks and the sender is not far behind its own chosen prefix.
+	MsgPreVote
+	// MsgPreVoteOK grants a pre-vote: Stamp echoed.
+	MsgPreVoteOK
 	msgLimit
 )
 
@@ -111,7 +118,7 @@ const (
 func (t MsgType) Valid() bool { return t >= MsgPrepare && t < msgLimit }
 
 var msgNames = [...]string{"none", "prepare", "promise", "accept", "accepted", "nack", "commit",
-	"commit-ack", "catchup", "catchup-reply", "forward", "snapshot"}
+	"commit-ack", "catchup", "catchup-reply", "forward", "snapshot", "pre-vote", "pre-vote-ok"}
 
 func (t MsgType) String() string {
 	if int(t) < len(msgNames) {

@@ -79,6 +79,9 @@ func (c sofaCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("lease_refusals_total", "Prepares ignored to honour a lease.", m.LeaseRefusals)
 		counter("step_downs_total", "Times this replica stopped leading.", m.StepDowns)
 		counter("campaigns_behind_total", "Campaigns abandoned to catch up first.", m.CampaignsBehind)
+		counter("pre_votes_total", "Pre-vote rounds started: an election timer ran out.", m.PreVotes)
+		counter("pre_vote_grants_total", "Pre-votes granted to other replicas.", m.PreVoteGrants)
+		counter("pre_vote_refusals_total", "Pre-votes refused: a leader is alive, or the asker is far behind.", m.PreVoteRefusals)
 		counter("ignored_messages_total", "Peer messages ignored: malformed or from an unknown sender.", m.IgnoredMessages)
 		d := st.Disk
 		counter("disk_records_total", "Records written through the group committer.", d.Records)

@@ -62,6 +62,8 @@ type Settings struct {
 	HeartbeatTicks   int    `json:"heartbeat_ticks"`
 	ElectionTicks    int    `json:"election_ticks"`
 	LeaseDriftTicks  int    `json:"lease_drift_ticks"`
+	PreVote          bool   `json:"pre_vote"`
+	PreVoteBehind    uint64 `json:"pre_vote_behind_slots"`
 	SnapshotEvery    uint64 `json:"snapshot_every_slots"`
 	SnapshotBytes    uint64 `json:"snapshot_every_bytes"`
 	Replicas         int    `json:"replicas"`
@@ -125,6 +127,7 @@ func (s *Server) status() Status {
 		Backoff: c.Core.Backoff, BatchBytesMax: c.Core.BatchBytesMax, InflightSlotsMax: c.Core.InflightSlotsMax,
 		InflightBytesMax: c.Core.InflightBytesMax, TickNs: int64(c.TickInterval), HeartbeatTicks: c.Core.HeartbeatTicks,
 		ElectionTicks: c.Core.ElectionTicks, LeaseDriftTicks: c.Core.LeaseDriftTicks, SnapshotEvery: c.SnapshotEverySlots,
+		PreVote: c.Core.PreVote, PreVoteBehind: c.Core.PreVoteBehindSlotsMax,
 		SnapshotBytes: c.SnapshotEveryBytes, Replicas: len(c.PeerAddrs)}
 	_, st.Lease = s.drv.ReadIndex()
 	if cs.Leader != 0 {

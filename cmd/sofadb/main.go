@@ -62,6 +62,8 @@ func run(args []string) error {
 	tick := fs.Duration("tick", def.TickInterval, "core clock tick; heartbeat and election timeouts are counted in ticks")
 	heartbeat := fs.Int("heartbeat-ticks", def.Core.HeartbeatTicks, "ticks between leader heartbeats")
 	election := fs.Int("election-ticks", def.Core.ElectionTicks, "ticks without a leader before an election (each replica draws [N, 2N): "+electionTime(def.Core.ElectionTicks)+")")
+	preVote := fs.Bool("prevote", def.Core.PreVote, "leader mode: a replica whose election timer runs out first asks whether a majority would elect it, raising no ballot (off: it campaigns at once and can depose a live leader it merely lost touch with)")
+	preVoteBehind := fs.Uint64("prevote-behind-slots", def.Core.PreVoteBehindSlotsMax, "grant no pre-vote to a replica whose chosen prefix is more than this many slots below ours: it catches up before it campaigns")
 	drift := fs.Int("lease-drift-ticks", def.Core.LeaseDriftTicks, "clock-drift margin: a lease lasts election-ticks minus this after the heartbeat a majority acknowledged")
 	batch := fs.Int("batch-bytes", def.Core.BatchBytesMax, "bytes of commands per log slot; 0 disables batching (one command per slot)")
 	inflight := fs.Int("inflight-slots", def.Core.InflightSlotsMax, "slots proposed and not yet chosen (pipeline depth)")
@@ -141,6 +143,7 @@ func run(args []string) error {
 	}
 	cfg.Core.Backoff, cfg.Redirect, cfg.Fsync, cfg.TickInterval = *backoff, *redirect, *fsync, *tick
 	cfg.Core.HeartbeatTicks, cfg.Core.ElectionTicks, cfg.Core.LeaseDriftTicks = *heartbeat, *election, *drift
+	cfg.Core.PreVote, cfg.Core.PreVoteBehindSlotsMax = *preVote, *preVoteBehind
 	cfg.Core.BatchBytesMax, cfg.Core.InflightSlotsMax, cfg.Core.InflightBytesMax = *batch, *inflight, *inflightBytes
 	cfg.SnapshotEverySlots, cfg.SnapshotEveryBytes = *snapEvery, *snapBytes
 	cfg.KeyBytesMax, cfg.ValueBytesMax = *keyMax, *valueMax

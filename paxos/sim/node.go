@@ -265,6 +265,7 @@ func (n *node) driverConfig() driver.Config {
 	if p.QueueBytesMax > 0 {
 		cfg.QueueBytesMax = p.QueueBytesMax
 	}
+	cfg.PreVote, cfg.PreVoteBehindSlotsMax = !p.NoPreVote, p.PreVoteBehind
 	if p.TruncateSilentTicks > 0 {
 		cfg.TruncateSilentTicks = p.TruncateSilentTicks
 	}

@@ -56,6 +56,10 @@ type Params struct {
 	WindowSlotsMax   uint64 // the core's window; down to a few slots, so votes land beyond it
 	QueueBytesMax    int    // the core's proposal queue; small values make Propose refuse (Busy)
 	SnapshotEvery    uint64 // applied slots between snapshots; 0 = never
+	// NoPreVote turns the core's pre-vote off (it is on by default); PreVoteBehind is the core's
+	// PreVoteBehindSlotsMax, down to 0 (a voter refuses anyone behind it at all).
+	NoPreVote     bool
+	PreVoteBehind uint64
 	// SnapSaveMinUs and SnapSaveSpreadUs are how long saving a snapshot takes in the background,
 	// as the runtime does it: a crash can land between installing a peer's snapshot and saving it.
 	SnapSaveMinUs, SnapSaveSpreadUs int
@@ -228,6 +232,8 @@ func Choose(seed uint64, replicas, events int) Params {
 	if p.CrashEveryUs > 0 && on(30) {
 		p.DownMinUs = 100 + rng.IntN(2000) // quick restarts: back within a lease term
 	}
+	p.NoPreVote = on(25)
+	p.PreVoteBehind = pick[uint64](rng, 0, 2, 64, 4096)
 	return p
 }
 
@@ -245,7 +251,8 @@ func (p Params) String() string {
 	fmt.Fprintf(&b, " think=%dus timeout=%dus keys=%d batch=%dB inflight=%d window=%d queue=%dB",
 		p.ClientThinkUs, p.ClientTimeoutUs, p.Keys, p.BatchBytesMax, p.InflightSlotsMax, p.WindowSlotsMax,
 		p.QueueBytesMax)
-	fmt.Fprintf(&b, " truncate-silent=%dticks crash-in-save=%d%%", p.TruncateSilentTicks, p.CrashInSavePct)
+	fmt.Fprintf(&b, " truncate-silent=%dticks crash-in-save=%d%% pre-vote=%v behind=%d", p.TruncateSilentTicks, p.CrashInSavePct,
+		!p.NoPreVote, p.PreVoteBehind)
 	fmt.Fprintf(&b, " pause-every=%dus for=%d+%dus disk-fail-every=%dus disk-backlog=%d skew=%d%% bad-snapshots=%d%% driver-mutation=%v",
 		p.PauseEveryUs, p.PauseMinUs, p.PauseSpanUs, p.DiskFailEveryUs, p.DiskBacklogMax, p.ClockSkewPct, p.BadSnapshotPct, p.DriverMutation)
 	fmt.Fprintf(&b, " snapshot-every=%d save=%d+%dus lease-reads=%v reads=%d%% follow-leader=%d%% readers=%d dead-for-good=%d events=%d",

@@ -116,6 +116,8 @@ func sampleMessages() []paxos.Message {
 		{Type: paxos.MsgForward, From: 3, To: 2},
 		{Type: paxos.MsgSnapshot, From: 2, To: 3, Slot: 1000, Data: filled(1<<20, 3)},
 		{Type: paxos.MsgSnapshot, From: 2, To: 3},
+		{Type: paxos.MsgPreVote, From: 3, To: 1, Commit: 42, Stamp: 7},
+		{Type: paxos.MsgPreVoteOK, From: 1, To: 3, Stamp: 7},
 	}
 }
 

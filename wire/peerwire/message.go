@@ -40,6 +40,8 @@ var layouts = [...]field{
 	paxos.MsgCatchupReply: fieldSlot | fieldCommit | fieldEntries,
 	paxos.MsgForward:      fieldCmds,
 	paxos.MsgSnapshot:     fieldSlot | fieldData,
+	paxos.MsgPreVote:      fieldCommit | fieldStamp,
+	paxos.MsgPreVoteOK:    fieldStamp,
 }
 
 // layout returns the fields of type t and whether this version knows t.

@@ -88,7 +88,7 @@ func TestMessageMalformed(t *testing.T) {
 	}{
 		{"empty", nil, wire.ErrTruncated},
 		{"type 0", []byte{0, 1, 2, 3, 4}, wire.ErrUnknownType},
-		{"type 12", []byte{12, 1, 2, 3, 4}, wire.ErrUnknownType},
+		{"type 14", []byte{14, 1, 2, 3, 4}, wire.ErrUnknownType},
 		{"handshake type", []byte{byte(wire.TypeProof), 1, 2, 3, 4}, wire.ErrUnknownType},
 		{"trailing byte", append(accepted[:len(accepted):len(accepted)], 0), wire.ErrTrailing},
 		{"from above 65535", []byte{byte(paxos.MsgAccepted), 0x80, 0x80, 0x04, 2, 3, 4}, wire.ErrRange},
