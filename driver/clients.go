@@ -24,7 +24,7 @@ func (d *Driver) answer(r *Request, resp Response) {
 		if r.op == kv.OpGet {
 			kind = 0
 		}
-		d.stats.Latency[kind].observe(int64(d.clock.Now().Sub(r.Arrived)))
+		d.stats.Latency[kind].Observe(int64(d.clock.Now().Sub(r.Arrived)))
 	}
 	r.Reply(resp)
 }

@@ -222,7 +222,8 @@ type LatencyHistogram struct {
 	SumNs   atomic.Uint64
 }
 
-func (h *LatencyHistogram) observe(ns int64) {
+// Observe counts one observation of ns nanoseconds.
+func (h *LatencyHistogram) Observe(ns int64) {
 	ns = max(ns, 0)
 	i := 0
 	for i < len(LatencyBucketsNs) && ns > LatencyBucketsNs[i] {

@@ -467,6 +467,15 @@ func checkMetrics(t *testing.T, p *cluster.Proc) {
 			}
 		}
 	}
+	// The loop's own health (issue 12): work per wake-up by input, and tick lateness.
+	if f := fams["sofadb_loop_wakeup_seconds"]; f == nil || len(f.GetMetric()) != 5 { // tick, peer, request, durable, background
+		t.Errorf("sofadb_loop_wakeup_seconds is not a histogram with one series per input: %v", f)
+	} else if h := f.GetMetric()[0].GetHistogram(); h == nil || len(h.GetBucket()) < 10 {
+		t.Errorf("sofadb_loop_wakeup_seconds %v: want buckets", f.GetMetric()[0])
+	}
+	if f := fams["sofadb_loop_tick_late_seconds"]; f == nil || f.GetMetric()[0].GetHistogram().GetSampleCount() == 0 {
+		t.Errorf("sofadb_loop_tick_late_seconds is not a histogram with samples: %v", f)
+	}
 	if f := fams["sofadb_peer_sent_messages_total"]; f != nil && len(f.GetMetric()) != 2 {
 		t.Errorf("per-peer counters for %d peers, want 2", len(f.GetMetric()))
 	}

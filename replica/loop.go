@@ -22,18 +22,22 @@ func (s *Server) loop(ctx context.Context) error {
 	defer ticker.Stop()
 	s.publish()
 	for {
+		kind, start := -1, time.Time{}
 		select {
 		case <-ctx.Done():
 			d.Stop()
 			s.fr.flushReplies()
 			return nil
 		case <-ticker.C:
+			kind, start = wakeTick, time.Now()
+			s.watch.ticked(start)
 			d.Begin()
 			d.OnTicker()
 			s.publish()
 			s.fr.refuse.flush()
 			s.tr.refuse.flush()
 		case m := <-s.peerIn:
+			kind, start = wakePeer, time.Now()
 			d.Begin()
 			d.Step(&m)
 			for i := 0; i < drainMax && len(s.peerIn) > 0; i++ {
@@ -41,18 +45,21 @@ func (s *Server) loop(ctx context.Context) error {
 				d.Step(&m)
 			}
 		case r := <-s.reqs:
+			kind, start = wakeRequest, time.Now()
 			d.Begin()
 			d.Submit(r)
 			for i := 0; i < drainMax && len(s.reqs) > 0; i++ {
 				d.Submit(<-s.reqs)
 			}
 		case <-s.store.DurableC():
+			kind, start = wakeDurable, time.Now()
 			d.Begin()
 			d.OnDurable()
 		case err := <-s.diskLow:
 			d.Begin()
 			d.Fence(err)
 		case done := <-s.bgDone:
+			kind, start = wakeBackground, time.Now()
 			d.Begin()
 			done()
 		case ch := <-s.statusReq:
@@ -61,6 +68,9 @@ func (s *Server) loop(ctx context.Context) error {
 		}
 		d.End()
 		s.fr.flushReplies()
+		if kind >= 0 {
+			s.watch.worked(kind, start, time.Now())
+		}
 	}
 }
 

@@ -155,17 +155,29 @@ func (c sofaCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(prometheus.NewDesc("sofadb_fsync_seconds", "Duration of each group-commit fsync.", nil, nil),
 			count, float64(count)*h.Mean()/1e9, buckets)
 	}
+	work := prometheus.NewDesc("sofadb_loop_wakeup_seconds",
+		"Work of each wake-up of the replica's loop, by what woke it: a wake-up near the election timeout makes peers take the replica for dead.", []string{"input"}, nil)
+	for i, name := range wakeNames {
+		ch <- constHistogram(work, &s.watch.work[i], name)
+	}
+	ch <- constHistogram(prometheus.NewDesc("sofadb_loop_tick_late_seconds",
+		"How much later than one tick after the previous one each ticker wake-up of the loop came (busy, descheduled or paused by the garbage collector).", nil, nil),
+		&s.watch.tickLate)
 	latency := prometheus.NewDesc("sofadb_request_duration_seconds",
 		"Server-side latency of the requests served (OK or not found), from arrival at the replica to its answer.", []string{"op"}, nil)
 	for i, op := range []string{"read", "write"} {
-		h := &ds.Latency[i]
-		buckets := make(map[float64]uint64, len(driver.LatencyBucketsNs))
-		var cum uint64
-		for j, ub := range driver.LatencyBucketsNs {
-			cum += h.Buckets[j].Load()
-			buckets[float64(ub)/1e9] = cum
-		}
-		cum += h.Buckets[len(driver.LatencyBucketsNs)].Load()
-		ch <- prometheus.MustNewConstHistogram(latency, cum, float64(h.SumNs.Load())/1e9, buckets, op)
+		ch <- constHistogram(latency, &ds.Latency[i], op)
 	}
+}
+
+// constHistogram exports one of the driver's fixed-bucket histograms (seconds).
+func constHistogram(desc *prometheus.Desc, h *driver.LatencyHistogram, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(driver.LatencyBucketsNs))
+	var cum uint64
+	for j, ub := range driver.LatencyBucketsNs {
+		cum += h.Buckets[j].Load()
+		buckets[float64(ub)/1e9] = cum
+	}
+	cum += h.Buckets[len(driver.LatencyBucketsNs)].Load()
+	return prometheus.MustNewConstHistogram(desc, cum, float64(h.SumNs.Load())/1e9, buckets, labels...)
 }

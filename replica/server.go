@@ -43,6 +43,7 @@ type Server struct {
 	httpLn  net.Listener
 
 	stats serverStats
+	watch *loopWatch
 }
 
 // serverStats are the process shell's counters, read by /metrics from other goroutines (the
@@ -149,6 +150,7 @@ func New(cfg Config) (*Server, error) {
 	s.exec = newExecutor(16)
 	s.bgDone = s.exec.done
 	s.tr = newTransport(&s.cfg, s.log, ident, book, s.deliver)
+	s.watch = newLoopWatch(s.log, s.cfg.TickInterval, s.cfg.Core.ElectionTicks)
 	s.tr.ln = lns.peer
 	if s.httpLn != nil {
 		s.httpSrv = s.fr.newHTTPServer(connState)

@@ -6,7 +6,8 @@
 #   scripts/local-cluster.sh [--dir DIR] [--base PORT] leader     # the leader's id and pid: kill -9 $(... leader | cut -d' ' -f2)
 #   scripts/local-cluster.sh [--dir DIR] [--base PORT] stop
 #
-# Replica i listens on 127.0.0.1:BASE+i (peers), BASE+1000+i (binary clients), BASE+2000+i (HTTP);
+# Replica i listens on 127.0.0.1:BASE+i (peers), BASE+1000+i (binary clients), BASE+2000+i (HTTP),
+# and with --debug also on BASE+3000+i (pprof: go tool pprof http://127.0.0.1:BASE+3000+i/debug/pprof/profile);
 # BASE is 7000 unless --base (or SOFA_BASE) says otherwise. Data, logs and pid files live under DIR
 # (--dir, SOFA_DIR, default /tmp/sofadb-local); two clusters coexist with different DIR and BASE.
 # `start` starts only the replicas that are not running (a killed one resumes from its data).
@@ -14,10 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${SOFA_DIR:-/tmp/sofadb-local}
 base=${SOFA_BASE:-7000}
+debug=
 while [ $# -gt 0 ]; do
   case "$1" in
   --dir) dir=${2:?--dir needs a directory}; shift 2 ;;
   --base) base=${2:?--base needs a port}; shift 2 ;;
+  --debug) debug=1; shift ;;
   *) break ;;
   esac
 done
@@ -74,7 +77,8 @@ start)
       continue
     fi
     nohup "$dir/sofadb" -id "$i" -peers "$(addrs "$base" "$n")" -clients "$(addrs $((base + 1000)) "$n")" \
-      -http "$(addrs $((base + 2000)) "$n")" -data "$dir/data$i" -cluster-key "$dir/cluster.key" "$@" \
+      -http "$(addrs $((base + 2000)) "$n")" -data "$dir/data$i" -cluster-key "$dir/cluster.key" \
+      ${debug:+-debug-addr "127.0.0.1:$((base + 3000 + i))"} "$@" \
       >> "$dir/replica$i.log" 2>&1 &
     echo $! > "$dir/replica$i.pid"
     started=$((started + 1))
