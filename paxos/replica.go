@@ -68,6 +68,7 @@ type Replica struct {
 	preVoteRound uint64 // the Stamp of this round's asks; replies to older rounds are ignored
 	preVoteAcks  uint64
 	preVoteTick  uint64
+	srtt8        uint64 // smoothed accept round trip, in eighths of a tick (0: no sample yet)
 	startSlot    uint64 // first slot this leadership proposed in
 	// readFence is the highest slot the leader re-proposed on winning phase 1: a slot an earlier
 	// leader may have had chosen, applied and acknowledged. Invariant: ReadIndex grants no lease
@@ -214,7 +215,10 @@ type Status struct {
 	QueueLen  int
 	Tick      uint64
 	LeaseHeld bool
-	Metrics   Metrics
+	// AcceptRTT8 is the smoothed accept round trip, in eighths of a tick (0: not measured yet);
+	// the leader's accept retransmission timeout follows it.
+	AcceptRTT8 uint64
+	Metrics    Metrics
 }
 
 // Status reports the replica's current state.
@@ -224,7 +228,7 @@ func (r *Replica) Status() Status {
 		ID: r.id, Role: r.role.String(), Ballot: r.ballot, Promised: r.promised, Leader: r.leader,
 		Commit: r.commit, Released: r.released, LogBase: r.log.base, LogLast: r.log.last(),
 		Inflight: r.inflightSlots, QueueLen: len(r.queue), Tick: r.tick, LeaseHeld: lease,
-		Metrics: r.metrics,
+		AcceptRTT8: r.srtt8, Metrics: r.metrics,
 	}
 }
 
