@@ -207,3 +207,28 @@ func TestRetriesWaitForTheCopyAlreadyProposed(t *testing.T) {
 		t.Fatalf("a retry a request timeout later forwarded %d copies, want 1", n)
 	}
 }
+
+// TestSnapshotWaitsForAsManyBytesAsTheLastOne: with SnapshotStateRatio 1 a snapshot due by the
+// byte threshold still waits until the bytes applied since the last one reach that one's size; with
+// 0 (the simulator's setting) the thresholds alone decide.
+func TestSnapshotWaitsForAsManyBytesAsTheLastOne(t *testing.T) {
+	for _, ratio := range []float64{1, 0} {
+		d, io_ := newTestDriver(t, MutNone)
+		d.cfg.SnapshotEveryBytes, d.cfg.SnapshotStateRatio = 1000, ratio
+		d.state = stateThrough(10)
+		d.lastSnapBytes = 50_000 // the last snapshot was 50 KB
+		d.bytesSince = 2_000     // past the 1,000-byte threshold even with its jitter
+		d.maybeSnapshot()
+		if started := len(io_.jobs) > 0; started != (ratio == 0) {
+			t.Fatalf("ratio %v: snapshot started %v with 2 KB applied since a 50 KB one", ratio, started)
+		}
+		if ratio == 0 {
+			continue
+		}
+		d.bytesSince = 50_000
+		d.maybeSnapshot()
+		if len(io_.jobs) != 1 {
+			t.Fatal("no snapshot once as many bytes were applied as the last one held")
+		}
+	}
+}

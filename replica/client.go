@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/sofadb/sofadb/driver"
 	"github.com/sofadb/sofadb/kv"
@@ -53,7 +54,8 @@ func (s *front) serveClients(ctx context.Context) {
 		}
 		now := time.Now()
 		cc := &clientConn{s: s, c: c, source: sourceOf(c.RemoteAddr()), out: make(chan []wire.Response, s.cfg.ClientInflightMax),
-			slots: make(chan struct{}, s.cfg.ClientInflightMax), quit: make(chan struct{}), dead: make(chan struct{})}
+			slots: make(chan struct{}, s.cfg.ClientInflightMax), quit: make(chan struct{}), dead: make(chan struct{}),
+			budget: semaphore.NewWeighted(s.cfg.ClientConnBytesMax)}
 		cc.touch(now)
 		if !s.table.enter(cc, cc.source, c, now, "refused client connection", s.refuse, s.stats) {
 			continue
@@ -75,8 +77,9 @@ type clientConn struct {
 	lastActive atomic.Int64 // unix ns of the last request read (see connTable)
 	out        chan []wire.Response
 	slots      chan struct{}
-	quit       chan struct{} // closed when the reader is done: the writer stops
-	dead       chan struct{} // closed by the writer when a write fails: the reader stops
+	budget     *semaphore.Weighted // bytes of requests in flight (ClientConnBytesMax)
+	quit       chan struct{}       // closed when the reader is done: the writer stops
+	dead       chan struct{}       // closed by the writer when a write fails: the reader stops
 }
 
 var errClientWrite = errors.New("client connection write failed")
@@ -140,6 +143,16 @@ func (cc *clientConn) readLoop(ctx context.Context) error {
 			cc.push(wire.Response{Seq: req.Seq, Status: st})
 			continue
 		}
+		// The connection's byte budget: wait (reading nothing more) while its requests in flight
+		// hold it. Every request taken is answered (by its deadline at the latest), which frees
+		// its share, so the wait ends; a request larger than the budget takes all of it.
+		weight := min(int64(len(req.Key)+len(req.Value))+requestOverheadBytes, s.cfg.ClientConnBytesMax)
+		if !cc.budget.TryAcquire(weight) {
+			s.stats.connBytesWaits.Add(1)
+			if err := cc.budget.Acquire(ctx, weight); err != nil {
+				return err
+			}
+		}
 		seq := req.Seq
 		now := time.Now()
 		r := &driver.Request{
@@ -149,7 +162,12 @@ func (cc *clientConn) readLoop(ctx context.Context) error {
 		}
 		// Replies come from the loop, which gathers them per connection and hands each connection
 		// one batch per iteration (see flushReplies); only Busy is answered here.
+		released := false
 		r.Reply = func(resp driver.Response) {
+			if !released { // answered once; the guard keeps a second answer from panicking Release
+				released = true
+				cc.budget.Release(weight)
+			}
 			out := wire.Response{Seq: seq, Status: resp.Status, Value: resp.Value, Leader: uint16(resp.Leader)}
 			if resp.Status == wire.StatusNotLeader && resp.Leader != 0 {
 				out.LeaderAddr = []byte(s.cfg.ClientAddrs[resp.Leader])
@@ -157,6 +175,7 @@ func (cc *clientConn) readLoop(ctx context.Context) error {
 			s.replies[cc] = append(s.replies[cc], out)
 		}
 		if !s.trySubmit(r) {
+			cc.budget.Release(weight)
 			cc.push(wire.Response{Seq: seq, Status: wire.StatusBusy})
 		}
 	}

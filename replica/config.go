@@ -59,6 +59,8 @@ type Config struct {
 	// keeps a busy replica's memory flat. 0 disables that trigger; both 0 disables snapshots.
 	SnapshotEverySlots uint64
 	SnapshotEveryBytes uint64
+	// SnapshotStateRatio: see driver.Config; 1 by default.
+	SnapshotStateRatio float64
 
 	KeyBytesMax         int
 	ValueBytesMax       int
@@ -72,9 +74,14 @@ type Config struct {
 	ClientEvictIdleAfter    time.Duration
 	ClientIdleTimeout       time.Duration
 	ClientInflightMax       int // per binary connection
-	PeerQueueMax            int // messages waiting for one peer's writer; more are dropped (Paxos tolerates loss)
-	PeerQueueBytesMax       int // and their approximate bytes
-	RequestQueueMax         int // client requests waiting for the loop; more are refused Busy
+	// ClientConnBytesMax bounds the bytes of one binary connection's requests in flight: beyond
+	// it its reader stops reading until replies free some (TCP pushes back on the client), so one
+	// connection pipelining large values can neither take the replica-wide budget (ClientBytesMax)
+	// from the others nor make the replica spend CPU reading and refusing what it cannot take.
+	ClientConnBytesMax int64
+	PeerQueueMax       int // messages waiting for one peer's writer; more are dropped (Paxos tolerates loss)
+	PeerQueueBytesMax  int // and their approximate bytes
+	RequestQueueMax    int // client requests waiting for the loop; more are refused Busy
 	// ClientBytesMax bounds the bytes of client requests taken and not yet answered, over all
 	// connections of both APIs; beyond it requests are refused Busy at once.
 	ClientBytesMax     int64
@@ -110,11 +117,11 @@ func DefaultConfig(id paxos.ReplicaID, peers, clients, https map[paxos.ReplicaID
 	core.BatchBytesMax = 256 << 10
 	return Config{
 		ID: id, PeerAddrs: peers, ClientAddrs: clients, HTTPAddrs: https,
-		Core: core, TickInterval: 10 * time.Millisecond, Fsync: true, SnapshotEverySlots: 100_000, SnapshotEveryBytes: 64 << 20,
+		Core: core, TickInterval: 10 * time.Millisecond, Fsync: true, SnapshotEverySlots: 100_000, SnapshotEveryBytes: 64 << 20, SnapshotStateRatio: 1,
 		KeyBytesMax: 1 << 10, ValueBytesMax: 64 << 10,
 		PeerFrameBytesMax: 256 << 20, ClientFrameBytesMax: 1 << 20,
 		ClientConnsMax: 1024, ClientConnsPerSourceMax: 256, ClientEvictIdleAfter: time.Second, ClientIdleTimeout: 2 * time.Minute,
-		ClientInflightMax: 1024, PeerQueueMax: 1 << 16, PeerQueueBytesMax: 64 << 20, ClientBytesMax: 64 << 20,
+		ClientInflightMax: 1024, ClientConnBytesMax: 2 << 20, PeerQueueMax: 1 << 16, PeerQueueBytesMax: 64 << 20, ClientBytesMax: 64 << 20,
 		RequestQueueMax: 1 << 16,
 		RequestTimeout:  10 * time.Second, HandshakeTimeout: 2 * time.Second, UnauthenticatedMax: 32,
 		UnauthenticatedPerSourceMax: 4,
@@ -146,7 +153,7 @@ func (c *Config) validate() error {
 		return bad("key %d / value %d limits do not fit the client frame limit %d", c.KeyBytesMax, c.ValueBytesMax, c.ClientFrameBytesMax)
 	case c.ClientConnsPerSourceMax <= 0 || c.ClientEvictIdleAfter <= 0 || c.ClientIdleTimeout <= 0 || c.UnauthenticatedPerSourceMax <= 0:
 		return fmt.Errorf("%w: client connection limits and timeouts must be positive", ErrConfig)
-	case c.PeerFrameBytesMax <= 0 || c.ClientConnsMax <= 0 || c.ClientInflightMax <= 0 ||
+	case c.PeerFrameBytesMax <= 0 || c.ClientConnsMax <= 0 || c.ClientInflightMax <= 0 || c.ClientConnBytesMax <= 0 ||
 		c.PeerQueueMax <= 0 || c.PeerQueueBytesMax <= 0 || c.ClientBytesMax <= 0 || c.RequestQueueMax <= 0 || c.UnauthenticatedMax <= 0:
 		return bad("every limit must be positive")
 	case c.Core.BatchBytesMax > c.PeerFrameBytesMax/2:

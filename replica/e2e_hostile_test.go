@@ -326,3 +326,46 @@ func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
 	})
 	t.Logf("a write succeeded %v after the burst ended", time.Since(left).Round(time.Millisecond))
 }
+
+// TestE2EOneConnectionCannotTakeTheRequestBudget (issue 12): a connection pipelining large values
+// used to take the replica-wide request budget, so every other client got Busy, and the replica
+// spent its CPU reading and refusing what it could not take. Each binary connection now holds at
+// most -max-conn-request-bytes in flight; beyond it the replica stops reading it (TCP pushes back),
+// so the pipelining client is slowed, not refused, and a small client beside it is never Busy.
+func TestE2EOneConnectionCannotTakeTheRequestBudget(t *testing.T) {
+	c, leader := startCluster(t, 3, "-max-request-bytes", "4194304", "-max-conn-request-bytes", "1048576")
+	p := c.Replica(leader)
+	big, small := dial(t, p.ClientAddr), dial(t, p.ClientAddr)
+	value := strings.Repeat("v", 60_000)
+	statuses := make(chan wire.Status, 500)
+	put := func(conn *sofaclient.Conn, key string, v []byte) {
+		conn.Go(kv.OpPut, []byte(key), v, func(resp *wire.Response, err error) {
+			switch {
+			case err != nil:
+				t.Errorf("PUT %s: %v", key, err)
+				statuses <- wire.StatusUnavailable
+			default:
+				statuses <- resp.Status
+			}
+		})
+	}
+	for i := range 400 { // 24 MB at once: six times the replica's whole budget
+		put(big, fmt.Sprintf("big-%d", i%50), []byte(value))
+	}
+	for i := range 100 {
+		put(small, fmt.Sprintf("small-%d", i), []byte("v"))
+	}
+	counts := map[wire.Status]int{}
+	for range 500 {
+		counts[<-statuses]++
+	}
+	if counts[wire.StatusOK] != 500 {
+		t.Errorf("statuses %v: want all 500 PUTs OK, the large ones slowed by back-pressure, not refused", counts)
+	}
+	if n := metric(t, p, "sofadb_conn_bytes_waits_total"); n == 0 {
+		t.Error("the pipelining connection never waited for its byte budget")
+	}
+	if n := metric(t, p, "sofadb_busy_bytes_total"); n != 0 {
+		t.Errorf("sofadb_busy_bytes_total = %v: one connection took the replica-wide budget", n)
+	}
+}

@@ -55,6 +55,7 @@ type serverStats struct {
 	badClientConns     atomic.Uint64 // closed for malformed input
 	refusedClientConns atomic.Uint64 // refused at accept: over a connection limit
 	busyBytes          atomic.Uint64 // requests refused Busy because ClientBytesMax was reached
+	connBytesWaits     atomic.Uint64 // times a binary connection's reader waited for its byte budget
 	evictedClientConns atomic.Uint64 // closed to make room: idle the longest when the table was full
 	idleClientConns    atomic.Uint64 // closed after ClientIdleTimeout with nothing in flight
 	clientConns        atomic.Int64
@@ -156,7 +157,7 @@ func New(cfg Config) (*Server, error) {
 		s.httpSrv = s.fr.newHTTPServer(connState)
 	}
 	dcfg := driver.Config{Core: cfg.Core, TickInterval: cfg.TickInterval, ReadMode: cfg.ReadMode, Redirect: cfg.Redirect,
-		Fsync: cfg.Fsync, SnapshotEverySlots: cfg.SnapshotEverySlots, SnapshotEveryBytes: cfg.SnapshotEveryBytes,
+		Fsync: cfg.Fsync, SnapshotEverySlots: cfg.SnapshotEverySlots, SnapshotEveryBytes: cfg.SnapshotEveryBytes, SnapshotStateRatio: cfg.SnapshotStateRatio,
 		SnapshotBytesMax: cfg.PeerFrameBytesMax, RequestTimeout: cfg.RequestTimeout, Seed: cfg.Core.Seed, Logger: s.log}
 	s.drv, err = driver.New(dcfg, wallClock{}, storage{store}, transportIO{s.tr}, s.exec, driver.Hooks{}, state, &rec.Durable)
 	if err != nil {

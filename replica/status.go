@@ -41,6 +41,7 @@ type Status struct {
 	Queued       int             `json:"queued_commands"`
 	Pending      int             `json:"pending_requests"`
 	Lease        bool            `json:"lease"`
+	AcceptRTTNs  int64           `json:"accept_rtt_ns"` // smoothed accept round trip: the resend timeout follows it
 	DiskError    string          `json:"disk_error,omitempty"`
 	Disk         DiskStatus      `json:"disk"`
 	Core         paxos.Metrics   `json:"core"`
@@ -121,7 +122,7 @@ func (s *Server) status() Status {
 		Leader: cs.Leader, Mode: s.cfg.Core.Mode.String(), ReadMode: s.cfg.ReadMode.String(), Fsync: s.cfg.Fsync,
 		Commit: cs.Commit, Applied: state.Applied(), Digest: fmt.Sprintf("%016x", state.Digest()),
 		Keys: state.Len(), LogBase: cs.LogBase, LogLast: cs.LogLast, Inflight: cs.Inflight, Queued: cs.QueueLen,
-		Pending: s.drv.Pending(), Core: cs.Metrics}
+		Pending: s.drv.Pending(), Core: cs.Metrics, AcceptRTTNs: int64(cs.AcceptRTT8) * int64(s.cfg.TickInterval) / 8}
 	c := &s.cfg
 	st.Settings = Settings{Fsync: c.Fsync, Mode: c.Core.Mode.String(), ReadMode: c.ReadMode.String(), Redirect: c.Redirect,
 		Backoff: c.Core.Backoff, BatchBytesMax: c.Core.BatchBytesMax, InflightSlotsMax: c.Core.InflightSlotsMax,

@@ -70,6 +70,7 @@ func run(args []string) error {
 	inflightBytes := fs.Int("inflight-bytes", def.Core.InflightBytesMax, "bytes proposed and not yet chosen")
 	snapEvery := fs.Uint64("snapshot-every", def.SnapshotEverySlots, "applied slots between state snapshots (which let the log be truncated); 0 disables this trigger")
 	snapBytes := fs.Uint64("snapshot-every-bytes", def.SnapshotEveryBytes, "applied command bytes between state snapshots, whichever comes first; 0 disables this trigger")
+	snapRatio := fs.Float64("snapshot-state-ratio", def.SnapshotStateRatio, "and a snapshot waits until the bytes applied since the last reach this multiple of its size, so saving costs no more than writing (0: fixed thresholds only)")
 	keyMax := fs.Int("key-max", def.KeyBytesMax, "largest key accepted, bytes (larger: 413 / TooLarge)")
 	valueMax := fs.Int("value-max", def.ValueBytesMax, "largest value accepted, bytes (larger: 413 / TooLarge)")
 	peerFrame := fs.Int("peer-frame-max", def.PeerFrameBytesMax, "largest peer frame, bytes; a snapshot must fit in one")
@@ -81,6 +82,7 @@ func run(args []string) error {
 	listenPeer := fs.String("listen-peer", "", "address to bind for peers when it differs from this replica's -peers entry (which the others dial), e.g. 0.0.0.0:7001 in a container")
 	listenClient := fs.String("listen-client", "", "address to bind for the binary protocol when it differs from this replica's -clients entry (handed out as a leader hint)")
 	listenHTTP := fs.String("listen-http", "", "address to bind for HTTP when it differs from this replica's -http entry (used in redirects)")
+	connBytes := fs.Int64("max-conn-request-bytes", def.ClientConnBytesMax, "bytes of one binary connection's requests in flight; beyond it the replica stops reading that connection until replies free some (the client feels TCP back-pressure, the others keep their share)")
 	reqBytes := fs.Int64("max-request-bytes", def.ClientBytesMax, "bytes of client requests taken and not yet answered, both APIs together; beyond it requests get Busy (HTTP 429) at once")
 	memLimit := fs.Int64("memory-limit", 1<<30, "soft memory limit for the Go runtime (GOMEMLIMIT), bytes: the garbage collector works harder as the heap nears it; 0 leaves the runtime's default (or the GOMEMLIMIT environment variable)")
 	headroom := fs.Int64("disk-headroom", 0, "free space (bytes) on the data directory's file system below which the replica fences itself, before the disk fills; 0 means two memtables and 64 MiB")
@@ -145,12 +147,12 @@ func run(args []string) error {
 	cfg.Core.HeartbeatTicks, cfg.Core.ElectionTicks, cfg.Core.LeaseDriftTicks = *heartbeat, *election, *drift
 	cfg.Core.PreVote, cfg.Core.PreVoteBehindSlotsMax = *preVote, *preVoteBehind
 	cfg.Core.BatchBytesMax, cfg.Core.InflightSlotsMax, cfg.Core.InflightBytesMax = *batch, *inflight, *inflightBytes
-	cfg.SnapshotEverySlots, cfg.SnapshotEveryBytes = *snapEvery, *snapBytes
+	cfg.SnapshotEverySlots, cfg.SnapshotEveryBytes, cfg.SnapshotStateRatio = *snapEvery, *snapBytes, *snapRatio
 	cfg.KeyBytesMax, cfg.ValueBytesMax = *keyMax, *valueMax
 	cfg.PeerFrameBytesMax, cfg.ClientConnsMax, cfg.ClientInflightMax, cfg.RequestTimeout = *peerFrame, *conns, *inflightReq, *timeout
 	cfg.ClientConnsPerSourceMax, cfg.ClientIdleTimeout = *connsPerSource, *idleTimeout
 	cfg.DiskHeadroomBytes = *headroom
-	cfg.ClientBytesMax = *reqBytes
+	cfg.ClientBytesMax, cfg.ClientConnBytesMax = *reqBytes, *connBytes
 	if *memLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		// Every queue the network can fill is bounded in bytes (requests, the core's queue and
 		// pipeline, peer queues: about 320 MiB with the defaults, plus the log kept until a
@@ -193,13 +195,16 @@ func checkFlags(fs *flag.FlagSet, dataDir string) error {
 		problems = append(problems, fmt.Sprintf("unexpected arguments %q (every setting is a -flag)", fs.Args()))
 	}
 	for _, name := range []string{"batch-bytes", "inflight-slots", "inflight-bytes", "key-max", "value-max", "peer-frame-max",
-		"max-conns", "max-conns-per-source", "max-inflight", "disk-headroom", "max-request-bytes", "memory-limit", "heartbeat-ticks", "election-ticks", "lease-drift-ticks"} {
+		"max-conns", "max-conns-per-source", "max-inflight", "disk-headroom", "max-request-bytes", "max-conn-request-bytes", "memory-limit", "heartbeat-ticks", "election-ticks", "lease-drift-ticks"} {
 		if v, err := strconv.ParseInt(fs.Lookup(name).Value.String(), 10, 64); err == nil && v < 0 {
 			problems = append(problems, fmt.Sprintf("-%s %d: must not be negative", name, v))
 		}
 	}
+	if v, err := strconv.ParseFloat(fs.Lookup("snapshot-state-ratio").Value.String(), 64); err == nil && !(v >= 0 && v <= 1000) {
+		problems = append(problems, fmt.Sprintf("-snapshot-state-ratio %v: must be between 0 and 1000", v))
+	}
 	for _, name := range []string{"inflight-slots", "inflight-bytes", "key-max", "value-max", "peer-frame-max", "max-conns",
-		"max-inflight", "heartbeat-ticks", "election-ticks"} {
+		"max-inflight", "max-conn-request-bytes", "heartbeat-ticks", "election-ticks"} {
 		if v, err := strconv.ParseInt(fs.Lookup(name).Value.String(), 10, 64); err == nil && v == 0 {
 			problems = append(problems, fmt.Sprintf("-%s 0: must be at least 1", name))
 		}
