@@ -40,11 +40,11 @@ func TestLoopWatchLogsStallsBoundedly(t *testing.T) {
 	if !strings.Contains(lines[1], "stalled 100 more times") || !strings.Contains(lines[1], "159ms (handling request input)") {
 		t.Errorf("summary line: %s", lines[1])
 	}
-	if got := w.work[wakeRequest].Buckets; sum(got[:]) != 100 {
-		t.Errorf("request wake-ups counted %d, want 100", sum(got[:]))
+	if got := sum(w.work[wakeRequest].Buckets[:]); got != 100 {
+		t.Errorf("request wake-ups counted %d, want 100", got)
 	}
-	if got := w.tickLate.Buckets; sum(got[:]) != 101 {
-		t.Errorf("tick lateness counted %d, want 101", sum(got[:]))
+	if got := sum(w.tickLate.Buckets[:]); got != 101 {
+		t.Errorf("tick lateness counted %d, want 101", got)
 	}
 }
 
