@@ -291,6 +291,7 @@ type Driver struct {
 	peerSnap      *kv.State // a peer snapshot validated by Step, for installSnapshot
 	validating    uint64    // the slot of the peer snapshot being validated in the background (0: none)
 	snapSending   map[paxos.ReplicaID]bool
+	snapHold      map[paxos.ReplicaID]time.Time // no snapshot to that peer again before then
 	failed        error
 	leader        paxos.ReplicaID
 	leaderSeen    time.Time // when a leader was last known (start counts): see leaderless
@@ -318,7 +319,7 @@ func New(cfg Config, clock Clock, store Storage, tr Transport, exec Executor, ho
 	d := &Driver{cfg: cfg, log: cfg.Logger, clock: clock, store: store, tr: tr, exec: exec, hooks: hooks,
 		core: core, state: state, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.Core.ID))),
 		pending: map[cmdKey]waiters{}, now: clock.Now(), lastSnap: state.Applied(), lastTick: clock.Now(), leaderSeen: clock.Now(),
-		snapSending: map[paxos.ReplicaID]bool{}, stats: &Stats{}}
+		snapSending: map[paxos.ReplicaID]bool{}, snapHold: map[paxos.ReplicaID]time.Time{}, stats: &Stats{}}
 	d.snapJitter = d.rng.Float64() / 2 // from the first cycle on: replicas start together
 	return d, nil
 }
@@ -778,8 +779,15 @@ func (d *Driver) onSnapshotSaved(slot uint64, size int, started time.Time, err e
 // sendSnapshot brings a peer behind the truncated log up to date: the loop clones the state, a
 // background job encodes and sends it (the transport is safe for that). One per peer at a time:
 // encoding a large state takes longer than the core waits between offers.
+// snapshotHold is how long a peer sent a snapshot of size bytes gets before it is sent another:
+// its transfer and install at a conservative 8 MB/s, and at least 100 ticks (a second at the
+// replica's 10 ms tick).
+func snapshotHold(size int, tick time.Duration) time.Duration {
+	return max(100*tick, time.Duration(size)*time.Second/(8<<20))
+}
+
 func (d *Driver) sendSnapshot(to paxos.ReplicaID) {
-	if d.state.Applied() == 0 || d.snapSending[to] {
+	if d.state.Applied() == 0 || d.snapSending[to] || d.now.Before(d.snapHold[to]) {
 		return
 	}
 	d.snapSending[to] = true
@@ -793,6 +801,11 @@ func (d *Driver) sendSnapshot(to paxos.ReplicaID) {
 		}
 		return func() {
 			d.snapSending[to] = false
+			// Handing the snapshot to the transport is not delivering it: the peer still has to
+			// receive, check and install it, and until then it keeps asking for what it lacks.
+			// Sending again meanwhile only queued more copies (an 82 MB state went three times
+			// from each of two replicas to one restarted peer, issue 12 item 8).
+			d.snapHold[to] = d.now.Add(snapshotHold(len(data), d.cfg.TickInterval))
 			if tooLarge {
 				d.log.Error("state too large for one peer frame; replica cannot be brought up to date", "peer", to, "bytes", len(data))
 			} else {

@@ -232,3 +232,44 @@ func TestSnapshotWaitsForAsManyBytesAsTheLastOne(t *testing.T) {
 		}
 	}
 }
+
+// TestAPeerIsNotSentAnotherSnapshotWhileItInstallsOne: the core asks for a snapshot every time a
+// peer behind the truncated log asks for slots (at most every SnapshotEveryTicks, 200 ms), but a
+// large snapshot takes seconds to arrive and install, and each offer used to queue another full
+// copy. After one is handed to the transport, that peer gets no other for its transfer time.
+func TestAPeerIsNotSentAnotherSnapshotWhileItInstallsOne(t *testing.T) {
+	d, io_ := newTestDriver(t, MutNone)
+	d.state = stateThrough(10)
+	snapshots := func() int {
+		n := 0
+		for _, m := range io_.sent {
+			if m.Type == paxos.MsgSnapshot && m.To == 2 {
+				n++
+			}
+		}
+		return n
+	}
+	d.Begin()
+	d.sendSnapshot(2)
+	d.End()
+	io_.runJobs(d)
+	if snapshots() != 1 {
+		t.Fatalf("%d snapshots sent, want 1", snapshots())
+	}
+	io_.now = io_.now.Add(500 * time.Millisecond) // the core offers again: it is too soon
+	d.Begin()
+	d.sendSnapshot(2)
+	d.End()
+	io_.runJobs(d)
+	if snapshots() != 1 {
+		t.Fatalf("%d snapshots sent within the hold, want 1", snapshots())
+	}
+	io_.now = io_.now.Add(time.Second) // the peer never installed it: send again
+	d.Begin()
+	d.sendSnapshot(2)
+	d.End()
+	io_.runJobs(d)
+	if snapshots() != 2 {
+		t.Fatalf("%d snapshots sent after the hold, want 2", snapshots())
+	}
+}
