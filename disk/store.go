@@ -34,7 +34,8 @@ type Options struct {
 	// MemTableBytes is badger's memtable size: the WAL rotation unit. Under 14 MiB it also
 	// lowers RecordBytesMax. Default 32 MiB.
 	MemTableBytes int64
-	// SnapshotChunkBytes is the size of one snapshot chunk record. Default 256 KiB.
+	// SnapshotChunkBytes is the size of one snapshot chunk record, the format of stores written before
+	// snapshots became files (only tests write it now). Default 256 KiB.
 	SnapshotChunkBytes int
 	// Logger receives badger's warnings and errors. Default slog.Default().
 	Logger *slog.Logger
@@ -95,6 +96,8 @@ type Store struct {
 
 	recordBytesMax int
 
+	dir string
+
 	snapMu sync.Mutex // one SaveSnapshot at a time; held across its writes and syncs
 
 	mu          sync.Mutex
@@ -117,7 +120,7 @@ func Open(dir string, opt Options) (*Store, Recovered, error) {
 	}
 	// Below the value threshold, so no value goes to the value log; and at most half a batch.
 	recordBytesMax := int(min(db.MaxBatchSize()/2, valueThresholdBytes(opt)-1))
-	s := &Store{db: db, opt: opt, recordBytesMax: recordBytesMax,
+	s := &Store{db: db, dir: dir, opt: opt, recordBytesMax: recordBytesMax,
 		be: &badgerBackend{db: db, dir: dir, memTableBytes: opt.MemTableBytes, fault: opt.Fault}}
 	rec, err := s.open()
 	if err != nil {
@@ -158,7 +161,7 @@ func (s *Store) recover() (rec Recovered, err error) {
 		if d.ChosenTo, err = readU64(txn, keyChosen); err != nil {
 			return err
 		}
-		if s.snap, rec.Snapshot, err = readSnapshot(txn); err != nil {
+		if s.snap, rec.Snapshot, err = readSnapshot(txn, s.dir); err != nil {
 			return err
 		}
 		d.Applied = s.snap.slot

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -166,6 +167,19 @@ func chunkGens(t *testing.T, s *Store) map[uint64]int {
 	return gens
 }
 
+// snapFiles lists the snapshot files in dir (temporary ones included).
+func snapFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "snapshot-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range names {
+		names[i] = filepath.Base(names[i])
+	}
+	return names
+}
+
 func TestCrashDuringSaveSnapshotLeavesOneWholeSnapshot(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := openStore(t, dir, testOptions())
@@ -173,9 +187,13 @@ func TestCrashDuringSaveSnapshotLeavesOneWholeSnapshot(t *testing.T) {
 	if err := s.SaveSnapshot(old); err != nil {
 		t.Fatal(err)
 	}
-	// Crash after the new chunks are written and synced, before the pointer flips.
+	// Crash after the new file is written and synced, before the pointer flips; and another crash's
+	// half-written temporary file beside it.
 	newer := buildState(2500).AppendSnapshot(nil)
-	if _, err := s.writeChunks(2, newer); err != nil {
+	if err := s.writeSnapFile(2, newer); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, snapFileName(3)+snapTempSuffix), newer[:100], 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -183,13 +201,12 @@ func TestCrashDuringSaveSnapshotLeavesOneWholeSnapshot(t *testing.T) {
 	if !bytes.Equal(rec.Snapshot, old) {
 		t.Fatal("a snapshot without its pointer flip replaced the old one")
 	}
-	if g := chunkGens(t, s); len(g) != 1 || g[1] == 0 {
-		t.Fatalf("orphan chunks not deleted at open: %v", g)
+	if f := snapFiles(t, dir); len(f) != 1 || f[0] != snapFileName(1) {
+		t.Fatalf("orphan snapshot files not deleted at open: %v", f)
 	}
-	// Crash after the flip, before the old chunks are deleted.
+	// Crash after the flip, before the old file is deleted.
 	p := snapPointer{gen: 2, slot: 2500, sizeBytes: uint64(len(newer)), crc: crc32.Checksum(newer, castagnoli)}
-	var err error
-	if p.chunks, err = s.writeChunks(2, newer); err != nil {
+	if err := s.writeSnapFile(2, newer); err != nil {
 		t.Fatal(err)
 	}
 	flip := &record{ops: []op{{key: keySnapPointer, value: p.encode()}}, mustSync: true, sizeBytes: snapPointerBytes}
@@ -201,8 +218,54 @@ func TestCrashDuringSaveSnapshotLeavesOneWholeSnapshot(t *testing.T) {
 	if !bytes.Equal(rec.Snapshot, newer) || rec.Durable.Applied != 2500 {
 		t.Fatal("flipped snapshot not the one recovered")
 	}
-	if g := chunkGens(t, s); len(g) != 1 || g[2] == 0 {
-		t.Fatalf("old chunks not deleted at open: %v", g)
+	if f := snapFiles(t, dir); len(f) != 1 || f[0] != snapFileName(2) {
+		t.Fatalf("old snapshot file not deleted at open: %v", f)
+	}
+	s.Close()
+	// A snapshot file that does not match its pointer is corruption, not a quiet fresh start.
+	if err := os.WriteFile(filepath.Join(dir, snapFileName(2)), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Open(dir, testOptions()); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open with a snapshot file that fails its checksum: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestSnapshotOfAnOlderStoreIsReadAndReplaced: stores written before snapshots became files kept
+// them as chunk records in badger. Such a store opens with its snapshot, and the next save writes
+// a file and deletes the chunks.
+func TestSnapshotOfAnOlderStoreIsReadAndReplaced(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := openStore(t, dir, testOptions())
+	old := buildState(2000).AppendSnapshot(nil)
+	p := snapPointer{gen: 1, slot: 2000, sizeBytes: uint64(len(old)), crc: crc32.Checksum(old, castagnoli)}
+	var err error
+	if p.chunks, err = s.writeChunks(1, old); err != nil || p.chunks == 0 {
+		t.Fatalf("%d chunks: %v", p.chunks, err)
+	}
+	flip := &record{ops: []op{{key: keySnapPointer, value: p.encode()}}, mustSync: true, sizeBytes: snapPointerBytes}
+	if err := s.c.submit(flip).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, rec := openStore(t, dir, testOptions())
+	if !bytes.Equal(rec.Snapshot, old) || rec.Durable.Applied != 2000 {
+		t.Fatal("the chunked snapshot of an older store was not recovered")
+	}
+	newer := buildState(2500).AppendSnapshot(nil)
+	if err := s.SaveSnapshot(newer); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, rec = openStore(t, dir, testOptions())
+	if !bytes.Equal(rec.Snapshot, newer) {
+		t.Fatal("the snapshot saved after the chunked one was not recovered")
+	}
+	if g := chunkGens(t, s); len(g) != 0 {
+		t.Fatalf("chunks left after the snapshot became a file: %v", g)
+	}
+	if f := snapFiles(t, dir); len(f) != 1 || f[0] != snapFileName(2) {
+		t.Fatalf("snapshot files %v, want only generation 2's", f)
 	}
 }
 
