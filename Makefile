@@ -29,8 +29,8 @@ deps:
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /disk -e /driver -e /kv -e /loadgen -e /replica -e /bench -e /cmd/sofabench)
-	# Time-bound liveness under load: against replicas built without the race detector.
-	$(GO) test -count=1 -run 'TestE2EClusterLeadsAgainAfterALargeValueBurst' ./replica/
+	# Large values within time bounds: against replicas built without the race detector.
+	$(GO) test -count=1 -run 'TestE2EClusterLeadsAgainAfterALargeValueBurst|TestE2ERequestBytesAreBounded|TestE2EOneConnectionCannotTakeTheRequestBudget' ./replica/
 
 race:
 	SOFADB_BUILD_FLAGS=-race $(GO) test -race -count=1 $(RACE_PKGS)

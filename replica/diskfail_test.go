@@ -52,6 +52,9 @@ func startInProcess(t *testing.T, failStep string, failErr error) *inProcessClus
 	for i := range 3 {
 		cfg := replica.DefaultConfig(paxos.ReplicaID(i+1), addrs(0), c.clients, addrs(6))
 		cfg.DataDir, cfg.ClusterKey, cfg.Logger = t.TempDir(), []byte("a test cluster key of 32 bytes!!"), quiet
+		if raceEnabled {
+			cfg.Core.ElectionTicks = 50 // as bench/cluster does for race-built replicas: see raceFlags there
+		}
 		cfg.Disk.Fault = func(step string) error {
 			if step == failStep && c.faulty[i].Load() {
 				return failErr

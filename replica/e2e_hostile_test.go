@@ -227,6 +227,7 @@ func TestE2EReplicaFencesOnLowDiskSpace(t *testing.T) {
 // of requests taken and not yet answered are now bounded (-max-request-bytes); beyond it a request
 // is refused Busy at once, and what was taken is answered.
 func TestE2ERequestBytesAreBounded(t *testing.T) {
+	skipUnderRaceBuild(t)
 	c, leader := startCluster(t, 3, "-max-request-bytes", "1048576")
 	p := c.Replica(leader)
 	conn := dial(t, p.ClientAddr)
@@ -278,11 +279,7 @@ func TestE2ERequestBytesAreBounded(t *testing.T) {
 // the last one ended. With 8 MiB in flight a leader is back, and writes succeed, soon after the
 // burst. (Leadership still churns during the burst: the issue stays open for that.)
 func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
-	if strings.Contains(os.Getenv("SOFADB_BUILD_FLAGS"), "-race") {
-		// Replicas built with the race detector run several times slower, and this is a bound
-		// on time under load: make unit runs it against normal builds.
-		t.Skip("timing-bound under load; run against replicas built without -race (make unit does)")
-	}
+	skipUnderRaceBuild(t)
 	c, leader := startCluster(t, 3)
 	value := []byte(strings.Repeat("x", 60_000))
 	stop := make(chan struct{})
@@ -333,6 +330,7 @@ func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
 // most -max-conn-request-bytes in flight; beyond it the replica stops reading it (TCP pushes back),
 // so the pipelining client is slowed, not refused, and a small client beside it is never Busy.
 func TestE2EOneConnectionCannotTakeTheRequestBudget(t *testing.T) {
+	skipUnderRaceBuild(t)
 	c, leader := startCluster(t, 3, "-max-request-bytes", "4194304", "-max-conn-request-bytes", "1048576")
 	p := c.Replica(leader)
 	big, small := dial(t, p.ClientAddr), dial(t, p.ClientAddr)
@@ -367,5 +365,15 @@ func TestE2EOneConnectionCannotTakeTheRequestBudget(t *testing.T) {
 	}
 	if n := metric(t, p, "sofadb_busy_bytes_total"); n != 0 {
 		t.Errorf("sofadb_busy_bytes_total = %v: one connection took the replica-wide budget", n)
+	}
+}
+
+// skipUnderRaceBuild skips a test that moves tens of megabytes of large values within client
+// timeouts: replicas built with the race detector run several times slower, so under them it
+// measures the detector. make unit runs these against normal builds.
+func skipUnderRaceBuild(t *testing.T) {
+	t.Helper()
+	if strings.Contains(os.Getenv("SOFADB_BUILD_FLAGS"), "-race") {
+		t.Skip("large values within time bounds; run against replicas built without -race (make unit does)")
 	}
 }

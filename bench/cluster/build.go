@@ -18,6 +18,18 @@ var (
 	buildErr  error
 )
 
+// raceFlags are the replica flags a race-detecting build runs with, before the caller's (the last of
+// a repeated flag wins): such a replica runs several times slower, and on a busy 2-core machine its
+// loop stalls for longer than the default election timeout (150 ms), so tests would see elections
+// the race detector caused and time out on them (the failures CI can show on a slow day). A 500 ms
+// timeout keeps what the tests check, and a test that sets its own still gets it.
+func raceFlags() []string {
+	if strings.Contains(os.Getenv("SOFADB_BUILD_FLAGS"), "-race") && os.Getenv("SOFADB_BIN") == "" {
+		return []string{"-election-ticks", "50"}
+	}
+	return nil
+}
+
 // Binary returns the path of the sofadb replica binary, building cmd/sofadb the first time (into a
 // temporary directory; RemoveBinary deletes it). The environment can change how:
 //

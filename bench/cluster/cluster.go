@@ -125,6 +125,7 @@ func Start(o Options) (*Cluster, error) {
 	for _, p := range c.reps {
 		p.bin, p.readyTimeout = bin, o.ReadyTimeout
 		p.args = c.args(p.ID, c.peers, c.client, c.https, p.DataDir, c.KeyFile)
+		p.args = append(p.args, raceFlags()...)
 		p.args = append(p.args, o.Flags...)
 		p.args = append(p.args, o.ReplicaFlags[p.ID]...)
 	}
@@ -354,6 +355,7 @@ func (c *Cluster) StartExtra(id int, keyFile string, flags ...string) (*Proc, er
 		return strings.Join(out, ",")
 	}
 	p.args = c.args(id, replace(c.peers, p.PeerAddr), replace(c.client, p.ClientAddr), replace(c.https, p.HTTPAddr), p.DataDir, keyFile)
+	p.args = append(p.args, raceFlags()...)
 	p.args = append(p.args, flags...)
 	c.mu.Lock()
 	c.extras = append(c.extras, p)
