@@ -26,8 +26,7 @@ type slot struct {
 	propBytes int
 	acks      uint64
 	sentTick  uint64
-	firstTick uint64 // when the proposal was first sent: accept round trips are measured from it
-	resends   uint8  // accepts resent for this proposal: each doubles the wait before the next
+	resends   uint8 // accepts resent for this proposal: each doubles the wait before the next
 }
 
 func (s *slot) ackCount() int { return bits.OnesCount64(s.acks) }
