@@ -249,27 +249,19 @@ func TestAPeerIsNotSentAnotherSnapshotWhileItInstallsOne(t *testing.T) {
 		}
 		return n
 	}
-	d.Begin()
-	d.sendSnapshot(2)
-	d.End()
-	io_.runJobs(d)
-	if snapshots() != 1 {
-		t.Fatalf("%d snapshots sent, want 1", snapshots())
+	// offer is the core asking for a snapshot for peer 2 after `after`, and the jobs running.
+	offer := func(after time.Duration, want int, when string) {
+		t.Helper()
+		io_.now = io_.now.Add(after)
+		d.Begin()
+		d.sendSnapshot(2)
+		d.End()
+		io_.runJobs(d)
+		if got := snapshots(); got != want {
+			t.Fatalf("%d snapshots sent %s, want %d", got, when, want)
+		}
 	}
-	io_.now = io_.now.Add(500 * time.Millisecond) // the core offers again: it is too soon
-	d.Begin()
-	d.sendSnapshot(2)
-	d.End()
-	io_.runJobs(d)
-	if snapshots() != 1 {
-		t.Fatalf("%d snapshots sent within the hold, want 1", snapshots())
-	}
-	io_.now = io_.now.Add(time.Second) // the peer never installed it: send again
-	d.Begin()
-	d.sendSnapshot(2)
-	d.End()
-	io_.runJobs(d)
-	if snapshots() != 2 {
-		t.Fatalf("%d snapshots sent after the hold, want 2", snapshots())
-	}
+	offer(0, 1, "at first")
+	offer(500*time.Millisecond, 1, "within the hold") // the core offers again: it is too soon
+	offer(time.Second, 2, "after the hold")           // the peer never installed it: send again
 }

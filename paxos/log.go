@@ -26,7 +26,7 @@ type slot struct {
 	propBytes int
 	acks      uint64
 	sentTick  uint64
-	resends   uint8 // accepts resent for this proposal: each doubles the wait before the next
+	resent    bool // accepts were resent: a reply may answer either send, so it gives no round trip
 }
 
 func (s *slot) ackCount() int { return bits.OnesCount64(s.acks) }

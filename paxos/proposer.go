@@ -187,7 +187,7 @@ func (r *Replica) proposeSlot(s uint64, cmds []Command, own bool) {
 	for i := range cmds {
 		bytes += cmds[i].Size()
 	}
-	sl.propBallot, sl.prop, sl.propBytes, sl.acks, sl.sentTick, sl.own, sl.resends = r.ballot, cmds, bytes, 0, r.tick, own, 0
+	sl.propBallot, sl.prop, sl.propBytes, sl.acks, sl.sentTick, sl.own, sl.resent = r.ballot, cmds, bytes, 0, r.tick, own, false
 	r.inflightSlots++
 	r.inflightBytes += bytes
 	r.metrics.ProposedSlots++
@@ -236,7 +236,7 @@ func (r *Replica) onAccepted(m *Message) {
 	if sl == nil || sl.chosen || sl.propBallot != r.ballot {
 		return
 	}
-	if sl.resends == 0 && sl.acks&(1<<r.index(m.From)) == 0 {
+	if !sl.resent && sl.acks&(1<<r.index(m.From)) == 0 {
 		// Karn's rule: a proposal that was resent says nothing sure about the round trip (the
 		// reply may answer either send). Sampling such proposals from their first send made the
 		// estimate feed on its own resend waits: simulator seed 18492 (a window of 3 slots, so
@@ -534,7 +534,7 @@ func (r *Replica) resendAccepts() {
 			continue
 		}
 		sl.sentTick = r.tick
-		sl.resends = min(sl.resends+1, resendBackoffMax)
+		sl.resent = true
 		entries := []Entry{{Slot: s, Ballot: r.ballot, Cmds: sl.prop}}
 		for i, p := range r.peers {
 			if p != r.id && sl.acks&(1<<i) == 0 {
@@ -544,10 +544,6 @@ func (r *Replica) resendAccepts() {
 		}
 	}
 }
-
-// resendBackoffMax bounds the count of resends a proposal remembers (it only decides whether a
-// reply may be sampled: Karn's rule).
-const resendBackoffMax = 4
 
 // sampleAcceptRTT folds one accept round trip (ticks) into the smoothed estimate, as TCP's SRTT:
 // an exponentially weighted average with gain 1/8, kept in eighths of a tick.
@@ -623,6 +619,7 @@ func (r *Replica) startPreVote() {
 	r.sendPreVotes()
 }
 
+// sendPreVotes asks every peer that has not granted this round yet.
 func (r *Replica) sendPreVotes() {
 	r.preVoteTick = r.tick
 	for i, p := range r.peers {
@@ -640,7 +637,7 @@ func (r *Replica) onPreVote(m *Message) {
 	if r.cfg.Mode != ModeLeader {
 		return
 	}
-	if r.leaseProtects(m.From) || m.Commit+r.cfg.PreVoteBehindSlotsMax < r.commit {
+	if r.leaseProtects(m.From) || (r.commit > m.Commit && r.commit-m.Commit > r.cfg.PreVoteBehindSlotsMax) {
 		r.metrics.PreVoteRefusals++
 		return
 	}
