@@ -266,7 +266,7 @@ func (r *Replica) advanceCommit() {
 		r.rd.Committed = append(r.rd.Committed, Entry{Slot: s, Ballot: sl.ballot, Chosen: true, Cmds: sl.cmds})
 	}
 	r.released = r.commit
-	if r.cfg.Mode == ModeDuel && len(r.queue) > 0 {
+	if r.cfg.Mode == ModeDuel && r.queue.len() > 0 {
 		r.pruneQueue(r.rd.Committed[first:])
 	}
 	r.setChosenTo()

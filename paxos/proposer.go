@@ -206,23 +206,11 @@ func (r *Replica) proposeSlot(s uint64, cmds []Command, own bool) {
 // BatchBytesMax allows, so under load commands queue while earlier slots are in flight and then
 // share one slot: batching without a timer, and no added latency when idle.
 func (r *Replica) maybePropose() {
-	for len(r.queue) > 0 && r.inflightSlots < r.cfg.InflightSlotsMax && r.inflightBytes < r.cfg.InflightBytesMax &&
+	for r.queue.len() > 0 && r.inflightSlots < r.cfg.InflightSlotsMax && r.inflightBytes < r.cfg.InflightBytesMax &&
 		r.nextSlot <= r.commit+r.cfg.WindowSlotsMax { // acceptors ignore accepts beyond their window
-		n, bytes := 1, r.queue[0].Size()
-		if r.cfg.BatchBytesMax > 0 {
-			for n < len(r.queue) && bytes+r.queue[n].Size() <= r.cfg.BatchBytesMax {
-				bytes += r.queue[n].Size()
-				n++
-			}
-		}
-		cmds := r.queue[:n:n]
-		r.queue = r.queue[n:]
-		r.queueBytes -= bytes
+		cmds := r.queue.take(r.cfg.BatchBytesMax)
 		r.proposeSlot(r.nextSlot, cmds, true)
 		r.nextSlot++
-	}
-	if len(r.queue) == 0 {
-		r.queue = nil // let the drained backing array go
 	}
 }
 
@@ -287,12 +275,7 @@ func (r *Replica) abandonProposals() {
 		sl.prop, sl.propBallot, sl.propBytes, sl.acks, sl.own = nil, 0, 0, 0, false
 	}
 	r.inflightSlots, r.inflightBytes = 0, 0
-	if len(back) > 0 {
-		for i := range back {
-			r.queueBytes += back[i].Size()
-		}
-		r.queue = append(back, r.queue...)
-	}
+	r.queue.pushFront(back)
 }
 
 // pruneQueue drops queued commands that were just chosen (ModeDuel). Without it, a command whose
@@ -306,16 +289,10 @@ func (r *Replica) pruneQueue(chosen []Entry) {
 			done[[2]uint64{c.ClientID, c.Seq}] = struct{}{}
 		}
 	}
-	kept := r.queue[:0]
-	for _, c := range r.queue {
-		if _, ok := done[[2]uint64{c.ClientID, c.Seq}]; ok {
-			r.queueBytes -= c.Size()
-			continue
-		}
-		kept = append(kept, c)
-	}
-	clear(r.queue[len(kept):])
-	r.queue = kept
+	r.queue.filter(func(c *Command) bool {
+		_, ok := done[[2]uint64{c.ClientID, c.Seq}]
+		return !ok
+	})
 }
 
 // recountInflight recomputes the pipeline occupancy after slots vanished under a snapshot.
@@ -352,7 +329,7 @@ func (r *Replica) onNack(m *Message) {
 func (r *Replica) preempted(higher Ballot) {
 	r.metrics.Preempted++
 	r.stepDown()
-	if r.cfg.Mode != ModeDuel || len(r.queue) == 0 {
+	if r.cfg.Mode != ModeDuel || r.queue.len() == 0 {
 		return
 	}
 	if !r.cfg.Backoff {
@@ -409,15 +386,16 @@ func (r *Replica) onForward(m *Message) {
 // remembers them for a while: if that leader dies before proposing them, they are forwarded again
 // to the next one (see reforward) instead of waiting for their clients to time out.
 func (r *Replica) forwardQueue() {
-	if len(r.queue) == 0 || r.leader == 0 || r.leader == r.id {
+	if r.queue.len() == 0 || r.leader == 0 || r.leader == r.id {
 		return
 	}
-	r.metrics.Forwarded += uint64(len(r.queue))
-	r.send(Message{Type: MsgForward, To: r.leader, Cmds: r.queue})
-	r.fwd = append(r.fwd, fwdBatch{r.tick, r.queue})
-	r.fwdBytes += r.queueBytes
+	bytes := r.queue.bytes
+	cmds := r.queue.drain()
+	r.metrics.Forwarded += uint64(len(cmds))
+	r.send(Message{Type: MsgForward, To: r.leader, Cmds: cmds})
+	r.fwd = append(r.fwd, fwdBatch{r.tick, cmds})
+	r.fwdBytes += bytes
 	r.fwdTerm = r.leaderTerm()
-	r.queue, r.queueBytes = nil, 0
 	r.expireForwarded()
 }
 
@@ -454,10 +432,7 @@ func (r *Replica) reforward() {
 		}
 		return
 	}
-	r.queue = append(cmds, r.queue...)
-	for i := range cmds {
-		r.queueBytes += cmds[i].Size()
-	}
+	r.queue.pushFront(cmds)
 }
 
 // expireForwarded forgets forwarded commands once the leader they went to has led for two election

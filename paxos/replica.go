@@ -75,8 +75,7 @@ type Replica struct {
 	// read while commit < readFence (the Paxos form of Raft's "commit an entry of your own term").
 	readFence     uint64
 	nextSlot      uint64
-	queue         []Command
-	queueBytes    int
+	queue         cmdQueue   // commands waiting for a slot or a leader, one FIFO per client
 	fwd           []fwdBatch // commands forwarded recently, re-forwarded if the leader's term changes
 	fwdBytes      int
 	fwdTerm       Ballot // the ballot under which the leader fwd was last sent to led
@@ -227,7 +226,7 @@ func (r *Replica) Status() Status {
 	return Status{
 		ID: r.id, Role: r.role.String(), Ballot: r.ballot, Promised: r.promised, Leader: r.leader,
 		Commit: r.commit, Released: r.released, LogBase: r.log.base, LogLast: r.log.last(),
-		Inflight: r.inflightSlots, QueueLen: len(r.queue), Tick: r.tick, LeaseHeld: lease,
+		Inflight: r.inflightSlots, QueueLen: r.queue.len(), Tick: r.tick, LeaseHeld: lease,
 		AcceptRTT8: r.srtt8, Metrics: r.metrics,
 	}
 }
@@ -322,11 +321,10 @@ func (r *Replica) Propose(cmds []Command) error {
 	for i := range cmds {
 		size += cmds[i].Size()
 	}
-	if r.queueBytes+size > r.cfg.QueueBytesMax {
+	if r.queue.bytes+size > r.cfg.QueueBytesMax {
 		return ErrBusy
 	}
-	r.queue = append(r.queue, cmds...)
-	r.queueBytes += size
+	r.queue.push(cmds)
 	r.settle()
 	return nil
 }
@@ -392,7 +390,7 @@ func (r *Replica) settle() {
 		r.maybePropose()
 	case r.cfg.Mode == ModeLeader:
 		r.forwardQueue()
-	case r.role == follower && len(r.queue) > 0 && r.tick >= r.backoffUntil:
+	case r.role == follower && r.queue.len() > 0 && r.tick >= r.backoffUntil:
 		r.campaign() // ModeDuel: every replica proposes its own commands
 	}
 	r.maybeCompact()

@@ -194,8 +194,8 @@ func TestPipelineBoundsSlotsInFlight(t *testing.T) {
 		l.Propose([]Command{cmd(1, uint64(i+1), 10)})
 	}
 	c.pump()
-	if l.inflightSlots != 8 || len(l.queue) != 42 {
-		t.Fatalf("in flight %d, queued %d: want 8 and 42", l.inflightSlots, len(l.queue))
+	if l.inflightSlots != 8 || l.queue.len() != 42 {
+		t.Fatalf("in flight %d, queued %d: want 8 and 42", l.inflightSlots, l.queue.len())
 	}
 	c.hold = nil
 	msgs := c.held
@@ -204,8 +204,8 @@ func TestPipelineBoundsSlotsInFlight(t *testing.T) {
 		c.reps[msgs[i].To-1].Step(&msgs[i])
 	}
 	c.pump()
-	if len(l.queue) != 0 || l.commit < l.startSlot+49 {
-		t.Fatalf("after releasing replies: queued %d, commit %d", len(l.queue), l.commit)
+	if l.queue.len() != 0 || l.commit < l.startSlot+49 {
+		t.Fatalf("after releasing replies: queued %d, commit %d", l.queue.len(), l.commit)
 	}
 }
 
