@@ -62,11 +62,14 @@ type Config struct {
 	// SnapshotStateRatio: see driver.Config; 1 by default.
 	SnapshotStateRatio float64
 
-	KeyBytesMax         int
-	ValueBytesMax       int
-	PeerFrameBytesMax   int // a snapshot travels in one peer frame: this bounds the state size too
-	ClientFrameBytesMax int
-	ClientConnsMax      int
+	KeyBytesMax       int
+	ValueBytesMax     int
+	PeerFrameBytesMax int // the largest peer message (a snapshot, assembled from its fragments): this bounds the state size too
+	// SnapshotSendBytesPerSec paces the fragments of a snapshot sent to one peer (0: unpaced), so
+	// that a transfer takes a bounded share of the link, the CPU and the receiver's disk.
+	SnapshotSendBytesPerSec int64
+	ClientFrameBytesMax     int
+	ClientConnsMax          int
 	// ClientConnsPerSourceMax caps the binary connections of one source host; at ClientConnsMax
 	// a new connection evicts the one idle longest (no request in flight for ClientEvictIdleAfter);
 	// a connection idle for ClientIdleTimeout is closed. HTTP keeps its own per-source cap.
@@ -119,7 +122,7 @@ func DefaultConfig(id paxos.ReplicaID, peers, clients, https map[paxos.ReplicaID
 		ID: id, PeerAddrs: peers, ClientAddrs: clients, HTTPAddrs: https,
 		Core: core, TickInterval: 10 * time.Millisecond, Fsync: true, SnapshotEverySlots: 100_000, SnapshotEveryBytes: 64 << 20, SnapshotStateRatio: 1,
 		KeyBytesMax: 1 << 10, ValueBytesMax: 64 << 10,
-		PeerFrameBytesMax: 256 << 20, ClientFrameBytesMax: 1 << 20,
+		PeerFrameBytesMax: 256 << 20, SnapshotSendBytesPerSec: 64 << 20, ClientFrameBytesMax: 1 << 20,
 		ClientConnsMax: 1024, ClientConnsPerSourceMax: 256, ClientEvictIdleAfter: time.Second, ClientIdleTimeout: 2 * time.Minute,
 		ClientInflightMax: 1024, ClientConnBytesMax: 2 << 20, PeerQueueMax: 1 << 16, PeerQueueBytesMax: 64 << 20, ClientBytesMax: 64 << 20,
 		RequestQueueMax: 1 << 16,
@@ -156,6 +159,8 @@ func (c *Config) validate() error {
 	case c.PeerFrameBytesMax <= 0 || c.ClientConnsMax <= 0 || c.ClientInflightMax <= 0 || c.ClientConnBytesMax <= 0 ||
 		c.PeerQueueMax <= 0 || c.PeerQueueBytesMax <= 0 || c.ClientBytesMax <= 0 || c.RequestQueueMax <= 0 || c.UnauthenticatedMax <= 0:
 		return bad("every limit must be positive")
+	case c.SnapshotSendBytesPerSec < 0:
+		return bad("snapshot send rate %d bytes/s", c.SnapshotSendBytesPerSec)
 	case c.Core.BatchBytesMax > c.PeerFrameBytesMax/2:
 		return bad("batch bytes %d do not fit a peer frame of %d", c.Core.BatchBytesMax, c.PeerFrameBytesMax)
 	}

@@ -132,6 +132,7 @@ func (c sofaCollector) Collect(ch chan<- prometheus.Metric) {
 		emit(prometheus.CounterValue, "peer_sent_messages_total", "Peer messages written to this peer's connection.", float64(p.sent.Load()), "peer", peer)
 		emit(prometheus.CounterValue, "peer_sent_bytes_total", "Peer frame bytes written to this peer's connection.", float64(p.sentBytes.Load()), "peer", peer)
 		emit(prometheus.CounterValue, "peer_dropped_messages_total", "Peer messages dropped (queue full or no connection).", float64(p.dropped.Load()), "peer", peer)
+		emit(prometheus.CounterValue, "peer_redundant_accepts_total", "Accepts the core resent that were not queued: a copy for the same slot and ballot was queued on the current connection less than a second before.", float64(p.suppressed.Load()), "peer", peer)
 		emit(prometheus.CounterValue, "peer_reconnects_total", "Connections established with this peer.", float64(p.reconnects.Load()), "peer", peer)
 		msgs, bytes = msgs+p.sent.Load(), bytes+p.sentBytes.Load()
 	}

@@ -38,6 +38,8 @@ type transport struct {
 	ln       net.Listener
 	wg       sync.WaitGroup
 
+	now func() time.Time // time.Now; a test's clock in tests
+
 	refused   atomic.Uint64 // handshakes that failed (wrong key, unknown peer, garbage, timeout)
 	conflicts atomic.Uint64 // handshakes refused because a peer's identity is not the one known for its id
 }
@@ -55,10 +57,14 @@ type peer struct {
 	conn       net.Conn
 	wake       chan struct{}
 	dirty      atomic.Bool // queued since the last flush
+	// accepts remembers, per slot, the accept queued for this peer on the current connection (see
+	// redundantAccept); epoch counts connections, so that a new one makes every entry stale.
+	accepts map[uint64]acceptCopy
+	epoch   uint64
 
-	sent, dropped, reconnects atomic.Uint64
-	sentBytes                 atomic.Uint64
-	lastErr                   atomic.Pointer[string] // why the last dial or handshake failed; nil once one succeeds
+	sent, dropped, reconnects, suppressed atomic.Uint64
+	sentBytes                             atomic.Uint64
+	lastErr                               atomic.Pointer[string] // why the last dial or handshake failed; nil once one succeeds
 }
 
 // failure is what /status shows for this peer: why we could not connect, or "".
@@ -83,7 +89,7 @@ func (p *peer) setFailure(err error) {
 func newTransport(cfg *Config, log *slog.Logger, ident wire.Identity, book *peerBook,
 	deliver func(context.Context, paxos.Message) bool) *transport {
 	t := &transport{cfg: cfg, log: log, deliver: deliver, self: cfg.ID, ident: ident, book: book, peers: map[paxos.ReplicaID]*peer{},
-		unauth: make(chan struct{}, cfg.UnauthenticatedMax), unauthBy: map[string]int{}, refuse: newRefusalLog(log, refusalLogInterval)}
+		unauth: make(chan struct{}, cfg.UnauthenticatedMax), unauthBy: map[string]int{}, refuse: newRefusalLog(log, refusalLogInterval), now: time.Now}
 	for id, addr := range cfg.PeerAddrs {
 		if id != t.self {
 			t.peers[id] = &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1)}
@@ -129,18 +135,79 @@ func (t *transport) send(m *paxos.Message) {
 		return
 	}
 	size := messageBytes(m)
+	now := t.now()
 	p.mu.Lock()
+	if p.redundantAccept(m, now) {
+		p.mu.Unlock()
+		p.suppressed.Add(1)
+		return
+	}
 	// One message larger than the byte bound (a snapshot) still goes when the queue is empty.
 	if len(p.queue) >= t.cfg.PeerQueueMax || (p.queueBytes > 0 && p.queueBytes+size > t.cfg.PeerQueueBytesMax) {
 		p.mu.Unlock()
 		p.dropped.Add(1)
 		return
 	}
+	p.rememberAccept(m, now)
 	p.queue = append(p.queue, *m)
 	p.queueBytes += size
 	p.mu.Unlock()
 	p.dirty.Store(true)
 }
+
+// acceptCopy is an accept queued for a peer: its ballot, the connection it was queued on, when.
+type acceptCopy struct {
+	ballot paxos.Ballot
+	epoch  uint64
+	at     time.Time
+}
+
+// acceptResendQuiet is how long a copy of an accept queued on a live connection makes the core's
+// resends of it redundant. The connection is TCP and the receiver never drops a frame it read
+// (deliver blocks), so a copy queued on a connection that stays up arrives: a resend could only
+// repeat it. The core resends after a fixed few ticks because in general it cannot tell a lost
+// accept from a slow acceptor; under a large-value burst acceptors were slow, accepts took 200-300
+// ms to be answered, and the leader sent every one of them about six times (48,007-58,725 resent
+// for 9,088-9,519 proposed), onto links and disks already behind (issue 12). A lost copy is one
+// whose connection broke, which starts a new epoch and lets the next resend through; the quiet
+// period bounds what an acceptor that read an accept and ignored it (out of its window) waits.
+const acceptResendQuiet = time.Second
+
+// redundantAccept reports whether m repeats an accept already queued for this peer, for the same
+// slot and ballot, on the current connection, within acceptResendQuiet. Called with p.mu held.
+func (p *peer) redundantAccept(m *paxos.Message, now time.Time) bool {
+	if m.Type != paxos.MsgAccept || len(m.Entries) != 1 || p.conn == nil {
+		return false
+	}
+	c, ok := p.accepts[m.Entries[0].Slot]
+	return ok && c.ballot == m.Ballot && c.epoch == p.epoch && now.Sub(c.at) < acceptResendQuiet
+}
+
+// rememberAccept records an accept queued on the current connection, and forgets slots the
+// accept's commit notice says are chosen (a leader sends nothing for them again). Called with
+// p.mu held.
+func (p *peer) rememberAccept(m *paxos.Message, now time.Time) {
+	if m.Type != paxos.MsgAccept || len(m.Entries) != 1 || p.conn == nil {
+		return
+	}
+	if p.accepts == nil {
+		p.accepts = map[uint64]acceptCopy{}
+	}
+	if len(p.accepts) >= acceptsRememberedMax {
+		for s, c := range p.accepts {
+			if s <= m.Commit || c.epoch != p.epoch || now.Sub(c.at) >= acceptResendQuiet {
+				delete(p.accepts, s)
+			}
+		}
+		if len(p.accepts) >= acceptsRememberedMax { // a bound whatever the peer does
+			clear(p.accepts)
+		}
+	}
+	p.accepts[m.Entries[0].Slot] = acceptCopy{ballot: m.Ballot, epoch: p.epoch, at: now}
+}
+
+// acceptsRememberedMax bounds the accepts remembered per peer: well above the pipeline depth.
+const acceptsRememberedMax = 8192
 
 // flush wakes the writer of every peer with queued messages. The loop calls it once per iteration;
 // waking per message made each frame its own write system call.
@@ -162,59 +229,137 @@ func (t *transport) flush() {
 // nacks are a few dozen bytes), and one write carries at most bulkBytesPerWrite of larger ones;
 // what is left waits for the next write, which follows at once. Under 60 KB values a heartbeat
 // queued behind tens of megabytes of accepts reached its follower after the election timeout, and
-// the cluster churned through leaders. (A single frame larger than the bound, a snapshot, still
-// goes whole: chunking it is the next step.)
+// the cluster churned through leaders.
+//
+// A message larger than fragmentAbove (a snapshot) is cut into fragments of fragmentBytes, one
+// per write, paced at SnapshotSendBytesPerSec: everything else keeps flowing between them. As one
+// frame, a 170 MB snapshot held the heartbeats to the peer installing it for seconds, and that
+// peer campaigned, deposing a live leader (issue 12, item 8).
 func (p *peer) writeLoop(ctx context.Context) {
 	defer p.t.wg.Done()
 	var buf []byte
 	var batch []paxos.Message
+	var big bigMessage
 	more := false
 	for {
 		if !more {
+			var due <-chan time.Time
+			var timer *time.Timer
+			if big.pending() {
+				timer = time.NewTimer(time.Until(big.next))
+				due = timer.C
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-p.wake:
+			case <-due:
+			}
+			if timer != nil {
+				timer.Stop()
 			}
 		} else if ctx.Err() != nil {
 			return
 		}
 		p.mu.Lock()
 		conn := p.conn
-		batch, more = p.takeLocked(batch[:0])
+		var large *paxos.Message
+		var readyBulk, largeWaiting bool
+		batch, large, readyBulk, largeWaiting = p.takeLocked(batch[:0], !big.pending())
 		p.mu.Unlock()
+		if large != nil {
+			big = bigMessage{payload: peerwire.AppendMessage(nil, large), conn: conn, next: time.Now()}
+		}
+		if big.pending() && big.conn != conn { // the connection it began on is gone
+			big = bigMessage{}
+			p.dropped.Add(1)
+		}
 		if conn == nil {
 			p.dropped.Add(uint64(len(batch)))
-		} else {
-			buf = buf[:0]
-			for i := range batch {
-				buf = peerwire.AppendMessageFrame(buf, &batch[i])
-			}
+			clear(batch)
+			more = readyBulk
+			continue
+		}
+		buf = buf[:0]
+		for i := range batch {
+			buf = peerwire.AppendMessageFrame(buf, &batch[i])
+		}
+		fragment := 0
+		if now := time.Now(); big.pending() && !now.Before(big.next) {
+			buf, fragment = big.appendFragment(buf, p.t.cfg.SnapshotSendBytesPerSec, now)
+		}
+		if len(buf) > 0 {
 			if err := writeChunked(conn, buf); err != nil {
 				p.t.log.Warn("peer write failed; reconnecting", "peer", p.id, "err", err)
 				p.closeConn(conn)
 			} else {
 				p.sent.Add(uint64(len(batch)))
+				if fragment > 0 && !big.pending() {
+					p.sent.Add(1) // the large message's last fragment
+				}
 				p.sentBytes.Add(uint64(len(buf)))
 			}
-			if cap(buf) > 16<<20 {
-				buf = nil // do not keep a snapshot-sized buffer for ever
-			}
+		}
+		if cap(buf) > 16<<20 {
+			buf = nil
 		}
 		clear(batch) // let the entries the messages referenced go
+		// Go round at once for bulk left over, a large message that waited for the last one to
+		// finish, or a fragment already due; a paced fragment wakes the loop by its timer.
+		more = readyBulk || (!big.pending() && largeWaiting) || (big.pending() && !time.Now().Before(big.next))
 	}
 }
 
+// bigMessage is a large message being sent in fragments: its encoded payload, how much of it has
+// gone, the connection it goes on and when its next fragment is due.
+type bigMessage struct {
+	payload []byte
+	off     int
+	conn    net.Conn
+	next    time.Time
+}
+
+func (b *bigMessage) pending() bool { return b.payload != nil }
+
+// appendFragment appends the next fragment frame and sets when the one after it is due: pieces
+// of fragmentBytes at bytesPerSec (0: no pacing). It returns the piece's size.
+func (b *bigMessage) appendFragment(buf []byte, bytesPerSec int64, now time.Time) ([]byte, int) {
+	n := min(fragmentBytes, len(b.payload)-b.off)
+	var flags byte
+	if b.off == 0 {
+		flags |= peerwire.FragmentFirst
+	}
+	if b.off+n == len(b.payload) {
+		flags |= peerwire.FragmentLast
+	}
+	buf = peerwire.AppendFragmentFrame(buf, flags, b.payload[b.off:b.off+n])
+	b.off += n
+	if b.off == len(b.payload) {
+		*b = bigMessage{}
+		return buf, n
+	}
+	b.next = now
+	if bytesPerSec > 0 {
+		b.next = now.Add(time.Duration(float64(n) / float64(bytesPerSec) * float64(time.Second)))
+	}
+	return buf, n
+}
+
 // controlBytesMax is the largest message that travels in the control lane; bulkBytesPerWrite is
-// how much of the rest one write may carry.
+// how much of the rest one write may carry; a message above fragmentAbove travels in fragments
+// of fragmentBytes.
 const (
 	controlBytesMax   = 4 << 10
 	bulkBytesPerWrite = 1 << 20
+	fragmentAbove     = 2 << 20
+	fragmentBytes     = 256 << 10
 )
 
 // takeLocked moves into batch every queued control message and, after them, queued bulk messages
-// in their order up to bulkBytesPerWrite (at least one); it reports whether any are left.
-func (p *peer) takeLocked(batch []paxos.Message) ([]paxos.Message, bool) {
+// in their order up to bulkBytesPerWrite (at least one); when takeLarge is set, it also takes the
+// first message larger than fragmentAbove and returns it apart (else such messages wait their
+// turn). It reports whether bulk messages are left that could go now, and whether large ones are.
+func (p *peer) takeLocked(batch []paxos.Message, takeLarge bool) (_ []paxos.Message, large *paxos.Message, readyBulk, largeWaiting bool) {
 	for i := range p.queue {
 		if messageBytes(&p.queue[i]) <= controlBytesMax {
 			batch = append(batch, p.queue[i])
@@ -226,17 +371,25 @@ func (p *peer) takeLocked(batch []paxos.Message) ([]paxos.Message, bool) {
 		size := messageBytes(m)
 		switch {
 		case size <= controlBytesMax: // taken above
+		case size > fragmentAbove && takeLarge && large == nil:
+			c := *m
+			large = &c
+		case size > fragmentAbove:
+			rest = append(rest, *m) // waits for the one being fragmented
+			restBytes += size
+			largeWaiting = true
 		case bulk == 0 || bulk+size <= bulkBytesPerWrite:
 			batch = append(batch, *m)
 			bulk += size
 		default:
 			rest = append(rest, *m) // in place: rest never passes i
 			restBytes += size
+			readyBulk = true
 		}
 	}
 	clear(p.queue[len(rest):])
 	p.queue, p.queueBytes = rest, restBytes
-	return batch, len(rest) > 0
+	return batch, large, readyBulk, largeWaiting
 }
 
 // writeChunked writes buf in pieces, each with its own deadline: a large snapshot on a slow link
@@ -270,6 +423,7 @@ func (p *peer) setConn(c net.Conn) {
 	p.mu.Lock()
 	old := p.conn
 	p.conn = c
+	p.epoch++
 	p.mu.Unlock()
 	if old != nil {
 		old.Close()
@@ -281,6 +435,7 @@ func (p *peer) closeConn(c net.Conn) {
 	p.mu.Lock()
 	if p.conn == c {
 		p.conn = nil
+		p.epoch++
 	}
 	p.mu.Unlock()
 	c.Close()
@@ -510,6 +665,7 @@ func (t *transport) readLoop(ctx context.Context, p *peer, ac authConn) {
 	// with a peer writes its identity to disk): closing on ctx, here, is what no race can skip.
 	defer context.AfterFunc(ctx, func() { ac.c.Close() })()
 	var m paxos.Message
+	asm := peerwire.NewAssembler(t.cfg.PeerFrameBytesMax)
 	for {
 		typ, payload, err := ac.rd.Next()
 		if err != nil {
@@ -518,16 +674,28 @@ func (t *transport) readLoop(ctx context.Context, p *peer, ac authConn) {
 			}
 			return
 		}
+		if typ == peerwire.TypeFragment {
+			// A piece of a large message: nothing to deliver until its last piece. The assembled
+			// payload is ours alone, so the message decoded from it is handed over without a copy.
+			whole, err := asm.Add(payload)
+			if err != nil {
+				t.log.Warn("closing peer connection: bad fragment", "peer", p.id, "err", err)
+				return
+			}
+			if whole == nil {
+				continue
+			}
+			var big paxos.Message
+			if !t.check(p, whole, &big) || !t.deliver(ctx, big) {
+				return
+			}
+			continue
+		}
 		if typ >= wire.TypeHello {
 			t.log.Warn("closing peer connection: handshake frame after the handshake", "peer", p.id, "type", typ)
 			return
 		}
-		if _, err := peerwire.DecodeMessage(payload, &m); err != nil {
-			t.log.Warn("closing peer connection: bad message", "peer", p.id, "err", err)
-			return
-		}
-		if m.From != p.id || m.To != t.self {
-			t.log.Warn("closing peer connection: message not from its authenticated sender", "peer", p.id, "from", m.From, "to", m.To)
+		if !t.check(p, payload, &m) {
 			return
 		}
 		// The core keeps what Step is given, and m aliases the reader's buffer: hand over a copy.
@@ -535,4 +703,19 @@ func (t *transport) readLoop(ctx context.Context, p *peer, ac authConn) {
 			return
 		}
 	}
+}
+
+// check decodes one message payload into m and reports whether it may be delivered: it decodes,
+// and it names the authenticated peer as sender and this replica as receiver. Otherwise it logs
+// why the connection closes.
+func (t *transport) check(p *peer, payload []byte, m *paxos.Message) bool {
+	if _, err := peerwire.DecodeMessage(payload, m); err != nil {
+		t.log.Warn("closing peer connection: bad message", "peer", p.id, "err", err)
+		return false
+	}
+	if m.From != p.id || m.To != t.self {
+		t.log.Warn("closing peer connection: message not from its authenticated sender", "peer", p.id, "from", m.From, "to", m.To)
+		return false
+	}
+	return true
 }

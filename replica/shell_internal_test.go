@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/sofadb/sofadb/paxos"
 	"github.com/sofadb/sofadb/wire"
+	"github.com/sofadb/sofadb/wire/peerwire"
 )
 
 // TestShellStopsWhenAServerGoroutineFails (issue 10, item 5): the process shell's goroutines run
@@ -148,18 +150,140 @@ func TestControlMessagesOvertakeBulk(t *testing.T) {
 		p.queue = append(p.queue, big(s))
 	}
 	p.queue = append(p.queue, paxos.Message{Type: paxos.MsgCommit, Commit: 7, Stamp: 1})
-	batch, more := p.takeLocked(nil)
+	batch, _, more, _ := p.takeLocked(nil, true)
 	if !more || len(batch) != 3 || batch[0].Type != paxos.MsgCommit || batch[1].Entries[0].Slot != 1 || batch[2].Entries[0].Slot != 2 {
 		t.Fatalf("first write: %d messages (more %v), want the heartbeat then slots 1-2", len(batch), more)
 	}
 	var slots []uint64
 	for more {
-		batch, more = p.takeLocked(nil)
+		batch, _, more, _ = p.takeLocked(nil, true)
 		for _, m := range batch {
 			slots = append(slots, m.Entries[0].Slot)
 		}
 	}
 	if fmt.Sprint(slots) != "[3 4 5 6]" || p.queueBytes != 0 || len(p.queue) != 0 {
 		t.Fatalf("the rest left as %v (queue %d, %d bytes), want [3 4 5 6] in order and an empty queue", slots, len(p.queue), p.queueBytes)
+	}
+}
+
+// TestResentAcceptsAreNotQueuedTwiceOnOneConnection: the core's resend of an accept already queued
+// on the live connection is dropped (before, every resend was queued: six copies per accept under
+// a large-value burst); a new connection, a new ballot or a second of quiet lets it through, and
+// so does everything that is not an accept.
+func TestResentAcceptsAreNotQueuedTwiceOnOneConnection(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	addrs := map[paxos.ReplicaID]string{1: "127.0.0.1:0", 2: "127.0.0.1:0"}
+	cfg := DefaultConfig(1, addrs, addrs, addrs)
+	tr := newTransport(&cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), wire.Identity{1}, nil,
+		func(context.Context, paxos.Message) bool { return true })
+	tr.now = func() time.Time { return clock }
+	p := tr.peers[2]
+	a, b := net.Pipe()
+	defer b.Close()
+	accept := func(slot uint64, ballot paxos.Ballot) *paxos.Message {
+		return &paxos.Message{Type: paxos.MsgAccept, To: 2, Ballot: ballot,
+			Entries: []paxos.Entry{{Slot: slot, Ballot: ballot, Cmds: []paxos.Command{{Data: make([]byte, 60<<10)}}}}}
+	}
+	queued := func() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.queue) }
+
+	tr.send(accept(5, 7)) // no connection: queued (and dropped by the writer), not remembered
+	tr.send(accept(5, 7))
+	if queued() != 2 {
+		t.Fatalf("without a connection %d queued, want 2: nothing can be known delivered", queued())
+	}
+	p.setConn(a)
+	tr.send(accept(5, 7))
+	tr.send(accept(5, 7)) // the resend
+	tr.send(accept(6, 7))
+	tr.send(&paxos.Message{Type: paxos.MsgCommit, To: 2, Ballot: 7, Commit: 3})
+	tr.send(&paxos.Message{Type: paxos.MsgCommit, To: 2, Ballot: 7, Commit: 3})
+	if queued() != 2+4 || p.suppressed.Load() != 1 {
+		t.Fatalf("on a live connection %d queued (%d suppressed), want 4 more and 1", queued()-2, p.suppressed.Load())
+	}
+	tr.send(accept(5, 8)) // another ballot
+	clock = clock.Add(acceptResendQuiet)
+	tr.send(accept(6, 7)) // a second later
+	if queued() != 8 {
+		t.Fatalf("%d queued, want 8: a new ballot and a quiet period let accepts through", queued())
+	}
+	p.closeConn(a)
+	c, d := net.Pipe()
+	defer d.Close()
+	p.setConn(c)
+	tr.send(accept(5, 8)) // the connection it went on broke: it may be lost
+	if queued() != 9 || p.suppressed.Load() != 1 {
+		t.Fatalf("after a reconnect %d queued (%d suppressed), want 9 and 1", queued(), p.suppressed.Load())
+	}
+	p.mu.Lock()
+	for i := range uint64(3 * acceptsRememberedMax) {
+		p.rememberAccept(accept(i+100, 8), clock)
+	}
+	if len(p.accepts) > acceptsRememberedMax {
+		t.Fatalf("%d accepts remembered, want at most %d", len(p.accepts), acceptsRememberedMax)
+	}
+	p.mu.Unlock()
+}
+
+// TestHeartbeatsOvertakeASnapshotInFlight: a snapshot goes in paced fragments, and a heartbeat
+// queued while it is being sent reaches the peer before its last fragment. (As one frame, a 170 MB
+// snapshot held the heartbeats to the peer installing it for seconds, and that peer campaigned.)
+func TestHeartbeatsOvertakeASnapshotInFlight(t *testing.T) {
+	addrs := map[paxos.ReplicaID]string{1: "127.0.0.1:0", 2: "127.0.0.1:0"}
+	cfg := DefaultConfig(1, addrs, addrs, addrs)
+	cfg.SnapshotSendBytesPerSec = 16 << 20 // 4 MiB: 16 fragments over about 250 ms
+	tr := newTransport(&cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), wire.Identity{1}, nil,
+		func(context.Context, paxos.Message) bool { return true })
+	p := tr.peers[2]
+	a, b := net.Pipe()
+	defer b.Close()
+	p.setConn(a)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr.wg.Add(1)
+	go p.writeLoop(ctx)
+
+	state := bytes.Repeat([]byte("0123456789abcdef"), 4<<20/16)
+	tr.send(&paxos.Message{Type: paxos.MsgSnapshot, From: 1, To: 2, Slot: 9, Data: state})
+	tr.flush()
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		tr.send(&paxos.Message{Type: paxos.MsgCommit, From: 1, To: 2, Ballot: 5, Commit: 3})
+		tr.flush()
+	}()
+
+	rd := wire.NewReader(b, cfg.PeerFrameBytesMax, peerwire.Types)
+	asm := peerwire.NewAssembler(cfg.PeerFrameBytesMax)
+	heartbeatAt, fragmentsSeen := -1, 0
+	start := time.Now()
+	for {
+		b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		typ, payload, err := rd.Next()
+		if err != nil {
+			t.Fatalf("after %d fragments: %v", fragmentsSeen, err)
+		}
+		if typ != peerwire.TypeFragment {
+			heartbeatAt = fragmentsSeen
+			continue
+		}
+		fragmentsSeen++
+		whole, err := asm.Add(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if whole == nil {
+			continue
+		}
+		var m paxos.Message
+		if _, err := peerwire.DecodeMessage(whole, &m); err != nil || m.Slot != 9 || !bytes.Equal(m.Data, state) {
+			t.Fatalf("snapshot assembled as slot %d with %d bytes: %v", m.Slot, len(m.Data), err)
+		}
+		break
+	}
+	took := time.Since(start)
+	if heartbeatAt < 0 || heartbeatAt >= fragmentsSeen {
+		t.Fatalf("the heartbeat arrived after fragment %d of %d: it waited for the snapshot", heartbeatAt, fragmentsSeen)
+	}
+	if fragmentsSeen < 16 || took < 150*time.Millisecond {
+		t.Fatalf("%d fragments in %v: want 16 paced over about 250 ms", fragmentsSeen, took)
 	}
 }

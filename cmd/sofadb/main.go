@@ -73,7 +73,8 @@ func run(args []string) error {
 	snapRatio := fs.Float64("snapshot-state-ratio", def.SnapshotStateRatio, "and a snapshot waits until the bytes applied since the last reach this multiple of its size, so saving costs no more than writing (0: fixed thresholds only)")
 	keyMax := fs.Int("key-max", def.KeyBytesMax, "largest key accepted, bytes (larger: 413 / TooLarge)")
 	valueMax := fs.Int("value-max", def.ValueBytesMax, "largest value accepted, bytes (larger: 413 / TooLarge)")
-	peerFrame := fs.Int("peer-frame-max", def.PeerFrameBytesMax, "largest peer frame, bytes; a snapshot must fit in one")
+	peerFrame := fs.Int("peer-frame-max", def.PeerFrameBytesMax, "largest peer message, bytes (a snapshot travels in fragments, and must fit in this once assembled)")
+	snapRate := fs.Int64("snapshot-send-rate", def.SnapshotSendBytesPerSec, "bytes per second of a snapshot sent to one peer (0: unpaced); its fragments leave room for everything else on the connection")
 	conns := fs.Int("max-conns", def.ClientConnsMax, "client connections per API; at the limit a new binary connection evicts the one idle longest")
 	connsPerSource := fs.Int("max-conns-per-source", def.ClientConnsPerSourceMax, "client connections per API from one source host")
 	idleTimeout := fs.Duration("client-idle-timeout", def.ClientIdleTimeout, "a binary connection with nothing in flight and nothing sent for this long is closed")
@@ -149,6 +150,7 @@ func run(args []string) error {
 	cfg.Core.BatchBytesMax, cfg.Core.InflightSlotsMax, cfg.Core.InflightBytesMax = *batch, *inflight, *inflightBytes
 	cfg.SnapshotEverySlots, cfg.SnapshotEveryBytes, cfg.SnapshotStateRatio = *snapEvery, *snapBytes, *snapRatio
 	cfg.KeyBytesMax, cfg.ValueBytesMax = *keyMax, *valueMax
+	cfg.SnapshotSendBytesPerSec = *snapRate
 	cfg.PeerFrameBytesMax, cfg.ClientConnsMax, cfg.ClientInflightMax, cfg.RequestTimeout = *peerFrame, *conns, *inflightReq, *timeout
 	cfg.ClientConnsPerSourceMax, cfg.ClientIdleTimeout = *connsPerSource, *idleTimeout
 	cfg.DiskHeadroomBytes = *headroom
@@ -194,7 +196,7 @@ func checkFlags(fs *flag.FlagSet, dataDir string) error {
 	if fs.NArg() > 0 {
 		problems = append(problems, fmt.Sprintf("unexpected arguments %q (every setting is a -flag)", fs.Args()))
 	}
-	for _, name := range []string{"batch-bytes", "inflight-slots", "inflight-bytes", "key-max", "value-max", "peer-frame-max",
+	for _, name := range []string{"batch-bytes", "inflight-slots", "inflight-bytes", "key-max", "value-max", "peer-frame-max", "snapshot-send-rate",
 		"max-conns", "max-conns-per-source", "max-inflight", "disk-headroom", "max-request-bytes", "max-conn-request-bytes", "memory-limit", "heartbeat-ticks", "election-ticks", "lease-drift-ticks"} {
 		if v, err := strconv.ParseInt(fs.Lookup(name).Value.String(), 10, 64); err == nil && v < 0 {
 			problems = append(problems, fmt.Sprintf("-%s %d: must not be negative", name, v))

@@ -176,10 +176,10 @@ func AppendMessageFrame(dst []byte, m *paxos.Message) []byte {
 // MessageTypes is the set of frame types this package has a layout for: every paxos.MsgType.
 var MessageTypes = messageTypes()
 
-// Types are the frames of an authenticated peer connection: every peer message this version knows
-// and the handshake (which frames a connection accepts before the handshake ends is the runtime's
+// Types are the frames of an authenticated peer connection: every peer message this version knows,
+// fragments of large ones (TypeFragment), and the handshake (which frames a connection accepts before the handshake ends is the runtime's
 // call: wire.HandshakeTypes).
-var Types = MessageTypes | wire.HandshakeTypes
+var Types = MessageTypes.With(TypeFragment) | wire.HandshakeTypes
 
 func messageTypes() wire.TypeSet {
 	var s wire.TypeSet
@@ -192,5 +192,10 @@ func messageTypes() wire.TypeSet {
 }
 
 func init() {
-	wire.RegisterPeerTypes(MessageTypes, func(t wire.Type) string { return paxos.MsgType(t).String() })
+	wire.RegisterPeerTypes(MessageTypes.With(TypeFragment), func(t wire.Type) string {
+		if t == TypeFragment {
+			return "fragment"
+		}
+		return paxos.MsgType(t).String()
+	})
 }
