@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The large-value attack of issue 12, as a repeatable experiment: a fresh local 3-replica cluster,
+# a light open-loop load of LIGHT_RATE writes/s (128 B values) for 30 s and, from 5 s into it, a
+# burst of BURST_RATE ops/s of BURST_VALUE-byte values from 4 pipelining connections at the leader
+# for 20 s. It prints, per replica, the peak RSS and the leader changes it logged, and the light
+# load's latency and completion during the attack.
+#
+#   scripts/overload.sh [--keep] TAG [extra sofadb flags...]
+#
+# Results go to /tmp/overload-TAG (replica logs, /metrics at the end, both loadgen runs). Ports:
+# OVERLOAD_BASE (7300) as local-cluster.sh's --base. PROFILE=1 also saves the leader's heap and CPU
+# profiles from the middle of the burst (heap.pb.gz, cpu.pb.gz). Not part of `make test`: it takes about 45 s
+# and the machine's noise moves its figures; run it twice before trusting one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+keep=
+[ "${1:-}" = --keep ] && { keep=1; shift; }
+tag=${1:?usage: scripts/overload.sh [--keep] TAG [sofadb flags...]}
+shift
+base=${OVERLOAD_BASE:-7300}
+light_rate=${LIGHT_RATE:-2000}
+burst_rate=${BURST_RATE:-1500}
+burst_value=${BURST_VALUE:-61440}
+out=/tmp/overload-$tag
+debug=${PROFILE:+--debug}
+cl() { scripts/local-cluster.sh --dir "$out/c" --base "$base" $debug "$@"; }
+
+cl stop >/dev/null 2>&1 || true
+rm -rf "$out"
+mkdir -p "$out"
+go build -o "$out/loadgen" ./cmd/loadgen
+cl start 3 "$@" >/dev/null
+trap 'cl stop >/dev/null 2>&1 || true' EXIT
+leader=$(cl leader | cut -d' ' -f1)
+targets="127.0.0.1:$((base + 1001)),127.0.0.1:$((base + 1002)),127.0.0.1:$((base + 1003))"
+
+# RSS sampler: the peak VmRSS of each replica, every 200 ms, until told to stop.
+(
+  declare -A peak
+  while [ ! -e "$out/stop-sampling" ]; do
+    for i in 1 2 3; do
+      pid=$(cat "$out/c/replica$i.pid" 2>/dev/null) || continue
+      kb=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
+      [ -n "$kb" ] && [ "$kb" -gt "${peak[$i]:-0}" ] && peak[$i]=$kb
+    done
+    sleep 0.2
+  done
+  for i in 1 2 3; do echo "$i ${peak[$i]:-0}"; done > "$out/rss-peak"
+) &
+sampler=$!
+
+"$out/loadgen" --target "sofa://$targets" --rate "$light_rate" --duration 30s --warmup 0s \
+  --value-size 128 --fail-fast-after -1s --quiet --out "$out/light" 2> "$out/light.log" &
+light=$!
+sleep 5
+if [ -n "${PROFILE:-}" ]; then # PROFILE=1: the leader's heap 10 s into the burst and 5 s of its CPU
+  (sleep 10; curl -s "http://127.0.0.1:$((base + 3000 + leader))/debug/pprof/heap" > "$out/heap.pb.gz"
+   curl -s "http://127.0.0.1:$((base + 3000 + leader))/debug/pprof/profile?seconds=5" > "$out/cpu.pb.gz") &
+fi
+"$out/loadgen" --target "sofa://127.0.0.1:$((base + 1000 + leader))" --rate "$burst_rate" \
+  --duration 20s --warmup 0s --value-size "$burst_value" --connections 4 --keys 1000 \
+  --fail-fast-after -1s --max-lag-p99 1s --quiet --out "$out/burst" 2> "$out/burst.log" || true
+wait "$light" || true
+touch "$out/stop-sampling"
+wait "$sampler"
+
+for i in 1 2 3; do
+  curl -s --max-time 5 "http://127.0.0.1:$((base + 2000 + i))/metrics" > "$out/metrics$i.txt" || true
+done
+metric() { awk -v m="$1" '$1 == m {print $2}' "$2"; }
+echo "== overload $tag: leader was $leader; sofadb flags: ${*:-(defaults)}"
+for i in 1 2 3; do
+  printf 'replica %s: RSS peak %4d MB, leader changes logged %3d, campaigns %s, pre-votes %s, resent accepts %s\n' \
+    "$i" $(($(awk -v i="$i" '$1 == i {print $2}' "$out/rss-peak") / 1024)) \
+    "$(grep -c '"leader changed"\|msg="leader changed"' "$out/c/replica$i.log" || true)" \
+    "$(metric sofadb_campaigns_total "$out/metrics$i.txt")" "$(metric sofadb_pre_votes_total "$out/metrics$i.txt")" \
+    "$(metric sofadb_resent_accepts_total "$out/metrics$i.txt")"
+done
+summ() { # summ DIR: one line from a loadgen summary.json
+  python3 - "$1/summary.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+op = s.get("ops", {}).get("put") or next(iter(s.get("ops", {}).values()), {})
+ms = lambda ns: "%.1f ms" % (ns / 1e6)
+print("offered %.0f/s, completed %.0f/s, errors %s, p50 %s, p99 %s, max %s" % (
+    s["target_ops_per_sec"], s["completed_ops_per_sec"], op.get("errors_by_class", {}),
+    ms(op.get("p50_ns", 0)), ms(op.get("p99_ns", 0)), ms(op.get("max_ns", 0))))
+EOF
+}
+echo "light load: $(summ "$out/light")"
+echo "burst:      $(summ "$out/burst")"
+[ -n "$keep" ] && { trap - EXIT; echo "cluster left running in $out/c (base $base)"; }
+exit 0
