@@ -6,6 +6,11 @@
 # load's latency and completion during the attack.
 #
 #   scripts/overload.sh [--keep] TAG [extra sofadb flags...]
+#   scripts/overload.sh --restart TAG [extra sofadb flags...]
+#
+# --restart is issue 12's item 8 instead: replica 3 is stopped, about 80 MB of 60 KB values are
+# written without it, and it is restarted beside the light load (LIGHT_RATE 1,000 here): it
+# needs a snapshot, and the others must keep their leader while it installs one.
 #
 # Results go to /tmp/overload-TAG (replica logs, /metrics at the end, both loadgen runs). Ports:
 # OVERLOAD_BASE (7300) as local-cluster.sh's --base. PROFILE=1 also saves the leader's heap and CPU
@@ -13,12 +18,14 @@
 # and the machine's noise moves its figures; run it twice before trusting one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-keep=
+keep= restart=
 [ "${1:-}" = --keep ] && { keep=1; shift; }
+[ "${1:-}" = --restart ] && { restart=1; shift; }
 tag=${1:?usage: scripts/overload.sh [--keep] TAG [sofadb flags...]}
 shift
 base=${OVERLOAD_BASE:-7300}
 light_rate=${LIGHT_RATE:-2000}
+[ -n "$restart" ] && light_rate=${LIGHT_RATE:-1000}
 burst_rate=${BURST_RATE:-1500}
 burst_value=${BURST_VALUE:-61440}
 out=/tmp/overload-$tag
@@ -32,7 +39,16 @@ go build -o "$out/loadgen" ./cmd/loadgen
 cl start 3 "$@" >/dev/null
 trap 'cl stop >/dev/null 2>&1 || true' EXIT
 leader=$(cl leader | cut -d' ' -f1)
+if [ -n "$restart" ]; then
+  if [ "$leader" = 3 ]; then # replica 3 is the one restarted: move the leadership off it
+    kill "$(cat "$out/c/replica3.pid")"; sleep 1; cl start 3 "$@" >/dev/null; leader=$(cl leader | cut -d' ' -f1)
+  fi
+  kill "$(cat "$out/c/replica3.pid")"
+  "$out/loadgen" --target "sofa://127.0.0.1:$((base + 1000 + leader))" --rate 300 --duration 12s --warmup 0s \
+    --value-size "$burst_value" --keys 1300 --fail-fast-after -1s --max-lag-p99 1s --quiet 2> "$out/fill.log" || true
+fi
 targets="127.0.0.1:$((base + 1001)),127.0.0.1:$((base + 1002)),127.0.0.1:$((base + 1003))"
+[ -n "$restart" ] && targets="127.0.0.1:$((base + 1001)),127.0.0.1:$((base + 1002))" # replica 3 is down at the start
 
 # RSS sampler: the peak VmRSS of each replica, every 200 ms, until told to stop.
 (
@@ -53,13 +69,28 @@ sampler=$!
   --value-size 128 --fail-fast-after -1s --quiet --out "$out/light" 2> "$out/light.log" &
 light=$!
 sleep 5
-if [ -n "${PROFILE:-}" ]; then # PROFILE=1: the leader's heap 10 s into the burst and 5 s of its CPU
+if [ -n "$restart" ]; then
+  cl start 3 "$@" >/dev/null || true # returns once a leader is known; replica 3 catches up behind it
+  restarted=$(date +%s.%N)
+  for _ in $(seq 1 250); do # wait for replica 3 to catch up with the leader (at most 25 s)
+    a3=$(curl -s --max-time 1 "http://127.0.0.1:$((base + 2003))/status" | tr -d ' \n' | sed -nE 's/.*"applied":([0-9]+).*/\1/p')
+    cl=$(curl -s --max-time 1 "http://127.0.0.1:$((base + 2000 + leader))/status" | tr -d ' \n' | sed -nE 's/.*"commit":([0-9]+).*/\1/p')
+    if [ -n "$a3" ] && [ -n "$cl" ] && [ "$a3" -ge $((cl - 100)) ] && [ "$a3" -gt 0 ]; then
+      echo "replica 3 caught up (applied $a3, leader's commit $cl) $(awk -v a="$(date +%s.%N)" -v b="$restarted" 'BEGIN { printf "%.1f", a - b }') s after its restart" > "$out/caught-up"
+      break
+    fi
+    sleep 0.1
+  done
+  wait "$light" || true
+elif [ -n "${PROFILE:-}" ]; then # PROFILE=1: the leader's heap 10 s into the burst and 5 s of its CPU
   (sleep 10; curl -s "http://127.0.0.1:$((base + 3000 + leader))/debug/pprof/heap" > "$out/heap.pb.gz"
    curl -s "http://127.0.0.1:$((base + 3000 + leader))/debug/pprof/profile?seconds=5" > "$out/cpu.pb.gz") &
 fi
-"$out/loadgen" --target "sofa://127.0.0.1:$((base + 1000 + leader))" --rate "$burst_rate" \
-  --duration 20s --warmup 0s --value-size "$burst_value" --connections 4 --keys 1000 \
-  --fail-fast-after -1s --max-lag-p99 1s --quiet --out "$out/burst" 2> "$out/burst.log" || true
+if [ -z "$restart" ]; then
+  "$out/loadgen" --target "sofa://127.0.0.1:$((base + 1000 + leader))" --rate "$burst_rate" \
+    --duration 20s --warmup 0s --value-size "$burst_value" --connections 4 --keys 1000 \
+    --fail-fast-after -1s --max-lag-p99 1s --quiet --out "$out/burst" 2> "$out/burst.log" || true
+fi
 wait "$light" || true
 touch "$out/stop-sampling"
 wait "$sampler"
@@ -88,6 +119,11 @@ print("offered %.0f/s, completed %.0f/s, errors %s, p50 %s, p99 %s, max %s" % (
 EOF
 }
 echo "light load: $(summ "$out/light")"
-echo "burst:      $(summ "$out/burst")"
+if [ -n "$restart" ]; then
+  cat "$out/caught-up" 2>/dev/null || echo "replica 3 did not catch up within 25 s"
+  echo "replica 3 installed $(metric sofadb_snapshots_installed_total "$out/metrics3.txt") snapshots"
+else
+  echo "burst:      $(summ "$out/burst")"
+fi
 [ -n "$keep" ] && { trap - EXIT; echo "cluster left running in $out/c (base $base)"; }
 exit 0
