@@ -47,7 +47,13 @@ func badgerOptions(dir string, opt Options) badger.Options {
 		WithValueThreshold(valueThresholdBytes(opt)).
 		// Unused (see above); small so that its sparse preallocation stays small too.
 		WithValueLogFileSize(16 << 20).
-		// Warnings and errors only, to the replica's logger: badger's INFO lines are per-flush.
+		// Every table's checksum is checked when the table is opened (at start-up, and each one a
+		// flush or compaction builds), and every block's when it is read: a damaged file is an
+		// error, not data. (badger's default checks nothing; reads here are few: recovery,
+		// truncation scans and compactions.)
+		WithChecksumVerificationMode(options.OnTableAndBlockRead).
+		// Warnings and errors to the replica's logger, and the INFO lines that say data was
+		// dropped or replayed (a truncated write-ahead log); the rest of INFO is per-flush noise.
 		WithLogger(badgerLogger{opt.Logger})
 }
 
@@ -68,7 +74,16 @@ func (b badgerLogger) Warningf(f string, v ...any) {
 	b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, v...)))
 }
 
-func (badgerLogger) Infof(string, ...any)  {}
+// Infof passes on the lines that matter to an operator: badger truncating or replaying a log,
+// or finding something corrupt, is reported at INFO, and was dropped with the rest.
+func (b badgerLogger) Infof(f string, v ...any) {
+	line := strings.TrimSpace(fmt.Sprintf(f, v...))
+	if l := strings.ToLower(line); strings.Contains(l, "truncat") || strings.Contains(l, "corrupt") ||
+		strings.Contains(l, "checksum") || strings.Contains(l, "replay") || strings.Contains(l, "recover") {
+		b.l.Warn("badger: " + line)
+	}
+}
+
 func (badgerLogger) Debugf(string, ...any) {}
 
 // opOverheadBytes bounds what badger adds to one op in the memtable arena (skiplist node with its

@@ -13,7 +13,8 @@ func (s *Store) writeChunks(gen uint64, data []byte) (chunks uint32, err error) 
 	var inFlight []Ticket
 	for off := 0; off < len(data); chunks++ {
 		end := min(off+s.opt.SnapshotChunkBytes, len(data))
-		o := op{key: chunkKey(gen, chunks), value: data[off:end:end]}
+		key := chunkKey(gen, chunks)
+		o := op{key: key, value: sealed(key, data[off:end])}
 		inFlight = append(inFlight, s.c.submit(&record{ops: []op{o}, sizeBytes: end - off}))
 		if len(inFlight) > snapshotChunksInFlight {
 			if err := inFlight[0].Wait(); err != nil {

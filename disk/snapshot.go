@@ -49,6 +49,12 @@ func (p snapPointer) encode() []byte {
 	return binary.BigEndian.AppendUint32(b, p.crc)
 }
 
+// record is the synced record that makes p the durable snapshot.
+func (p snapPointer) record() *record {
+	return &record{ops: []op{{key: keySnapPointer, value: sealed(keySnapPointer, p.encode())}}, mustSync: true,
+		sizeBytes: snapPointerBytes + crcBytes}
+}
+
 func decodeSnapPointer(b []byte) (snapPointer, error) {
 	if len(b) != snapPointerBytes {
 		return snapPointer{}, fmt.Errorf("%w: snapshot pointer of %d bytes", ErrCorrupt, len(b))
@@ -95,8 +101,7 @@ func (s *Store) SaveSnapshot(data []byte) error {
 	if err := s.writeSnapFile(p.gen, data); err != nil {
 		return err
 	}
-	flip := &record{ops: []op{{key: keySnapPointer, value: p.encode()}}, mustSync: true, sizeBytes: snapPointerBytes}
-	if err := s.c.submit(flip).Wait(); err != nil {
+	if err := s.c.submit(p.record()).Wait(); err != nil {
 		os.Remove(filepath.Join(s.dir, snapFileName(p.gen)))
 		return err
 	}
@@ -190,7 +195,7 @@ func readSnapshot(txn *badger.Txn, dir string) (snapPointer, []byte, error) {
 	if err != nil {
 		return snapPointer{}, nil, err
 	}
-	raw, err := item.ValueCopy(nil)
+	raw, err := itemValue(item)
 	if err != nil {
 		return snapPointer{}, nil, err
 	}
@@ -217,9 +222,11 @@ func readChunks(txn *badger.Txn, p snapPointer) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: snapshot %d chunk %d: %v", ErrCorrupt, p.gen, i, err)
 		}
-		if err := item.Value(func(v []byte) error { data = append(data, v...); return nil }); err != nil {
+		v, err := itemValue(item)
+		if err != nil {
 			return nil, err
 		}
+		data = append(data, v...)
 	}
 	return data, nil
 }

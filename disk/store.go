@@ -118,8 +118,13 @@ func Open(dir string, opt Options) (*Store, Recovered, error) {
 	if err != nil {
 		return nil, Recovered{}, fmt.Errorf("disk: open %s: %w", dir, err)
 	}
-	// Below the value threshold, so no value goes to the value log; and at most half a batch.
-	recordBytesMax := int(min(db.MaxBatchSize()/2, valueThresholdBytes(opt)-1))
+	// Below the value threshold, so no value goes to the value log (a checksum ends every value);
+	// and at most half a batch.
+	recordBytesMax := int(min(db.MaxBatchSize()/2, valueThresholdBytes(opt)-1-crcBytes))
+	if err := checkFormat(db); err != nil {
+		db.Close()
+		return nil, Recovered{}, fmt.Errorf("disk: open %s: %w", dir, err)
+	}
 	s := &Store{db: db, dir: dir, opt: opt, recordBytesMax: recordBytesMax,
 		be: &badgerBackend{db: db, dir: dir, memTableBytes: opt.MemTableBytes, fault: opt.Fault}}
 	rec, err := s.open()
@@ -185,15 +190,14 @@ func readU64(txn *badger.Txn, key []byte) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var v uint64
-	err = item.Value(func(b []byte) error {
-		if len(b) != 8 {
-			return fmt.Errorf("%w: %s holds %d bytes", ErrCorrupt, key, len(b))
-		}
-		v = binary.BigEndian.Uint64(b)
-		return nil
-	})
-	return v, err
+	b, err := itemValue(item)
+	if err != nil {
+		return 0, err
+	}
+	if len(b) != 8 {
+		return 0, fmt.Errorf("%w: %s holds %d bytes", ErrCorrupt, key, len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
 }
 
 // readEntries decodes every slot above applied. Each value is copied out of badger once and the
@@ -210,7 +214,7 @@ func readEntries(txn *badger.Txn, applied uint64) ([]paxos.Entry, error) {
 		if !ok {
 			return nil, fmt.Errorf("%w: key %q", ErrCorrupt, item.Key())
 		}
-		val, err := item.ValueCopy(nil)
+		val, err := itemValue(item)
 		if err != nil {
 			return nil, err
 		}
@@ -348,24 +352,26 @@ type recordBuilder struct {
 
 type span struct {
 	keyStart, valueStart int
-	del                  bool
+	del, sealed          bool
 }
 
 func (b *recordBuilder) grow(rd *paxos.Ready) {
-	n := 64
+	n := 64 + 2*crcBytes
 	for i := range rd.Entries {
-		n += slotKeyBytes + rd.Entries[i].Size()
+		n += slotKeyBytes + rd.Entries[i].Size() + crcBytes
 	}
 	b.buf = make([]byte, 0, n)
 	b.spans = make([]span, 0, len(rd.Entries)+2)
 }
 
 func (b *recordBuilder) set(key []byte) {
+	b.seal()
 	b.spans = append(b.spans, span{keyStart: len(b.buf), valueStart: len(b.buf) + len(key)})
 	b.buf = append(b.buf, key...)
 }
 
 func (b *recordBuilder) setSlot(slot uint64) {
+	b.seal()
 	start := len(b.buf)
 	b.buf = appendSlotKey(b.buf, slot)
 	b.spans = append(b.spans, span{keyStart: start, valueStart: len(b.buf)})
@@ -376,8 +382,22 @@ func (b *recordBuilder) delete(key []byte) {
 	b.spans[len(b.spans)-1].del = true
 }
 
+// seal ends the last value written with its checksum (see checksum.go).
+func (b *recordBuilder) seal() {
+	if len(b.spans) == 0 {
+		return
+	}
+	sp := &b.spans[len(b.spans)-1]
+	if sp.del || sp.sealed {
+		return
+	}
+	b.buf = appendCRC(b.buf, b.buf[sp.keyStart:sp.valueStart], b.buf[sp.valueStart:])
+	sp.sealed = true
+}
+
 // ops cuts the buffer into ops; each slice is capped so nothing can append into a neighbour.
 func (b *recordBuilder) ops() []op {
+	b.seal()
 	ops := make([]op, len(b.spans))
 	for i, sp := range b.spans {
 		end := len(b.buf)

@@ -209,7 +209,7 @@ func TestCrashDuringSaveSnapshotLeavesOneWholeSnapshot(t *testing.T) {
 	if err := s.writeSnapFile(2, newer); err != nil {
 		t.Fatal(err)
 	}
-	flip := &record{ops: []op{{key: keySnapPointer, value: p.encode()}}, mustSync: true, sizeBytes: snapPointerBytes}
+	flip := p.record()
 	if err := s.c.submit(flip).Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestSnapshotOfAnOlderStoreIsReadAndReplaced(t *testing.T) {
 	if p.chunks, err = s.writeChunks(1, old); err != nil || p.chunks == 0 {
 		t.Fatalf("%d chunks: %v", p.chunks, err)
 	}
-	flip := &record{ops: []op{{key: keySnapPointer, value: p.encode()}}, mustSync: true, sizeBytes: snapPointerBytes}
+	flip := p.record()
 	if err := s.c.submit(flip).Wait(); err != nil {
 		t.Fatal(err)
 	}
