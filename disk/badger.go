@@ -47,11 +47,12 @@ func badgerOptions(dir string, opt Options) badger.Options {
 		WithValueThreshold(valueThresholdBytes(opt)).
 		// Unused (see above); small so that its sparse preallocation stays small too.
 		WithValueLogFileSize(16 << 20).
-		// Every table's checksum is checked when the table is opened (at start-up, and each one a
-		// flush or compaction builds), and every block's when it is read: a damaged file is an
-		// error, not data. (badger's default checks nothing; reads here are few: recovery,
-		// truncation scans and compactions.)
-		WithChecksumVerificationMode(options.OnTableAndBlockRead).
+		// Every table's blocks are checked when the table is opened (at start-up, and each one a
+		// flush or compaction builds): a damaged file is an error, not data. (badger's default
+		// checks nothing.) Not OnTableAndBlockRead: with it, a table whose block fails its
+		// checksum at open makes badger v4.9.6 panic (Table.VerifyChecksum formats its error
+		// from the nil block), where OnTableRead returns the error.
+		WithChecksumVerificationMode(options.OnTableRead).
 		// Warnings and errors to the replica's logger, and the INFO lines that say data was
 		// dropped or replayed (a truncated write-ahead log); the rest of INFO is per-flush noise.
 		WithLogger(badgerLogger{opt.Logger})
@@ -108,6 +109,12 @@ type badgerBackend struct {
 
 	rotatedSyncs atomic.Uint64 // read by Stats
 
+	// Lost-write detection (witness.go): the last group written (the writer stores, the syncer
+	// reads), the lowest group key kept (writer-owned), and the DURABLE file's writer.
+	group atomic.Uint64
+	qbase uint64
+	wit   *witness
+
 	fault func(step string) error // Options.Fault
 }
 
@@ -120,6 +127,9 @@ func (b *badgerBackend) write(ops []op) error {
 			return err
 		}
 	}
+	g := b.group.Load() + 1
+	var qbase uint64
+	ops, qbase = groupOps(ops, g, b.qbase)
 	fill := int64(opOverheadBytes)
 	defer func() { b.fillBytes.Add(fill) }()
 	txn := b.db.NewTransaction(true)
@@ -142,7 +152,12 @@ func (b *badgerBackend) write(ops []op) error {
 			return err
 		}
 	}
-	return txn.Commit()
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	b.group.Store(g)
+	b.qbase = qbase
+	return nil
 }
 
 func txnApply(txn *badger.Txn, o *op) error {
@@ -164,10 +179,17 @@ func (b *badgerBackend) sync() error {
 			return err
 		}
 	}
+	g := b.group.Load() // every group up to it was written before this sync began
 	if err := b.db.Sync(); err != nil {
 		return err
 	}
-	return b.syncRotated()
+	if err := b.syncRotated(); err != nil {
+		return err
+	}
+	if b.wit != nil {
+		return b.wit.advance(g)
+	}
+	return nil
 }
 
 // syncRotated checks, cheaply, whether a .mem or .vlog file was rotated out since the last check,

@@ -145,10 +145,20 @@ func (s *Store) open() (Recovered, error) {
 	if err != nil {
 		return Recovered{}, err
 	}
+	last, qbase, err := checkGroups(s.db, s.dir)
+	if err != nil {
+		return Recovered{}, err
+	}
+	s.be.group.Store(last)
+	s.be.qbase = qbase
 	if err := s.deleteOrphanChunks(); err != nil {
 		return Recovered{}, err
 	}
 	if err := s.be.syncAllLogs(); err != nil {
+		return Recovered{}, err
+	}
+	// Everything recovered is durable now: the witness starts from it.
+	if s.be.wit, err = openWitness(s.dir, s.be.group.Load()); err != nil {
 		return Recovered{}, err
 	}
 	return rec, nil
@@ -338,7 +348,7 @@ func (s *Store) Close() error {
 		defer s.snapMu.Unlock()
 		s.Sync().Wait() // a failure is already sticky and reported by Err
 		s.c.close()
-		s.closeErr = s.db.Close()
+		s.closeErr = errors.Join(s.be.wit.close(), s.db.Close())
 	})
 	return s.closeErr
 }
