@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -277,14 +279,45 @@ func TestE2ERequestBytesAreBounded(t *testing.T) {
 // good: every leader change shipped the whole in-flight window (64 MiB of votes) in promises and
 // re-proposals, which took longer than the election timeout, so the next election began before
 // the last one ended. With 8 MiB in flight a leader is back, and writes succeed, soon after the
-// burst. (Leadership still churns during the burst: the issue stays open for that.)
+// burst.
+//
+// And beside the burst, a light client (100 writes/s, open loop, on its own connection to the
+// leader) keeps its writes: every one succeeds with p99 under lightP99Max, measured from when each
+// was due, and the leader neither changes nor steps down. With one FIFO for everybody and an 8 MiB
+// window, the light writes waited behind the burst's backlog (p99 1.2-5.7 s and timeouts in
+// scripts/overload.sh); per-client batches and a 1 MiB window keep them moving.
 func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
 	skipUnderRaceBuild(t)
+	const lightP99Max = time.Second
 	c, leader := startCluster(t, 3)
 	value := []byte(strings.Repeat("x", 60_000))
+	light := dial(t, c.ClientAddr(leader))
+	lightDone := make(chan []time.Duration)
+	go func() { // 100 writes/s for the 5 s of the burst, each timed from when it was due
+		var lat []time.Duration
+		results := make(chan time.Duration, 600)
+		start := time.Now()
+		for i := range 500 {
+			due := start.Add(time.Duration(i) * 10 * time.Millisecond)
+			time.Sleep(time.Until(due))
+			light.Go(kv.OpPut, fmt.Appendf(nil, "light-%d", i), []byte("v"), func(resp *wire.Response, err error) {
+				if err != nil || resp.Status != wire.StatusOK {
+					results <- -1
+					return
+				}
+				results <- time.Since(due)
+			})
+		}
+		for range 500 {
+			lat = append(lat, <-results)
+		}
+		lightDone <- lat
+	}()
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	var conns []*sofaclient.Conn
+	var burstMu sync.Mutex
+	var burstLat []time.Duration
 	for range 4 { // every session opens before the burst begins
 		conns = append(conns, dial(t, c.ClientAddr(leader)))
 	}
@@ -298,7 +331,15 @@ func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
 					return
 				case sem <- struct{}{}:
 				}
-				conn.Go(kv.OpPut, fmt.Appendf(nil, "burst-%d", i%500), value, func(*wire.Response, error) { <-sem })
+				sent := time.Now()
+				conn.Go(kv.OpPut, fmt.Appendf(nil, "burst-%d", i%500), value, func(resp *wire.Response, err error) {
+					if err == nil && resp.Status == wire.StatusOK {
+						burstMu.Lock()
+						burstLat = append(burstLat, time.Since(sent))
+						burstMu.Unlock()
+					}
+					<-sem
+				})
 			}
 		}()
 	}
@@ -308,6 +349,37 @@ func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
 		<-done
 	}
 	left := time.Now()
+	lat := <-lightDone
+	failed := 0
+	for _, d := range lat {
+		if d < 0 {
+			failed++
+		}
+	}
+	slices.Sort(lat)
+	p99 := lat[len(lat)*99/100]
+	t.Logf("light client beside the burst: %d of %d failed, p50 %v, p99 %v, max %v", failed, len(lat),
+		lat[len(lat)/2].Round(time.Millisecond), p99.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	if failed > 0 || p99 > lightP99Max {
+		t.Errorf("light client beside the burst: %d of %d writes failed, p99 %v: want none failed and p99 under %v", failed, len(lat), p99, lightP99Max)
+	}
+	// Not queued behind the burst: the light writes wait a fraction of what the burst's own do.
+	// (One FIFO and an 8 MiB window: light p50 139-156 ms beside a burst p50 of 236-263 ms, 0.59 of
+	// it; per-client batches and a 1 MiB window: 40-43 ms beside 225-238 ms, under 0.2.)
+	burstMu.Lock()
+	slices.Sort(burstLat)
+	burstP50 := burstLat[len(burstLat)/2]
+	burstMu.Unlock()
+	t.Logf("the burst's own writes: %d OK, p50 %v (from sending)", len(burstLat), burstP50.Round(time.Millisecond))
+	if lightP50 := lat[len(lat)/2]; 3*lightP50 > burstP50 {
+		t.Errorf("light p50 %v against the burst's %v: want under a third, the light client served beside the burst, not behind it", lightP50, burstP50)
+	}
+	if l, err := c.WaitLeader(time.Second); err != nil || l != leader {
+		t.Errorf("leader %d before the burst, %d (%v) after it: want it to stay", leader, l, err)
+	}
+	if n := metric(t, c.Replica(leader), "sofadb_step_downs_total"); n != 0 {
+		t.Errorf("the leader stepped down %v times during the burst", n)
+	}
 	waitFor(t, 20*time.Second, "a write to succeed after the burst", func() bool {
 		l, err := c.WaitLeader(time.Second)
 		if err != nil {
