@@ -32,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sofadb/sofadb/faultproxy"
 	"github.com/sofadb/sofadb/replica"
 )
 
@@ -54,6 +55,11 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// ReadyTimeout bounds how long a started process may take to answer /status; 0 means 15 s.
 	ReadyTimeout time.Duration
+	// Faults, when set, carries every peer link through this fault proxy: the replica that dials
+	// (the lower id of a pair) is given the proxy's address for its peer, so each direction of
+	// each pair can be delayed, lossy, capped, blackholed or cut at run time (faultproxy.Set).
+	// The caller owns the proxy and closes it after the cluster.
+	Faults *faultproxy.Proxy
 }
 
 // Cluster is a running set of replica processes; see the package comment.
@@ -122,9 +128,14 @@ func Start(o Options) (*Cluster, error) {
 		https = append(https, fmt.Sprintf("%d=%s", id, p.HTTPAddr))
 	}
 	c.peers, c.client, c.https = strings.Join(peers, ","), strings.Join(clients, ","), strings.Join(https, ",")
+	peersOf, err := c.proxiedPeers(o.Faults)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	for _, p := range c.reps {
 		p.bin, p.readyTimeout = bin, o.ReadyTimeout
-		p.args = c.args(p.ID, c.peers, c.client, c.https, p.DataDir, c.KeyFile)
+		p.args = c.args(p.ID, peersOf[p.ID], c.client, c.https, p.DataDir, c.KeyFile)
 		p.args = append(p.args, raceFlags()...)
 		p.args = append(p.args, o.Flags...)
 		p.args = append(p.args, o.ReplicaFlags[p.ID]...)
@@ -150,6 +161,32 @@ func Start(o Options) (*Cluster, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// proxiedPeers returns the -peers list each replica gets: the common one, or with a fault proxy,
+// one where each peer a replica dials (those of higher ids) is at the proxy's address for that
+// pair. A replica binds its own entry, which stays real, and never dials a lower id.
+func (c *Cluster) proxiedPeers(fp *faultproxy.Proxy) (map[int]string, error) {
+	out := map[int]string{}
+	for _, p := range c.reps {
+		if fp == nil {
+			out[p.ID] = c.peers
+			continue
+		}
+		var list []string
+		for _, q := range c.reps {
+			addr := q.PeerAddr
+			if q.ID > p.ID {
+				var err error
+				if addr, err = fp.AddPair(p.ID, q.ID, q.PeerAddr); err != nil {
+					return nil, err
+				}
+			}
+			list = append(list, fmt.Sprintf("%d=%s", q.ID, addr))
+		}
+		out[p.ID] = strings.Join(list, ",")
+	}
+	return out, nil
 }
 
 func (c *Cluster) args(id int, peers, clients, https, dataDir, keyFile string) []string {
