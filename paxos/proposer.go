@@ -612,6 +612,10 @@ func (r *Replica) onPreVote(m *Message) {
 	if r.cfg.Mode != ModeLeader {
 		return
 	}
+	// The asker's chosen prefix: a replica far behind learns here that it is, and from whom to
+	// catch up. Without it, a far-behind replica that alone still reached a majority (OmniPaxos'
+	// constrained election) was refused every pre-vote and never learned why: no leader for good.
+	r.noteKnownCommit(m.Commit, m.From)
 	if r.leaseProtects(m.From) || (r.commit > m.Commit && r.commit-m.Commit > r.cfg.PreVoteBehindSlotsMax) {
 		r.metrics.PreVoteRefusals++
 		return
