@@ -11,7 +11,7 @@ FUZZ_EXECS ?= 200000
 # processes the end-to-end tests start built with -race too (bench/cluster reads SOFADB_BUILD_FLAGS).
 RACE_PKGS ?= ./disk/... ./driver/... ./kv/... ./loadgen/... ./replica/... ./bench/... ./cmd/sofabench/...
 
-.PHONY: all deps test unit race simtest sim bench bench-full report fuzz lint build clean
+.PHONY: all deps test unit race simtest sim bench bench-full report fuzz lint build clean chaos
 
 all: build
 
@@ -41,6 +41,14 @@ simtest:
 ## sim: the long randomized soak of the Paxos core (at least 20,000 seeds).
 sim:
 	$(GO) run ./cmd/paxsim -seeds $(SOAK_SEEDS) -events $(EVENTS)
+
+## chaos: a local cluster through a seeded schedule of network and process faults under a client
+## workload, then porcupine on the history, digests, and a read of every key (cmd/sofachaos).
+DURATION ?= 10m
+SEED     ?= 1
+REPLICAS ?= 3
+chaos:
+	$(GO) run ./cmd/sofachaos -duration $(DURATION) -seed $(SEED) -replicas $(REPLICAS)
 
 ## fuzz: every Fuzz target in the module, each for FUZZ_EXECS executions.
 fuzz:
