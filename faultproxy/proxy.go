@@ -89,7 +89,12 @@ type pair struct {
 // AddPair starts proxying connections that replica dialer opens to replica target (at targetAddr),
 // and returns the address dialer must use for target instead.
 func (p *Proxy) AddPair(dialer, target int, targetAddr string) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return p.AddPairAt(dialer, target, "127.0.0.1:0", targetAddr)
+}
+
+// AddPairAt is AddPair listening on a given address (host:port; port 0 picks one).
+func (p *Proxy) AddPairAt(dialer, target int, listen, targetAddr string) (string, error) {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return "", err
 	}

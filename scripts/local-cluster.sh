@@ -5,22 +5,27 @@
 #   scripts/local-cluster.sh [--dir DIR] [--base PORT] status     # one line per replica: pid, role, leader, slots
 #   scripts/local-cluster.sh [--dir DIR] [--base PORT] leader     # the leader's id and pid: kill -9 $(... leader | cut -d' ' -f2)
 #   scripts/local-cluster.sh [--dir DIR] [--base PORT] stop
+#   scripts/local-cluster.sh [--dir DIR] [--base PORT] --faults start [N]   # peer links through cmd/faultproxy
 #
 # Replica i listens on 127.0.0.1:BASE+i (peers), BASE+1000+i (binary clients), BASE+2000+i (HTTP),
 # and with --debug also on BASE+3000+i (pprof: go tool pprof http://127.0.0.1:BASE+3000+i/debug/pprof/profile);
 # BASE is 7000 unless --base (or SOFA_BASE) says otherwise. Data, logs and pid files live under DIR
 # (--dir, SOFA_DIR, default /tmp/sofadb-local); two clusters coexist with different DIR and BASE.
+# With --faults every peer link goes through one faultproxy process (pair i<j listens on
+# BASE+4000+10i+j, control API on BASE+3990): go run ./cmd/faultproxy set -control
+# 127.0.0.1:BASE+3990 -from 1 -to 2 -both -delay 20ms, ... heal, show. The choice sticks to DIR.
 # `start` starts only the replicas that are not running (a killed one resumes from its data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${SOFA_DIR:-/tmp/sofadb-local}
 base=${SOFA_BASE:-7000}
-debug=
+debug= faults=
 while [ $# -gt 0 ]; do
   case "$1" in
   --dir) dir=${2:?--dir needs a directory}; shift 2 ;;
   --base) base=${2:?--base needs a port}; shift 2 ;;
   --debug) debug=1; shift ;;
+  --faults) faults=1; shift ;;
   *) break ;;
   esac
 done
@@ -42,6 +47,23 @@ alive() {
 }
 
 size() { cat "$dir/size" 2>/dev/null || echo 3; }
+
+# peers_of I N: the -peers list replica I gets: everyone's own address, except that with --faults
+# the peers it dials (higher ids) are at the proxy's listener for that pair.
+peers_of() {
+  local me=$1 n=$2 out="" q addr
+  for q in $(seq 1 "$n"); do
+    addr=127.0.0.1:$((base + q))
+    if [ -n "$faults" ] && [ "$q" -gt "$me" ]; then addr=127.0.0.1:$((base + 4000 + 10 * me + q)); fi
+    out="$out${out:+,}$q=$addr"
+  done
+  echo "$out"
+}
+
+proxy_alive() {
+  local f="$dir/faultproxy.pid"
+  [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && grep -q faultproxy "/proc/$(cat "$f")/cmdline" 2>/dev/null
+}
 
 status_line() { # status_line I
   local i=$1 json
@@ -68,7 +90,22 @@ start)
     exit 2
   fi
   echo "$n" > "$dir/size"
+  [ -e "$dir/faults" ] && faults=1
   go build -o "$dir/sofadb" ./cmd/sofadb
+  if [ -n "$faults" ]; then
+    touch "$dir/faults"
+    if ! proxy_alive; then
+      go build -o "$dir/faultproxy" ./cmd/faultproxy
+      links=()
+      for i in $(seq 1 "$n"); do
+        for j in $(seq $((i + 1)) "$n"); do
+          links+=(-link "$i:$j=127.0.0.1:$((base + 4000 + 10 * i + j)),127.0.0.1:$((base + j))")
+        done
+      done
+      nohup "$dir/faultproxy" serve -control "127.0.0.1:$((base + 3990))" "${links[@]}" >> "$dir/faultproxy.log" 2>&1 &
+      echo $! > "$dir/faultproxy.pid"
+    fi
+  fi
   [ -s "$dir/cluster.key" ] || head -c 32 /dev/urandom > "$dir/cluster.key"
   started=0
   for i in $(seq 1 "$n"); do
@@ -76,7 +113,7 @@ start)
       echo "replica $i already running (pid $(cat "$dir/replica$i.pid"))"
       continue
     fi
-    nohup "$dir/sofadb" -id "$i" -peers "$(addrs "$base" "$n")" -clients "$(addrs $((base + 1000)) "$n")" \
+    nohup "$dir/sofadb" -id "$i" -peers "$(peers_of "$i" "$n")" -clients "$(addrs $((base + 1000)) "$n")" \
       -http "$(addrs $((base + 2000)) "$n")" -data "$dir/data$i" -cluster-key "$dir/cluster.key" \
       ${debug:+-debug-addr "127.0.0.1:$((base + 3000 + i))"} "$@" \
       >> "$dir/replica$i.log" 2>&1 &
@@ -109,6 +146,11 @@ stop)
     fi
     rm -f "$dir/replica$i.pid"
   done
+  if proxy_alive; then
+    kill "$(cat "$dir/faultproxy.pid")"
+    echo "fault proxy stopped"
+  fi
+  rm -f "$dir/faultproxy.pid"
   ;;
 status)
   for i in $(seq 1 "$(size)"); do status_line "$i"; done
@@ -125,7 +167,7 @@ leader)
   exit 1
   ;;
 *)
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

@@ -105,3 +105,49 @@ func waitGone(t *testing.T, pid int) {
 	}
 	t.Fatalf("pid %d still there after SIGKILL", pid)
 }
+
+// TestLocalClusterWithFaults: --faults starts the peer links through cmd/faultproxy; its CLI cuts
+// the leader off, the two others elect one of themselves, heal brings the old one back as a
+// follower, and stop stops the proxy too.
+func TestLocalClusterWithFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	dir := t.TempDir()
+	base := 20000 + (os.Getpid()+500)%20000
+	control := fmt.Sprintf("127.0.0.1:%d", base+3990)
+	run := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return string(out)
+	}
+	lc := func(args ...string) string {
+		return run("./local-cluster.sh", append([]string{"--dir", dir, "--base", strconv.Itoa(base)}, args...)...)
+	}
+	defer exec.Command("./local-cluster.sh", "--dir", dir, "--base", strconv.Itoa(base), "stop").Run()
+	lc("--faults", "start")
+	old := strings.Fields(lc("leader"))[0]
+	for _, id := range []string{"1", "2", "3"} {
+		if id != old {
+			run(dir+"/faultproxy", "set", "-control", control, "-from", old, "-to", id, "-both", "-refuse")
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := exec.Command("./local-cluster.sh", "--dir", dir, "--base", strconv.Itoa(base), "leader").CombinedOutput()
+		if f := strings.Fields(string(out)); err == nil && len(f) == 2 && f[0] != old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new leader 10 s after cutting %s off: %s", old, lc("status"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	run(dir+"/faultproxy", "heal", "-control", control)
+	if out := lc("stop"); !strings.Contains(out, "fault proxy stopped") {
+		t.Fatalf("stop did not stop the proxy:\n%s", out)
+	}
+}
