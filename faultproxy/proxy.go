@@ -15,6 +15,7 @@
 package faultproxy
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,6 +25,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // Faults is what one direction of a link does to the frames it carries. The zero value passes
@@ -54,7 +57,8 @@ const MaxFrameBytes = 256 << 20
 const (
 	prefixBytes   = 9
 	frameVersion  = 1
-	queuedFrames  = 1024 // frames read and waiting for their release time, per direction
+	queuedFrames  = 1024     // frames read and waiting for their release time, per direction
+	queuedBytes   = 64 << 20 // and their bytes: beyond it the reader waits (TCP back-pressure)
 	dialTimeout   = 2 * time.Second
 	refusePollGap = 20 * time.Millisecond
 )
@@ -245,6 +249,8 @@ type timedFrame struct {
 func (p *Proxy) pump(src, dst net.Conn, faults *atomic.Pointer[Faults], seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	q := make(chan timedFrame, queuedFrames)
+	room := semaphore.NewWeighted(queuedBytes)
+	weight := func(b []byte) int64 { return min(int64(len(b)), queuedBytes) } // one frame alone always fits
 	done := make(chan struct{})
 	go func() { // the writer: each frame at its release time, in order
 		defer close(done)
@@ -252,9 +258,12 @@ func (p *Proxy) pump(src, dst net.Conn, faults *atomic.Pointer[Faults], seed uin
 			if d := time.Until(f.release); d > 0 {
 				time.Sleep(d)
 			}
-			if _, err := dst.Write(f.b); err != nil {
+			_, err := dst.Write(f.b)
+			room.Release(weight(f.b))
+			if err != nil {
 				src.Close() // ends the reader, which closes q
-				for range q {
+				for f := range q {
+					room.Release(weight(f.b))
 				}
 				return
 			}
@@ -296,6 +305,9 @@ func (p *Proxy) pump(src, dst net.Conn, faults *atomic.Pointer[Faults], seed uin
 		}
 		release = later(release, last) // a stream is never reordered
 		last = release
+		if room.Acquire(context.Background(), weight(b)) != nil {
+			return
+		}
 		select {
 		case q <- timedFrame{b: b, release: release}:
 		case <-done:

@@ -278,8 +278,8 @@ func TestE2ERequestBytesAreBounded(t *testing.T) {
 // pipelining PUTs of values just under the 64 KiB limit left the cluster without a leader for
 // good: every leader change shipped the whole in-flight window (64 MiB of votes) in promises and
 // re-proposals, which took longer than the election timeout, so the next election began before
-// the last one ended. With 8 MiB in flight a leader is back, and writes succeed, soon after the
-// burst.
+// the last one ended. With a window of 8 MiB (1 MiB now) a leader is back, and writes succeed,
+// soon after the burst.
 //
 // And beside the burst, a light client (100 writes/s, open loop, on its own connection to the
 // leader) keeps its writes: every one succeeds with p99 under lightP99Max, measured from when each
