@@ -2,7 +2,7 @@
 # The large-value attack of issue 12, as a repeatable experiment: a fresh local 3-replica cluster,
 # a light open-loop load of LIGHT_RATE writes/s (128 B values) for 30 s and, from 5 s into it, a
 # burst of BURST_RATE ops/s of BURST_VALUE-byte values from 4 pipelining connections at the leader
-# for 20 s. It prints, per replica, the peak RSS and the leader changes it logged, and the light
+# for 20 s. It prints, per replica, the peak RSS (all, and anonymous: the heap, not mapped files) and the leader changes it saw, and the light
 # load's latency and completion during the attack.
 #
 #   scripts/overload.sh [--keep] TAG [extra sofadb flags...]
@@ -52,16 +52,17 @@ targets="127.0.0.1:$((base + 1001)),127.0.0.1:$((base + 1002)),127.0.0.1:$((base
 
 # RSS sampler: the peak VmRSS of each replica, every 200 ms, until told to stop.
 (
-  declare -A peak
+  declare -A peak anon
   while [ ! -e "$out/stop-sampling" ]; do
     for i in 1 2 3; do
       pid=$(cat "$out/c/replica$i.pid" 2>/dev/null) || continue
-      kb=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
+      read -r kb akb < <(awk '/^VmRSS/ {r = $2} /^RssAnon/ {a = $2} END {print r + 0, a + 0}' "/proc/$pid/status" 2>/dev/null) || continue
       [ -n "$kb" ] && [ "$kb" -gt "${peak[$i]:-0}" ] && peak[$i]=$kb
+      [ -n "$akb" ] && [ "$akb" -gt "${anon[$i]:-0}" ] && anon[$i]=$akb
     done
     sleep 0.2
   done
-  for i in 1 2 3; do echo "$i ${peak[$i]:-0}"; done > "$out/rss-peak"
+  for i in 1 2 3; do echo "$i ${peak[$i]:-0} ${anon[$i]:-0}"; done > "$out/rss-peak"
 ) &
 sampler=$!
 
@@ -99,11 +100,18 @@ for i in 1 2 3; do
   curl -s --max-time 5 "http://127.0.0.1:$((base + 2000 + i))/metrics" > "$out/metrics$i.txt" || true
 done
 metric() { awk -v m="$1" '$1 == m {print $2}' "$2"; }
+# leader_changes LOG: how many times the replica learned of a leader other than the last one it
+# knew (not its first, and not a leader lost and found again: a follower that hears nothing for an
+# election timeout logs "to=0", and the same leader again when its heartbeats get through).
+leader_changes() {
+  grep 'msg="leader changed"' "$1" | sed -nE 's/.* to=([0-9]+) .*/\1/p' |
+    awk '$1 != 0 { if (last != "" && $1 != last) n++; last = $1 } END { print n + 0 }'
+}
 echo "== overload $tag: leader was $leader; sofadb flags: ${*:-(defaults)}"
 for i in 1 2 3; do
-  printf 'replica %s: RSS peak %4d MB, leader changes logged %3d, campaigns %s, pre-votes %s, resent accepts %s\n' \
-    "$i" $(($(awk -v i="$i" '$1 == i {print $2}' "$out/rss-peak") / 1024)) \
-    "$(grep -c '"leader changed"\|msg="leader changed"' "$out/c/replica$i.log" || true)" \
+  printf 'replica %s: RSS peak %4d MB (anonymous %4d MB), new leaders seen %2d (leader lost %2d times), campaigns %s, pre-votes %s, resent accepts %s\n' \
+    "$i" $(($(awk -v i="$i" '$1 == i {print $2}' "$out/rss-peak") / 1024)) $(($(awk -v i="$i" '$1 == i {print $3}' "$out/rss-peak") / 1024)) \
+    "$(leader_changes "$out/c/replica$i.log")" "$(grep -c 'msg="leader changed".* to=0 ' "$out/c/replica$i.log" || true)" \
     "$(metric sofadb_campaigns_total "$out/metrics$i.txt")" "$(metric sofadb_pre_votes_total "$out/metrics$i.txt")" \
     "$(metric sofadb_resent_accepts_total "$out/metrics$i.txt")"
 done
