@@ -37,6 +37,13 @@ func badgerOptions(dir string, opt Options) badger.Options {
 		// Reads happen at open and when truncation scans slot keys; a small cache is enough (the
 		// default is 256 MB). Table indexes stay in memory regardless.
 		WithBlockCacheSize(8 << 20).
+		// A table block is built in one buffer that doubles whenever an entry does not fit: with
+		// badger's 4 KiB blocks, a 60 KB value takes 4 KiB, then 64 KiB, then 128 KiB when the
+		// block is finished, about 3x the data, in allocators badger keeps pooled (issue 12: 220 MB
+		// of table builders while values of 60 KB were written). Blocks as large as the largest
+		// record (a 256 KiB batch, a 64 KiB value) hold them without regrowing. Reads are rare
+		// (start-up, truncation scans), so a bigger block costs little there.
+		WithBlockSize(tableBlockBytes).
 		// One logical writer (the flusher): conflict detection would only cost per-key tracking.
 		WithDetectConflicts(false).
 		// badger's expvar counters cost atomics on the hot path; SofaDB keeps its own (Stats).
@@ -57,6 +64,9 @@ func badgerOptions(dir string, opt Options) badger.Options {
 		// dropped or replayed (a truncated write-ahead log); the rest of INFO is per-flush noise.
 		WithLogger(badgerLogger{opt.Logger})
 }
+
+// tableBlockBytes is the size of one block of a badger table (see badgerOptions).
+const tableBlockBytes = 512 << 10
 
 // valueThresholdBytes is badger's largest threshold (1 MB), lowered to its batch limit (15% of the
 // memtable) which the threshold may not exceed.

@@ -213,6 +213,9 @@ type Stats struct {
 	Coalesced      atomic.Uint64 // retries that waited for a copy already proposed instead of proposing another
 	Snapshots      atomic.Uint64
 	SnapshotErrors atomic.Uint64
+	// SnapshotBytes is the size of the last snapshot saved: the state's size, encoded. (The runtime
+	// sets it at start-up from the snapshot it restored.)
+	SnapshotBytes atomic.Int64
 	// Latency is the server-side latency of the requests served (OK or NotFound), from arrival to
 	// answer: [0] reads, [1] writes (puts, deletes).
 	Latency [2]LatencyHistogram
@@ -773,6 +776,7 @@ func (d *Driver) onSnapshotSaved(slot uint64, size int, started time.Time, err e
 	d.stats.Snapshots.Add(1)
 	d.lastSnap = max(d.lastSnap, slot)
 	d.lastSnapBytes = size
+	d.stats.SnapshotBytes.Store(int64(size))
 	d.core.Compact(slot)
 }
 

@@ -97,6 +97,12 @@ type Config struct {
 	// Disk configures the store (queue bounds, memtable size, fault injection in tests); its
 	// Logger defaults to Logger.
 	Disk disk.Options
+	// MemoryBudgetBytes, when above 0, is what the replica may use besides its state: the Go
+	// runtime's soft memory limit (GOMEMLIMIT) is kept at this plus twice the last snapshot's size
+	// (the state, and the copy a snapshot save encodes), so that the collector returns memory
+	// before the process grows past it instead of at twice the live heap, whatever the state's
+	// size. Zero leaves the runtime's limit alone (tests that run several replicas in one process).
+	MemoryBudgetBytes int64
 	// DiskHeadroomBytes is the free space below which the replica fences itself (see
 	// diskspace.go); 0 means two memtables and 64 MiB. FreeBytes reads the free space of a
 	// directory's file system (nil: statfs; tests replace it).

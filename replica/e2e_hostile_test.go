@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -321,6 +322,21 @@ func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
 	for range 4 { // every session opens before the burst begins
 		conns = append(conns, dial(t, c.ClientAddr(leader)))
 	}
+	rssDone := make(chan []int64)
+	go func() { // the peak anonymous memory of each replica, every 100 ms, until the burst stops
+		peak := make([]int64, 3)
+		for {
+			for i := range peak {
+				peak[i] = max(peak[i], rssAnonBytes(t, c.Replica(i+1).PID()))
+			}
+			select {
+			case <-stop:
+				rssDone <- peak
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
 	for _, conn := range conns {
 		go func() {
 			sem := make(chan struct{}, 64) // 64 in flight per connection
@@ -349,6 +365,16 @@ func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
 		<-done
 	}
 	left := time.Now()
+	peakRSS := <-rssDone
+	for i, rss := range peakRSS {
+		snap := metric(t, c.Replica(i+1), "sofadb_snapshot_bytes")
+		limit := metric(t, c.Replica(i+1), "sofadb_memory_limit_bytes")
+		bound := int64(memoryBudgetDefault + 2*snap)
+		t.Logf("replica %d: anonymous memory peak %d MiB during the burst; memory limit %.0f MiB, snapshot %.0f MiB", i+1, rss>>20, limit/(1<<20), snap/(1<<20))
+		if rss > bound {
+			t.Errorf("replica %d: anonymous memory peaked at %d MiB during the burst: want it under the default budget and twice the state, %d MiB", i+1, rss>>20, bound>>20)
+		}
+	}
 	lat := <-lightDone
 	failed := 0
 	for _, d := range lat {
@@ -448,4 +474,27 @@ func skipUnderRaceBuild(t *testing.T) {
 	if strings.Contains(os.Getenv("SOFADB_BUILD_FLAGS"), "-race") {
 		t.Skip("large values within time bounds; run against replicas built without -race (make unit does)")
 	}
+}
+
+// memoryBudgetDefault is sofadb's -memory-limit default: what a replica may use besides its state.
+const memoryBudgetDefault = 512 << 20
+
+// rssAnonBytes is the anonymous resident memory of process pid (its heap and stacks, not the
+// files it maps), 0 when it cannot be read (the process is gone).
+func rssAnonBytes(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "RssAnon:" && f[2] == "kB" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatalf("/proc/%d/status: %q: %v", pid, line, err)
+			}
+			return kb << 10
+		}
+	}
+	return 0
 }

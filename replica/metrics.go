@@ -94,6 +94,8 @@ func (c sofaCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge("client_connections", "Open binary-protocol connections.", float64(s.stats.clientConns.Load()))
 	ds := s.drv.Stats()
+	gauge("snapshot_bytes", "Size of the last state snapshot saved (or restored at start-up).", float64(ds.SnapshotBytes.Load()))
+	gauge("memory_limit_bytes", "The Go runtime's soft memory limit as this replica last set it: -memory-limit plus twice the last snapshot's size (0: left alone).", float64(s.stats.memLimit.Load()))
 	counter("lease_reads_total", "Reads served locally under the lease.", ds.LeaseReads.Load())
 	counter("log_reads_total", "Reads sent through the log.", ds.LogReads.Load())
 	counter("request_timeouts_total", "Requests answered Unavailable after RequestTimeout.", ds.Timeouts.Load())
@@ -132,7 +134,7 @@ func (c sofaCollector) Collect(ch chan<- prometheus.Metric) {
 		emit(prometheus.CounterValue, "peer_sent_messages_total", "Peer messages written to this peer's connection.", float64(p.sent.Load()), "peer", peer)
 		emit(prometheus.CounterValue, "peer_sent_bytes_total", "Peer frame bytes written to this peer's connection.", float64(p.sentBytes.Load()), "peer", peer)
 		emit(prometheus.CounterValue, "peer_dropped_messages_total", "Peer messages dropped (queue full or no connection).", float64(p.dropped.Load()), "peer", peer)
-		emit(prometheus.CounterValue, "peer_redundant_accepts_total", "Accepts the core resent that were not queued: a copy for the same slot and ballot was queued on the current connection less than a second before.", float64(p.suppressed.Load()), "peer", peer)
+		emit(prometheus.CounterValue, "peer_redundant_accepts_total", "Accepts the core resent that were not queued: a copy for the same slot and ballot was queued on the current connection less than 250 ms before.", float64(p.suppressed.Load()), "peer", peer)
 		emit(prometheus.CounterValue, "peer_reconnects_total", "Connections established with this peer.", float64(p.reconnects.Load()), "peer", peer)
 		msgs, bytes = msgs+p.sent.Load(), bytes+p.sentBytes.Load()
 	}

@@ -58,6 +58,7 @@ type serverStats struct {
 	connBytesWaits     atomic.Uint64 // times a binary connection's reader waited for its byte budget
 	evictedClientConns atomic.Uint64 // closed to make room: idle the longest when the table was full
 	idleClientConns    atomic.Uint64 // closed after ClientIdleTimeout with nothing in flight
+	memLimit           atomic.Int64  // the soft memory limit keepMemoryLimit last set (0: never)
 	clientConns        atomic.Int64
 }
 
@@ -84,7 +85,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DiskHeadroomBytes == 0 {
 		mem := cfg.Disk.MemTableBytes
 		if mem == 0 {
-			mem = 32 << 20 // disk's default
+			mem = disk.DefaultMemTableBytes
 		}
 		cfg.DiskHeadroomBytes = defaultHeadroom(mem)
 	}
@@ -164,6 +165,7 @@ func New(cfg Config) (*Server, error) {
 		store.Close()
 		return nil, err
 	}
+	s.drv.Stats().SnapshotBytes.Store(int64(len(rec.Snapshot))) // until the next save: the memory limit counts the state
 	s.log.Info("replica opened", "dir", cfg.DataDir, "identity", identityString(ident), "applied", state.Applied(), "promised", rec.Durable.Promised,
 		"slots", len(rec.Durable.Entries), "mode", cfg.Core.Mode, "reads", cfg.ReadMode, "fsync", cfg.Fsync)
 	if !cfg.Fsync {
@@ -189,6 +191,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { s.exec.run(gctx); return nil })
 	g.Go(func() error { s.tr.run(gctx); return nil })
 	g.Go(func() error { s.watchDisk(gctx); return nil })
+	if s.cfg.MemoryBudgetBytes > 0 {
+		g.Go(func() error { s.keepMemoryLimit(gctx); return nil })
+	}
 	g.Go(func() error { s.fr.serveClients(clientCtx); return nil })
 	if s.httpSrv != nil {
 		g.Go(func() error {

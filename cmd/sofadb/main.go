@@ -14,7 +14,6 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -85,7 +84,8 @@ func run(args []string) error {
 	listenHTTP := fs.String("listen-http", "", "address to bind for HTTP when it differs from this replica's -http entry (used in redirects)")
 	connBytes := fs.Int64("max-conn-request-bytes", def.ClientConnBytesMax, "bytes of one binary connection's requests in flight; beyond it the replica stops reading that connection until replies free some (the client feels TCP back-pressure, the others keep their share)")
 	reqBytes := fs.Int64("max-request-bytes", def.ClientBytesMax, "bytes of client requests taken and not yet answered, both APIs together; beyond it requests get Busy (HTTP 429) at once")
-	memLimit := fs.Int64("memory-limit", 1<<30, "soft memory limit for the Go runtime (GOMEMLIMIT), bytes: the garbage collector works harder as the heap nears it; 0 leaves the runtime's default (or the GOMEMLIMIT environment variable)")
+	memLimit := fs.Int64("memory-limit", 512<<20, "memory budget besides the state, bytes: the Go runtime's soft memory limit (GOMEMLIMIT) is kept at this plus twice the last snapshot's size, and the collector works harder as the heap nears it; 0 (or the GOMEMLIMIT environment variable) leaves the runtime's limit alone")
+	memtable := fs.Int64("memtable-bytes", 0, "badger's memtable size, bytes: the write-ahead log's rotation unit and the size of one level-0 table; it bounds the store's memory (about 3 memtables plus the tables being built from them); 0 means 8 MiB")
 	headroom := fs.Int64("disk-headroom", 0, "free space (bytes) on the data directory's file system below which the replica fences itself, before the disk fills; 0 means two memtables and 64 MiB")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	debugAddr := fs.String("debug-addr", "", "serve Go's pprof profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; empty disables")
@@ -154,13 +154,14 @@ func run(args []string) error {
 	cfg.PeerFrameBytesMax, cfg.ClientConnsMax, cfg.ClientInflightMax, cfg.RequestTimeout = *peerFrame, *conns, *inflightReq, *timeout
 	cfg.ClientConnsPerSourceMax, cfg.ClientIdleTimeout = *connsPerSource, *idleTimeout
 	cfg.DiskHeadroomBytes = *headroom
+	cfg.Disk.MemTableBytes = *memtable
 	cfg.ClientBytesMax, cfg.ClientConnBytesMax = *reqBytes, *connBytes
-	if *memLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+	if os.Getenv("GOMEMLIMIT") == "" {
 		// Every queue the network can fill is bounded in bytes (requests, the core's queue and
-		// pipeline, peer queues: about 320 MiB with the defaults, plus the log kept until a
-		// snapshot and the state itself); the limit makes the collector return memory before
-		// the process grows past it, instead of at twice the live heap.
-		debug.SetMemoryLimit(*memLimit)
+		// pipeline, peer queues), and so is the store's (memtables, table builds); the limit
+		// makes the collector return memory before the process grows past the budget plus the
+		// state, instead of at twice the live heap. See README's "Memory".
+		cfg.MemoryBudgetBytes = *memLimit
 	}
 	cfg.ClientFrameBytesMax = max(cfg.ClientFrameBytesMax, *keyMax+*valueMax+1024)
 	s, err := replica.New(cfg)
@@ -197,7 +198,7 @@ func checkFlags(fs *flag.FlagSet, dataDir string) error {
 		problems = append(problems, fmt.Sprintf("unexpected arguments %q (every setting is a -flag)", fs.Args()))
 	}
 	for _, name := range []string{"batch-bytes", "inflight-slots", "inflight-bytes", "key-max", "value-max", "peer-frame-max", "snapshot-send-rate",
-		"max-conns", "max-conns-per-source", "max-inflight", "disk-headroom", "max-request-bytes", "max-conn-request-bytes", "memory-limit", "heartbeat-ticks", "election-ticks", "lease-drift-ticks"} {
+		"max-conns", "max-conns-per-source", "max-inflight", "disk-headroom", "max-request-bytes", "max-conn-request-bytes", "memory-limit", "memtable-bytes", "heartbeat-ticks", "election-ticks", "lease-drift-ticks"} {
 		if v, err := strconv.ParseInt(fs.Lookup(name).Value.String(), 10, 64); err == nil && v < 0 {
 			problems = append(problems, fmt.Sprintf("-%s %d: must not be negative", name, v))
 		}
