@@ -289,7 +289,7 @@ func TestE2ERequestBytesAreBounded(t *testing.T) {
 // scripts/overload.sh); per-client batches and a 1 MiB window keep them moving.
 func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
 	skipUnderRaceBuild(t)
-	const lightP99Max = time.Second
+	const lightP99Max, afterBurstMax = time.Second, 2 * time.Second
 	c, leader := startCluster(t, 3)
 	value := []byte(strings.Repeat("x", 60_000))
 	light := dial(t, c.ClientAddr(leader))
@@ -419,7 +419,13 @@ func TestE2EClusterLeadsAgainAfterALargeValueBurst(t *testing.T) {
 		res, err := conn.Do(context.Background(), kv.OpPut, []byte("after-burst"), []byte("v"))
 		return err == nil && res.Status == wire.StatusOK
 	})
-	t.Logf("a write succeeded %v after the burst ended", time.Since(left).Round(time.Millisecond))
+	// Service does not wait for an election: the leader stayed, so a new write waits only for what
+	// the burst left in flight to drain (126-307 ms measured; leaderless for good before issue 12).
+	after := time.Since(left)
+	t.Logf("a write succeeded %v after the burst ended", after.Round(time.Millisecond))
+	if after > afterBurstMax {
+		t.Errorf("the first write after the burst succeeded %v after it ended: want under %v", after.Round(time.Millisecond), afterBurstMax)
+	}
 }
 
 // TestE2EOneConnectionCannotTakeTheRequestBudget (issue 12): a connection pipelining large values
