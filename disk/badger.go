@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -119,6 +121,8 @@ type badgerBackend struct {
 
 	rotatedSyncs atomic.Uint64 // read by Stats
 
+	names dirNames // the directory's names made durable when they change
+
 	// Lost-write detection (witness.go): the last group written (the writer stores, the syncer
 	// reads), the lowest group key kept (writer-owned), and the DURABLE file's writer.
 	group atomic.Uint64
@@ -196,6 +200,9 @@ func (b *badgerBackend) sync() error {
 	if err := b.syncRotated(); err != nil {
 		return err
 	}
+	if err := b.names.syncIfChanged(); err != nil {
+		return err
+	}
 	if b.wit != nil {
 		return b.wit.advance(g)
 	}
@@ -239,12 +246,7 @@ func (b *badgerBackend) syncRotated() error {
 		n++
 	}
 	if n > 0 {
-		// The new files' directory entries: on ext4 the file's own fsync commits them, but this
-		// costs one fsync per rotation and holds on any file system.
-		if err := fsyncIfExists(b.dir); err != nil {
-			return err
-		}
-		b.rotatedSyncs.Add(uint64(n))
+		b.rotatedSyncs.Add(uint64(n)) // the new files' names: dirNames, next
 	}
 	b.memFid = max(b.memFid, lastOr(mems, 0))
 	b.vlogFid = max(b.vlogFid, lastOr(vlogs, 0))
@@ -348,5 +350,115 @@ func fsyncIfExists(path string) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	return err
+}
+
+// dirNames makes the data directory's names durable soon after they change. badger creates files
+// (a rotated write-ahead log, a table a memtable flush wrote) and deletes them without syncing the
+// directory in every case: its memtable flush writes a new table, syncs it and records it in the
+// MANIFEST, but never syncs the directory, so after a power loss on a file system that keeps a
+// new name only once its directory is synced, the MANIFEST names a table that is not there and
+// badger refuses to open (found by the power-loss test on powerfs). On ext4 a file's own fsync
+// commits its name too; elsewhere it may not.
+//
+// When the names changed, every write-ahead log file is synced before the directory (see
+// syncIfChanged). The check is one fstat of the directory: a change of name changes its mtime. The mtime can be
+// coarse (a few ms on Linux), so a change in the same tick as the last sync would not show: the
+// directory is synced again while its mtime is within dirQuiet of the last sync. Run from the
+// syncer before a sync is acknowledged (so the names every acknowledged write needs are durable)
+// and every dirCheckInterval by watch (so a flush while writes have stopped is covered too).
+type dirNames struct {
+	mu       sync.Mutex
+	path     string
+	dir      *os.File
+	mtime    time.Time // the directory's mtime when it was last synced
+	syncedAt time.Time // when it was last synced
+	syncs    atomic.Uint64
+	err      error // sticky: a failed directory sync fails every sync after it
+}
+
+const (
+	dirQuiet         = 50 * time.Millisecond
+	dirCheckInterval = 20 * time.Millisecond
+)
+
+func (d *dirNames) open(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	d.path, d.dir = dir, f
+	return d.syncIfChanged()
+}
+
+func (d *dirNames) syncIfChanged() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err != nil || d.dir == nil {
+		return d.err
+	}
+	fi, err := d.dir.Stat()
+	if err != nil {
+		d.err = fmt.Errorf("disk: stat the data directory: %w", err)
+		return d.err
+	}
+	m := fi.ModTime()
+	if m.Equal(d.mtime) && m.Before(d.syncedAt.Add(-dirQuiet)) {
+		return nil
+	}
+	now := time.Now()
+	// A new log file's size and contents first: a name made durable before them would come back
+	// after a power loss as an empty file, which badger refuses to open ("Create a new file").
+	mems, vlogs, err := listLogFiles(d.path)
+	if err == nil {
+		for _, f := range mems {
+			if err = fsyncIfExists(memPath(d.path, f)); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil {
+		for _, f := range vlogs {
+			if err = fsyncIfExists(vlogPath(d.path, f)); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		d.err = fmt.Errorf("disk: fsync the data directory's logs: %w", err)
+		return d.err
+	}
+	if err := d.dir.Sync(); err != nil {
+		d.err = fmt.Errorf("disk: fsync the data directory: %w", err)
+		return d.err
+	}
+	d.mtime, d.syncedAt = m, now
+	d.syncs.Add(1)
+	return nil
+}
+
+// watch checks the directory every dirCheckInterval until stop is closed.
+func (d *dirNames) watch(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(dirCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			d.syncIfChanged() // an error is sticky: the next group's sync reports it
+		}
+	}
+}
+
+func (d *dirNames) close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dir == nil {
+		return nil
+	}
+	err := d.dir.Close()
+	d.dir = nil
 	return err
 }

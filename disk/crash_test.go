@@ -2,12 +2,14 @@ package disk
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,12 +23,26 @@ import (
 // crashChildEnv names the directory the re-executed test binary writes to when it plays the child.
 const crashChildEnv = "SOFADB_DISK_CRASH_CHILD"
 
+// crashSnapshotEveryEnv, when set, is how often the child saves a snapshot (a Go duration).
+const crashSnapshotEveryEnv = "SOFADB_DISK_CRASH_SNAPSHOT_EVERY"
+
 // crashOptions: a small memtable so the child's WALs rotate and flush while it is killed, and
 // small chunks so a snapshot is many records.
+// crashMemTableEnv, when set, is the memtable size in bytes instead (smaller: more rotations).
 func crashOptions() Options {
-	return Options{MemTableBytes: 4 << 20, SnapshotChunkBytes: 16 << 10,
+	mem := int64(4 << 20)
+	if n, err := strconv.ParseInt(os.Getenv(crashMemTableEnv), 10, 64); err == nil {
+		mem = n
+	}
+	return Options{MemTableBytes: mem, SnapshotChunkBytes: 16 << 10,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
+
+const crashMemTableEnv = "SOFADB_DISK_CRASH_MEMTABLE"
+
+// crashNoSyncEnv, when set, makes the child persist without syncing (MustSync false, as a replica
+// with -fsync=false does) and still call what it wrote acknowledged: the power-loss test's control.
+const crashNoSyncEnv = "SOFADB_DISK_CRASH_NOSYNC"
 
 // TestSIGKILLLosesNothingAcknowledged kills a child writing through the store at random points,
 // many times over the same directory, and after each kill reopens the store and checks that it
@@ -47,7 +63,7 @@ func TestSIGKILLLosesNothingAcknowledged(t *testing.T) {
 	acked := &crashFacts{slots: map[uint64]bool{}}
 	start, midSnapshot, i := time.Now(), 0, 0
 	for ; i < iterations && time.Since(start) < budget; i++ {
-		killedMidSnapshot := runAndKill(t, dir, time.Duration(5+rng.IntN(200))*time.Millisecond, acked)
+		killedMidSnapshot := runAndKill(t, dir, time.Duration(5+rng.IntN(200))*time.Millisecond, acked, nil, nil)
 		if killedMidSnapshot {
 			midSnapshot++
 		}
@@ -68,12 +84,13 @@ type crashFacts struct {
 	snapshots int
 }
 
-// runAndKill starts a child, lets it write for runFor after it is ready, SIGKILLs it, and records
-// what it acknowledged. It reports whether the kill fell inside a SaveSnapshot.
-func runAndKill(t *testing.T, dir string, runFor time.Duration, facts *crashFacts) (midSnapshot bool) {
+// runAndKill starts a child (with env added to its environment), lets it write for runFor after it
+// is ready, calls cut (when not nil: a power loss), SIGKILLs it, and records what it acknowledged.
+// It reports whether the kill fell inside a SaveSnapshot.
+func runAndKill(t *testing.T, dir string, runFor time.Duration, facts *crashFacts, cut func(), env []string) (midSnapshot bool) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
+	cmd.Env = append(append(os.Environ(), crashChildEnv+"="+dir), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +118,9 @@ func runAndKill(t *testing.T, dir string, runFor time.Duration, facts *crashFact
 		time.Sleep(runFor)
 	case <-done:
 	case <-time.After(10 * time.Second):
+	}
+	if cut != nil {
+		cut()
 	}
 	cmd.Process.Kill() // SIGKILL
 	<-done
@@ -140,41 +160,82 @@ func scan(line, format string, n *uint64) bool {
 // checkAfterCrash opens the store as a restarting replica would and checks every acknowledged fact.
 func checkAfterCrash(t *testing.T, dir string, f *crashFacts) {
 	t.Helper()
+	r, err := openRecovered(dir)
+	if err != nil {
+		t.Fatalf("Open after the crash: %v", err)
+	}
+	r.check(t, f)
+}
+
+// crashRecovered is what a store opened after a crash holds, as far as the crash tests check it.
+type crashRecovered struct {
+	Promised   paxos.Ballot
+	Applied    uint64
+	SnapshotOK string          // "" when the snapshot restores at Applied (or there is none), else what is wrong
+	Order      string          // "" when the entries are in slot order above Applied, else where not
+	Slots      map[uint64]bool // slot stored -> it holds exactly crashValue(slot)
+}
+
+// openRecovered opens dir, reads what the crash tests check, and closes it.
+func openRecovered(dir string) (*crashRecovered, error) {
 	s, rec, err := Open(dir, crashOptions())
 	if err != nil {
-		t.Fatalf("Open after SIGKILL: %v", err)
+		return nil, err
 	}
 	defer s.Close()
 	d := rec.Durable
-	if d.Promised < f.promised {
-		t.Fatalf("promised %v after crash, acknowledged %v", d.Promised, f.promised)
-	}
-	if d.Applied < f.snapSlot {
-		t.Fatalf("snapshot at %d after crash, acknowledged one at %d", d.Applied, f.snapSlot)
-	}
+	r := &crashRecovered{Promised: d.Promised, Applied: d.Applied, Slots: map[uint64]bool{}}
 	if d.Applied > 0 {
 		st := kv.NewState()
 		if err := st.Restore(rec.Snapshot); err != nil || st.Applied() != d.Applied {
-			t.Fatalf("snapshot does not restore: %v (applied %d, want %d)", err, st.Applied(), d.Applied)
+			r.SnapshotOK = fmt.Sprintf("snapshot does not restore: %v (applied %d, want %d)", err, st.Applied(), d.Applied)
 		}
 	}
-	stored := make(map[uint64]*paxos.Entry, len(d.Entries))
 	for i := range d.Entries {
 		e := &d.Entries[i]
-		if i > 0 && e.Slot <= d.Entries[i-1].Slot || e.Slot <= d.Applied {
-			t.Fatalf("entries out of order or under the snapshot: %d after %d (applied %d)", e.Slot, d.Entries[max(i-1, 0)].Slot, d.Applied)
+		if r.Order == "" && (i > 0 && e.Slot <= d.Entries[i-1].Slot || e.Slot <= d.Applied) {
+			r.Order = fmt.Sprintf("entries out of order or under the snapshot: %d after %d (applied %d)", e.Slot, d.Entries[max(i-1, 0)].Slot, d.Applied)
 		}
-		stored[e.Slot] = e
+		r.Slots[e.Slot] = len(e.Cmds) == 1 && valueOf(&e.Cmds[0]) == crashValue(e.Slot)
 	}
+	return r, nil
+}
+
+func (r *crashRecovered) check(t *testing.T, f *crashFacts) {
+	t.Helper()
+	if err := r.verify(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// verify says how what was recovered falls short of what was acknowledged, or nil.
+func (r *crashRecovered) verify(f *crashFacts) error {
+	switch {
+	case r.Promised < f.promised:
+		return fmt.Errorf("promised %v after crash, acknowledged %v", r.Promised, f.promised)
+	case r.Applied < f.snapSlot:
+		return fmt.Errorf("snapshot at %d after crash, acknowledged one at %d", r.Applied, f.snapSlot)
+	case r.SnapshotOK != "":
+		return errors.New(r.SnapshotOK)
+	case r.Order != "":
+		return errors.New(r.Order)
+	}
+	lost, first := 0, uint64(0)
 	for slot := range f.slots {
-		if slot <= d.Applied {
+		if slot <= r.Applied {
 			continue // covered by the snapshot, possibly truncated
 		}
-		e := stored[slot]
-		if e == nil || len(e.Cmds) != 1 || valueOf(&e.Cmds[0]) != crashValue(slot) {
-			t.Fatalf("acknowledged slot %d lost or damaged after SIGKILL (applied %d): %+v", slot, d.Applied, e)
+		if ok := r.Slots[slot]; !ok {
+			if lost == 0 || slot < first {
+				first = slot
+			}
+			lost++
 		}
 	}
+	if lost > 0 {
+		return fmt.Errorf("%d acknowledged slots lost or damaged after the crash, the first %d (applied %d)", lost, first, r.Applied)
+	}
+	return nil
 }
 
 func crashValue(slot uint64) string { return fmt.Sprintf("value-of-slot-%d", slot) }
@@ -234,7 +295,7 @@ func (c *crashChild) print(format string, args ...any) {
 func (c *crashChild) writer(w int) {
 	for i := 0; ; i++ {
 		slot := c.next.Add(1)
-		rd := &paxos.Ready{MustSync: true, Entries: []paxos.Entry{{Slot: slot, Ballot: 1,
+		rd := &paxos.Ready{MustSync: os.Getenv(crashNoSyncEnv) == "", Entries: []paxos.Entry{{Slot: slot, Ballot: 1,
 			Cmds: []paxos.Command{put(uint64(w), slot, "k", crashValue(slot))}}}}
 		if i%8 == 0 {
 			rd.ChosenTo = slot
@@ -260,12 +321,16 @@ func (c *crashChild) writer(w int) {
 	}
 }
 
-// snapshotter saves a snapshot every 20 ms at the highest acknowledged slot, with a couple of
-// hundred KB of keys so it spans many chunks, then truncates the log up to it.
+// snapshotter saves a snapshot every 20 ms (or crashSnapshotEveryEnv) at the highest acknowledged
+// slot, with a couple of hundred KB of keys so it spans many chunks, then truncates the log up to it.
 func (c *crashChild) snapshotter() {
 	value := strings.Repeat("s", 100)
+	every := 20 * time.Millisecond
+	if d, err := time.ParseDuration(os.Getenv(crashSnapshotEveryEnv)); err == nil {
+		every = d
+	}
 	for {
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(every)
 		upTo := c.maxAcked.Load()
 		if upTo <= c.state.Applied() {
 			continue

@@ -33,6 +33,8 @@ type Stats struct {
 	// RotatedSyncs counts extra fsyncs of badger files rotated out since the previous sync (see
 	// badgerBackend.sync): a closed WAL or value log that badger's DB.Sync no longer covers.
 	RotatedSyncs uint64
+	// DirSyncs counts fsyncs of the data directory after its names changed (see dirNames).
+	DirSyncs uint64
 	// OutOfRange counts samples outside a histogram's range (recorded nowhere else, never dropped).
 	OutOfRange uint64
 	// SyncLatencyNs is the duration of each sync step, in nanoseconds.

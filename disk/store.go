@@ -116,6 +116,8 @@ type Store struct {
 	closed    atomic.Bool // set when Close begins: SaveSnapshot and Truncate refuse from then on
 	closeOnce sync.Once
 	closeErr  error
+
+	namesStop, namesDone chan struct{} // the directory watch (dirNames.watch)
 }
 
 // Open opens (or creates) the store in dir and returns what a restart needs. Everything it returns
@@ -170,6 +172,12 @@ func (s *Store) open() (Recovered, error) {
 	if s.be.wit, err = openWitness(s.dir, s.be.group.Load()); err != nil {
 		return Recovered{}, err
 	}
+	if err := s.be.names.open(s.dir); err != nil {
+		s.be.wit.close()
+		return Recovered{}, err
+	}
+	s.namesStop, s.namesDone = make(chan struct{}), make(chan struct{})
+	go s.be.names.watch(s.namesStop, s.namesDone)
 	return rec, nil
 }
 
@@ -333,6 +341,7 @@ func (s *Store) submit(b *recordBuilder, mustSync bool) (Ticket, error) {
 func (s *Store) Stats() Stats {
 	st := s.c.stats.snapshot()
 	st.RotatedSyncs = s.be.rotatedSyncs.Load()
+	st.DirSyncs = s.be.names.syncs.Load()
 	return st
 }
 
@@ -357,7 +366,9 @@ func (s *Store) Close() error {
 		defer s.snapMu.Unlock()
 		s.Sync().Wait() // a failure is already sticky and reported by Err
 		s.c.close()
-		s.closeErr = errors.Join(s.be.wit.close(), s.db.Close())
+		close(s.namesStop)
+		<-s.namesDone
+		s.closeErr = errors.Join(s.be.wit.close(), s.db.Close(), s.be.names.close())
 	})
 	return s.closeErr
 }
