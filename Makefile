@@ -11,7 +11,7 @@ FUZZ_EXECS ?= 200000
 # processes the end-to-end tests start built with -race too (bench/cluster reads SOFADB_BUILD_FLAGS).
 RACE_PKGS ?= ./disk/... ./driver/... ./kv/... ./loadgen/... ./replica/... ./bench/... ./cmd/sofabench/...
 
-.PHONY: all deps test unit race simtest sim bench bench-full report fuzz lint build clean chaos
+.PHONY: all deps test unit race simtest sim bench bench-full report fuzz lint build clean chaos powerloss
 
 all: build
 
@@ -49,6 +49,13 @@ SEED     ?= 1
 REPLICAS ?= 3
 chaos:
 	$(GO) run ./cmd/sofachaos -duration $(DURATION) -seed $(SEED) -replicas $(REPLICAS)
+
+## powerloss: CYCLES power losses (every replica, or a random majority, at once) under the same
+## workload, each replica's data directory on powerfs, a FUSE file system that drops what was not
+## fsync'ed; then the same checks, and no acknowledged write lost. Needs /dev/fuse (root here).
+CYCLES ?= 100
+powerloss:
+	$(GO) run ./cmd/sofachaos -power-cycles $(CYCLES) -seed $(SEED) -replicas $(REPLICAS)
 
 ## fuzz: every Fuzz target in the module, each for FUZZ_EXECS executions.
 fuzz:

@@ -60,6 +60,17 @@ type Options struct {
 	// each pair can be delayed, lossy, capped, blackholed or cut at run time (faultproxy.Set).
 	// The caller owns the proxy and closes it after the cluster.
 	Faults *faultproxy.Proxy
+	// DataDirs, when set, is called with each replica's data directory (created, empty) before
+	// the replica first starts, and again once every process has stopped at Close, before the
+	// directory is removed: to mount a file system there (a power-loss file system, say) and to
+	// unmount it.
+	DataDirs DataDirHooks
+}
+
+// DataDirHooks mount something on replicas' data directories and unmount it; see Options.DataDirs.
+type DataDirHooks interface {
+	Mount(id int, dir string) error
+	Unmount(id int, dir string) error
 }
 
 // Cluster is a running set of replica processes; see the package comment.
@@ -139,6 +150,20 @@ func Start(o Options) (*Cluster, error) {
 		p.args = append(p.args, raceFlags()...)
 		p.args = append(p.args, o.Flags...)
 		p.args = append(p.args, o.ReplicaFlags[p.ID]...)
+	}
+	if o.DataDirs != nil {
+		for _, p := range c.reps {
+			err := os.MkdirAll(p.DataDir, 0o755)
+			if err == nil {
+				err = o.DataDirs.Mount(p.ID, p.DataDir)
+			}
+			if err != nil {
+				c.unmountDataDirs()
+				os.RemoveAll(dir)
+				return nil, fmt.Errorf("cluster: data directory of %s: %w", p.Name, err)
+			}
+			p.mounted = true
+		}
 	}
 	// Start every process before waiting for any: a replica is ready (answers /status) on its own,
 	// but starting them together keeps the first election short.
@@ -461,6 +486,9 @@ func (c *Cluster) Close() error {
 			errs = append(errs, fmt.Errorf("cluster: %s reported a data race; log %s", p.Name, p.LogPath))
 		}
 	}
+	if err := c.unmountDataDirs(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		c.KeepOnClose()
 	}
@@ -471,6 +499,20 @@ func (c *Cluster) Close() error {
 		c.opts.Logf("cluster: kept %s; logs:\n  %s", c.Dir, strings.Join(c.LogPaths(), "\n  "))
 	} else if err := os.RemoveAll(c.Dir); err != nil {
 		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// unmountDataDirs calls the Unmount hook for each data directory mounted.
+func (c *Cluster) unmountDataDirs() error {
+	var errs []error
+	for _, p := range c.reps {
+		if p.mounted {
+			if err := c.opts.DataDirs.Unmount(p.ID, p.DataDir); err != nil {
+				errs = append(errs, fmt.Errorf("cluster: unmount the data directory of %s: %w", p.Name, err))
+			}
+			p.mounted = false
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -43,6 +43,7 @@ type Proc struct {
 	waitErr  error
 	intended bool // the exit was asked for (Kill or Stop)
 	starts   int
+	mounted  bool // Options.DataDirs mounted something on DataDir (the cluster's goroutine only)
 }
 
 var statusClient = &http.Client{Timeout: 2 * time.Second}

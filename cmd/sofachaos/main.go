@@ -10,6 +10,12 @@
 // on every link, a chain (two replicas cut from each other), SIGKILL and restart of a random
 // replica, and SIGSTOP/SIGCONT pauses of half, one and two election timeouts. The same seed gives
 // the same schedule (which faults, when, on whom); what the cluster does under it is its own.
+//
+// With -power-cycles N it cuts the power instead (make powerloss CYCLES=N SEED=S): each replica's
+// data directory is a powerfs mount (FUSE) that keeps only what was fsync'ed, and every 4 s the
+// power goes on every replica or on a random majority at once; they are killed, restarted on what
+// their disks kept, and the run checks that no acknowledged write is missing from any later read.
+// -control runs the replicas with -fsync=false, which must be caught losing writes.
 package main
 
 import (
@@ -52,6 +58,11 @@ type options struct {
 	tamper func([]lincheck.Record)
 	// checkTimeout bounds porcupine; 0 means 5 minutes.
 	checkTimeout time.Duration
+	// power, when above 0, runs that many power-loss cycles instead of the network and process
+	// faults (see power.go); cut says whom each cuts, control runs the replicas without fsync.
+	power   int
+	cut     string
+	control bool
 }
 
 func run(args []string) error {
@@ -63,14 +74,26 @@ func run(args []string) error {
 	fs.Float64Var(&o.rate, "rate", 300, "offered load, ops/s (half reads, half writes of unique values)")
 	fs.Uint64Var(&o.keys, "keys", 128, "distinct keys: few, so that operations on one key overlap, but not so many per key that porcupine cannot decide")
 	fs.StringVar(&o.out, "out", "", "directory for the history and the workload's results (default: a new temporary one)")
+	fs.IntVar(&o.power, "power-cycles", 0, "instead of network and process faults, this many power losses: each replica's data directory on a file system that drops what was not fsync'ed (FUSE; -duration is then the cycles' length)")
+	fs.StringVar(&o.cut, "cut", "mixed", "power losses cut: all (every replica at once), majority (a random majority), or mixed (either, at random)")
+	fs.BoolVar(&o.control, "control", false, "the control run of -power-cycles: replicas without fsync (-fsync=false), which must be caught losing acknowledged writes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if o.replicas != 3 && o.replicas != 5 {
 		return fmt.Errorf("-replicas %d: want 3 or 5", o.replicas)
 	}
+	if o.power > 0 {
+		o.duration = time.Duration(o.power)*powerCyclePeriod + 2*time.Second
+	}
 	if o.duration < 5*time.Second {
 		return fmt.Errorf("-duration %v: want at least 5s", o.duration)
+	}
+	if o.cut != "all" && o.cut != "majority" && o.cut != "mixed" {
+		return fmt.Errorf("-cut %q: want all, majority or mixed", o.cut)
+	}
+	if o.control && o.power == 0 {
+		return fmt.Errorf("-control is the control run of -power-cycles: give both")
 	}
 	if o.out == "" {
 		d, err := os.MkdirTemp("", "sofachaos-")
@@ -85,11 +108,22 @@ func run(args []string) error {
 }
 
 // Chaos runs one seeded chaos run and returns its summary; the error says what check failed.
-func Chaos(o options, progress *os.File) (string, error) {
+func Chaos(o options, progress *os.File) (summary string, err error) {
 	logf := func(format string, a ...any) { fmt.Fprintf(progress, format+"\n", a...) }
 	fp := faultproxy.New(o.seed)
 	defer fp.Close()
-	c, err := cluster.Start(cluster.Options{N: o.replicas, Faults: fp})
+	copts := cluster.Options{N: o.replicas, Faults: fp}
+	var disks *powerDisks
+	if o.power > 0 {
+		if disks, err = newPowerDisks(); err != nil {
+			return "", err
+		}
+		copts.DataDirs = disks
+		if o.control {
+			copts.Flags = append(copts.Flags, "-fsync=false")
+		}
+	}
+	c, err := cluster.Start(copts)
 	if err != nil {
 		return "", err
 	}
@@ -109,10 +143,20 @@ func Chaos(o options, progress *os.File) (string, error) {
 	loadDone := make(chan error, 1)
 	go func() { _, err := loadgen.Run(ctx, cfg); loadDone <- err }()
 
-	events := inject(c, fp, o, logf)
+	var events map[string]int
+	var injectErr error
+	if o.power > 0 {
+		events, injectErr = powerCycles(c, disks, o, logf)
+	} else {
+		events = inject(c, fp, o, logf)
+	}
 
 	if err := <-loadDone; err != nil {
 		return "", fmt.Errorf("workload: %w", err)
+	}
+	if injectErr != nil {
+		c.KeepOnClose()
+		return "", injectErr
 	}
 	// Heal everything and bring every replica back, then check.
 	fp.Heal()
@@ -153,12 +197,23 @@ func Chaos(o options, progress *os.File) (string, error) {
 		appliedTo = sts[0].Applied
 	}
 	var kinds []string
-	for _, k := range faultKinds {
+	kindList := faultKinds
+	if o.power > 0 {
+		kindList = powerKinds
+	}
+	for _, k := range kindList {
 		kinds = append(kinds, fmt.Sprintf("%s %d", k, events[k]))
 	}
-	summary := fmt.Sprintf("sofachaos: seed %d, %d replicas, %v: faults injected: %s; history %d operations (%d final reads); porcupine: %v; converged: %v (applied %d)",
-		o.seed, o.replicas, o.duration, strings.Join(kinds, ", "), len(recs), len(final), verdict, convErr == nil, appliedTo)
+	acked, lost := lostWrites(recs)
+	summary = fmt.Sprintf("sofachaos: seed %d, %d replicas, %v: faults injected: %s; history %d operations (%d final reads); acknowledged writes %d, lost %d; porcupine: %v; converged: %v (applied %d)",
+		o.seed, o.replicas, o.duration, strings.Join(kinds, ", "), len(recs), len(final), acked, len(lost), verdict, convErr == nil, appliedTo)
+	if disks != nil {
+		summary += "; " + disks.summary()
+	}
 	switch {
+	case len(lost) > 0:
+		return summary, fmt.Errorf("%d acknowledged writes lost (a later read of their key returned an older value, or none), first %s; the history is in %s",
+			len(lost), lost[0], cfg.OutDir)
 	case convErr != nil:
 		return summary, convErr
 	case verdict != porcupine.Ok:
