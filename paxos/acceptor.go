@@ -13,6 +13,13 @@ func (r *Replica) onPrepare(m *Message) {
 		r.send(Message{Type: MsgNack, To: m.From, Ballot: r.promised})
 		return
 	}
+	if !r.mayVote() {
+		r.metrics.RejoinIgnored++
+		if m.Slot > 0 {
+			r.noteKnownCommit(m.Slot-1, m.From) // the proposer's chosen prefix: catch up from it
+		}
+		return
+	}
 	if r.leaseProtects(m.From) {
 		r.metrics.LeaseRefusals++
 		return
@@ -25,6 +32,10 @@ func (r *Replica) onPrepare(m *Message) {
 	}
 	r.sendAfterSync(r.promiseMsg(m.From, b, m.Slot))
 }
+
+// mayVote says whether this replica may promise and vote: always, except while it rejoins after
+// losing its acceptor state, until its chosen prefix reaches Config.VoteFromCommit.
+func (r *Replica) mayVote() bool { return r.commit >= r.cfg.VoteFromCommit }
 
 // promiseMsg is phase 1b's reply to a proposer whose first slot not known chosen is `from`. It
 // carries every vote above the acceptor's chosen prefix and, so that the proposer never depends on
@@ -103,6 +114,12 @@ func (r *Replica) onAccept(m *Message) {
 	b, e := m.Ballot, &m.Entries[0]
 	if b < r.promised {
 		r.send(Message{Type: MsgNack, To: m.From, Ballot: r.promised, Slot: e.Slot})
+		return
+	}
+	if !r.mayVote() { // rejoining: learn what is chosen, vote for nothing
+		r.metrics.RejoinIgnored++
+		r.learnCommit(b, m.Commit, m.From)
+		r.hearFromLeader(b)
 		return
 	}
 	if b > r.promised {

@@ -127,6 +127,16 @@ type Config struct {
 	// PreVoteBehindSlotsMax: a replica grants no pre-vote to one whose chosen prefix is more than
 	// this many slots below its own, so a replica far behind catches up before it campaigns.
 	PreVoteBehindSlotsMax uint64
+	// VoteFromCommit, when above 0, makes a replica that lost its acceptor state (a wiped data
+	// directory, rejoining: see replica's REJOIN file) a learner until its chosen prefix reaches
+	// it: it answers no prepare, casts no vote and never campaigns, so no promise or vote it gave
+	// before it forgot them can be contradicted. Set it to the highest slot any other replica
+	// held a vote for when the state was lost, with the durable promise raised above every
+	// ballot they had promised (Paxos Made Live's rule for a replica with a corrupted disk: catch
+	// up as a non-voting member first). Once every slot up to it is chosen and known here, the
+	// replica's votes are only ever for ballots above anything it may have promised, in slots
+	// whose value it knows.
+	VoteFromCommit uint64
 	// ResendTicks is how long a proposer waits for replies before resending a prepare or accept,
 	// and a learner before asking again for chosen values it lacks.
 	ResendTicks int

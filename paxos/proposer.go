@@ -44,6 +44,11 @@ func (r *Replica) becomeFollower() {
 // its own ballot first; prepares to the others leave only once that promise is durable, so a ballot
 // is never used unless a restart will start above it.
 func (r *Replica) campaign() {
+	if !r.mayVote() {
+		// Rejoining: a campaign would promise its own ballot and vote for its own proposals.
+		r.electionElapsed = 0
+		return
+	}
 	r.abandonProposals()
 	round := max(r.promised.Round(), r.maxSeen.Round()) + 1
 	if r.cfg.Mutation == MutBallotReuse && r.restarted && r.promised.ID() == r.id {
@@ -561,7 +566,7 @@ func (r *Replica) tickFollower() {
 		return // dueling proposers campaign when they have commands (see settle), not on timeouts
 	}
 	r.electionElapsed++
-	if r.electionElapsed >= r.electionTimeout && r.tick >= r.quietUntil {
+	if r.electionElapsed >= r.electionTimeout && r.tick >= r.quietUntil && r.mayVote() {
 		r.leader = 0
 		if r.cfg.PreVote {
 			r.startPreVote()

@@ -136,6 +136,7 @@ type Metrics struct {
 	PreVotes        uint64 `json:"pre_votes"`         // pre-vote rounds started (an election timer ran out)
 	PreVoteGrants   uint64 `json:"pre_vote_grants"`   // pre-votes this replica granted
 	PreVoteRefusals uint64 `json:"pre_vote_refusals"` // pre-votes refused: a leader is alive, or the asker is far behind
+	RejoinIgnored   uint64 `json:"rejoin_ignored"`    // prepares and accepts left unanswered while rejoining (VoteFromCommit)
 	IgnoredMessages uint64 `json:"ignored_messages"`  // malformed or from an unknown sender
 }
 
@@ -217,7 +218,9 @@ type Status struct {
 	// AcceptRTT8 is the smoothed accept round trip, in eighths of a tick (0: not measured yet);
 	// the leader's accept retransmission timeout follows it.
 	AcceptRTT8 uint64
-	Metrics    Metrics
+	// Voting is false while the replica rejoins as a learner (commit below VoteFromCommit).
+	Voting  bool
+	Metrics Metrics
 }
 
 // Status reports the replica's current state.
@@ -227,7 +230,7 @@ func (r *Replica) Status() Status {
 		ID: r.id, Role: r.role.String(), Ballot: r.ballot, Promised: r.promised, Leader: r.leader,
 		Commit: r.commit, Released: r.released, LogBase: r.log.base, LogLast: r.log.last(),
 		Inflight: r.inflightSlots, QueueLen: r.queue.len(), Tick: r.tick, LeaseHeld: lease,
-		AcceptRTT8: r.srtt8, Metrics: r.metrics,
+		AcceptRTT8: r.srtt8, Voting: r.mayVote(), Metrics: r.metrics,
 	}
 }
 
