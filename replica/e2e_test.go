@@ -421,7 +421,7 @@ var coreMetricNames = map[string]string{
 	"LeaseRefusals": "sofadb_lease_refusals_total", "StepDowns": "sofadb_step_downs_total",
 	"CampaignsBehind": "sofadb_campaigns_behind_total", "IgnoredMessages": "sofadb_ignored_messages_total",
 	"PreVotes": "sofadb_pre_votes_total", "PreVoteGrants": "sofadb_pre_vote_grants_total",
-	"PreVoteRefusals": "sofadb_pre_vote_refusals_total",
+	"PreVoteRefusals": "sofadb_pre_vote_refusals_total", "RejoinIgnored": "sofadb_rejoin_ignored_total",
 }
 
 // checkMetrics parses /metrics with the Prometheus parser and checks it carries every core counter,

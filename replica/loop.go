@@ -78,6 +78,7 @@ func (s *Server) loop(ctx context.Context) error {
 func (s *Server) publish() {
 	st := s.status()
 	s.published.Store(&st)
+	s.finishRejoin(&st)
 }
 
 // wallClock is the driver's clock in the process: the monotonic reading of the wall clock.

@@ -63,6 +63,7 @@ func (c sofaCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge("queued_commands", "Commands waiting for a slot or a leader.", float64(st.Queued))
 		gauge("pending_requests", "Client requests waiting for their command.", float64(st.Pending))
 		gauge("keys", "Keys in the state machine.", float64(st.Keys))
+		gauge("voting", "1 when this replica promises and votes; 0 while it rejoins as a learner (sofadb rejoin).", b2f(st.Voting))
 		m := st.Core
 		counter("campaigns_total", "Phase 1 runs started.", m.Campaigns)
 		counter("elections_won_total", "Phase 1 runs won.", m.Elected)
@@ -83,6 +84,7 @@ func (c sofaCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("pre_votes_total", "Pre-vote rounds started: an election timer ran out.", m.PreVotes)
 		counter("pre_vote_grants_total", "Pre-votes granted to other replicas.", m.PreVoteGrants)
 		counter("pre_vote_refusals_total", "Pre-votes refused: a leader is alive, or the asker is far behind.", m.PreVoteRefusals)
+		counter("rejoin_ignored_total", "Prepares and accepts left unanswered while rejoining as a learner after a wiped data directory.", m.RejoinIgnored)
 		counter("ignored_messages_total", "Peer messages ignored: malformed or from an unknown sender.", m.IgnoredMessages)
 		d := st.Disk
 		counter("disk_records_total", "Records written through the group committer.", d.Records)
@@ -185,4 +187,11 @@ func constHistogram(desc *prometheus.Desc, h *driver.LatencyHistogram, labels ..
 	}
 	cum += h.Buckets[len(driver.LatencyBucketsNs)].Load()
 	return prometheus.MustNewConstHistogram(desc, cum, float64(h.SumNs.Load())/1e9, buckets, labels...)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

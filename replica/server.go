@@ -44,6 +44,8 @@ type Server struct {
 
 	stats serverStats
 	watch *loopWatch
+
+	rejoin *rejoinMark // while the replica rejoins as a learner (loop-owned)
 }
 
 // serverStats are the process shell's counters, read by /metrics from other goroutines (the
@@ -127,6 +129,30 @@ func New(cfg Config) (*Server, error) {
 		store.Close()
 		return nil, err
 	}
+	mark, err := readRejoin(cfg.DataDir)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	if mark != nil {
+		// Rejoining: the promise floor is durable before anything can be answered, and the core
+		// votes only once its chosen prefix reaches the mark (see rejoin.go).
+		floor := paxos.Ballot(mark.PromisedFloor)
+		if rec.Durable.Promised < floor {
+			var tk disk.Ticket
+			if tk, err = store.Persist(&paxos.Ready{Promised: floor, MustSync: true}); err == nil {
+				err = tk.Wait()
+			}
+			if err != nil {
+				store.Close()
+				return nil, fmt.Errorf("replica: rejoin: persist the promise floor: %w", err)
+			}
+			rec.Durable.Promised = floor
+		}
+		cfg.Core.VoteFromCommit = mark.VoteFrom
+		cfg.Logger.Warn("REJOINING as a learner: no promise or vote until every slot up to vote_from is chosen and known here",
+			"replica", cfg.ID, "vote_from", mark.VoteFrom, "promised_floor", floor.String(), "planned_from", mark.From)
+	}
 	state := kv.NewState()
 	if rec.Snapshot != nil {
 		if err = state.Restore(rec.Snapshot); err != nil {
@@ -138,7 +164,7 @@ func New(cfg Config) (*Server, error) {
 	cfg.Core.Seed ^= uint64(time.Now().UnixNano()) // a restarted replica must not replay its old timeouts
 	s := &Server{cfg: cfg, log: cfg.Logger.With("replica", cfg.ID), store: store,
 		peerIn: make(chan paxos.Message, 4096), reqs: make(chan *driver.Request, cfg.RequestQueueMax),
-		statusReq: make(chan chan Status), stopped: make(chan struct{}), diskLow: make(chan error, 1)}
+		statusReq: make(chan chan Status), stopped: make(chan struct{}), diskLow: make(chan error, 1), rejoin: mark}
 	s.fr = &front{cfg: &s.cfg, log: s.log, stats: &s.stats, reqs: s.reqs, stopped: s.stopped, status: s.Status,
 		ln: lns.client, replies: map[*clientConn][]wire.Response{},
 		table:  newConnTable(cfg.ClientConnsMax, cfg.ClientConnsPerSourceMax, cfg.ClientEvictIdleAfter),

@@ -41,11 +41,15 @@ type Status struct {
 	Queued       int             `json:"queued_commands"`
 	Pending      int             `json:"pending_requests"`
 	Lease        bool            `json:"lease"`
-	AcceptRTTNs  int64           `json:"accept_rtt_ns"` // smoothed accept round trip: the resend timeout follows it
-	DiskError    string          `json:"disk_error,omitempty"`
-	Disk         DiskStatus      `json:"disk"`
-	Core         paxos.Metrics   `json:"core"`
-	Peers        []PeerStatus    `json:"peers"`
+	// Voting is false while the replica rejoins after losing its data directory (see rejoin.go):
+	// it learns, and neither promises nor votes, until its commit reaches RejoinVoteFrom.
+	Voting         bool          `json:"voting"`
+	RejoinVoteFrom uint64        `json:"rejoin_vote_from,omitempty"`
+	AcceptRTTNs    int64         `json:"accept_rtt_ns"` // smoothed accept round trip: the resend timeout follows it
+	DiskError      string        `json:"disk_error,omitempty"`
+	Disk           DiskStatus    `json:"disk"`
+	Core           paxos.Metrics `json:"core"`
+	Peers          []PeerStatus  `json:"peers"`
 }
 
 // Settings are the configuration that shapes what a benchmark measures, as /status reports it (a
@@ -122,7 +126,8 @@ func (s *Server) status() Status {
 		Leader: cs.Leader, Mode: s.cfg.Core.Mode.String(), ReadMode: s.cfg.ReadMode.String(), Fsync: s.cfg.Fsync,
 		Commit: cs.Commit, Applied: state.Applied(), Digest: fmt.Sprintf("%016x", state.Digest()),
 		Keys: state.Len(), LogBase: cs.LogBase, LogLast: cs.LogLast, Inflight: cs.Inflight, Queued: cs.QueueLen,
-		Pending: s.drv.Pending(), Core: cs.Metrics, AcceptRTTNs: int64(cs.AcceptRTT8) * int64(s.cfg.TickInterval) / 8}
+		Pending: s.drv.Pending(), Core: cs.Metrics, AcceptRTTNs: int64(cs.AcceptRTT8) * int64(s.cfg.TickInterval) / 8,
+		Voting: cs.Voting, RejoinVoteFrom: s.cfg.Core.VoteFromCommit}
 	c := &s.cfg
 	st.Settings = Settings{Fsync: c.Fsync, Mode: c.Core.Mode.String(), ReadMode: c.ReadMode.String(), Redirect: c.Redirect,
 		Backoff: c.Core.Backoff, BatchBytesMax: c.Core.BatchBytesMax, InflightSlotsMax: c.Core.InflightSlotsMax,

@@ -10,10 +10,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,6 +43,9 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "rejoin" {
+		return runRejoin(args[1:])
+	}
 	fs := flag.NewFlagSet("sofadb", flag.ContinueOnError)
 	def := replica.DefaultConfig(1, nil, nil, nil) // the defaults have one source: the library's
 	electionTime := func(ticks int) string {
@@ -241,4 +246,54 @@ func parseAddrs(flagName, s string) (map[paxos.ReplicaID]string, error) {
 		out[paxos.ReplicaID(n)] = addr
 	}
 	return out, nil
+}
+
+// runRejoin is `sofadb rejoin`: the way back for a replica whose data directory it refuses to
+// start on (a corrupt record, lost writes). See replica/rejoin.go for why it is safe, and when not.
+func runRejoin(args []string) error {
+	fs := flag.NewFlagSet("sofadb rejoin", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `usage: sofadb rejoin -id N -data DIR -http 1=host:port,2=host:port,... [-yes]
+
+Empties replica N's data directory (keeping its identity) so that it starts again as a learner:
+it neither promises nor votes until it has learned every slot any other replica held a vote for,
+and its promise starts above every ballot they promised. Every other replica must be up and
+healthy (it refuses otherwise, and changes nothing); replica N must be stopped. Without -yes it
+prints the plan and changes nothing. Then start replica N as before.`)
+		fs.PrintDefaults()
+	}
+	id := fs.Uint("id", 0, "the replica to rejoin")
+	dataDir := fs.String("data", "", "its data directory")
+	https := fs.String("http", "", "HTTP addresses of every replica: 1=host:port,... (as given to the replicas)")
+	yes := fs.Bool("yes", false, "empty the directory and write the rejoin mark (without it: only print the plan)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *id == 0 || *id > 65535 || *dataDir == "" || *https == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return usageError{"rejoin: -id, -data and -http are required"}
+	}
+	addrs, err := parseAddrs("-http", *https)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	plan, err := replica.PlanRejoin(ctx, paxos.ReplicaID(*id), addrs)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("rejoin plan for replica %d: promise floor %v, votes once slot %d is chosen and known\n", plan.ID, plan.PromisedFloor, plan.VoteFrom)
+	for _, other := range slices.Sorted(maps.Keys(plan.From)) {
+		fmt.Printf("  replica %d: %s\n", other, plan.From[other])
+	}
+	if !*yes {
+		fmt.Printf("nothing changed; run again with -yes to empty %s (keeping its identity) and mark it rejoining\n", *dataDir)
+		return nil
+	}
+	if err := replica.ApplyRejoin(*dataDir, plan); err != nil {
+		return err
+	}
+	fmt.Printf("%s emptied and marked rejoining; start replica %d as before\n", *dataDir, plan.ID)
+	return nil
 }
