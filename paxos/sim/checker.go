@@ -29,9 +29,12 @@ type checker struct {
 	votes  map[slotBallot]*voteRec // durable votes: value and voters per (slot, ballot)
 	chosen map[uint64]uint64       // slot -> fingerprint of the value chosen (majority of durable votes)
 
+	wipes        int                       // disks lost and rejoined (WipePct)
 	promiseSent  []paxos.Ballot            // per node: highest ballot it sent a Promise for
 	acceptedSent []map[uint64]paxos.Ballot // per node: slot -> highest ballot it sent Accepted for
 	ballotInc    map[paxos.Ballot]int      // ballot -> incarnation of its owner that used it
+	ballotAcc    map[paxos.Ballot]bool     // an Accept was sent under the ballot
+	wipedAt      []int                     // per node: the incarnation that started on a wiped disk (0: never)
 	p1           map[nodeBallot]*p1Rec     // promises a proposer received, per ballot
 	proposals    map[slotBallot]uint64     // value proposed per (slot, ballot)
 
@@ -113,7 +116,7 @@ func newChecker(n int, w *world) *checker {
 	c := &checker{w: w, n: n, quorum: n/2 + 1,
 		votes: map[slotBallot]*voteRec{}, chosen: map[uint64]uint64{},
 		promiseSent: make([]paxos.Ballot, n), acceptedSent: make([]map[uint64]paxos.Ballot, n),
-		ballotInc: map[paxos.Ballot]int{}, p1: map[nodeBallot]*p1Rec{}, proposals: map[slotBallot]uint64{},
+		ballotInc: map[paxos.Ballot]int{}, ballotAcc: map[paxos.Ballot]bool{}, wipedAt: make([]int, n), p1: map[nodeBallot]*p1Rec{}, proposals: map[slotBallot]uint64{},
 		canon: map[uint64]canonRec{}, proposed: map[cmdKey]paxos.Command{}, acked: map[cmdKey]bool{},
 		effective: map[cmdKey]position{}, history: map[string][]keyWrite{}}
 	for i := range c.acceptedSent {
@@ -159,6 +162,7 @@ func (c *checker) onSend(n *node, m *paxos.Message) {
 		c.useBallot(n, m.Ballot)
 	case paxos.MsgAccept:
 		c.useBallot(n, m.Ballot)
+		c.ballotAcc[m.Ballot] = true
 		c.checkAccept(n, m)
 	case paxos.MsgPromise:
 		c.promiseSent[n.idx] = max(c.promiseSent[n.idx], m.Ballot)
@@ -177,9 +181,16 @@ func (c *checker) useBallot(n *node, b paxos.Ballot) {
 		return
 	}
 	inc, ok := c.ballotInc[b]
-	if !ok {
+	switch {
+	case !ok:
 		c.ballotInc[b] = n.inc
-	} else if inc != n.inc {
+	case inc == n.inc:
+	case inc < c.wipedAt[n.idx] && !c.ballotAcc[b]:
+		// A rejoined replica cannot know the ballots its lost incarnation tried: its floor is above
+		// every ballot another replica promised, so a ballot it reuses never won phase 1 before the
+		// wipe, and no Accept was sent under it. Reuse of such a ballot is safe.
+		c.ballotInc[b] = n.inc
+	default:
 		c.violate("ballot-unique", "r%d reused ballot %v after a restart (incarnations %d and %d)", n.id, b, inc, n.inc)
 	}
 }
@@ -394,6 +405,16 @@ func (c *checker) onSnapshotInstalled(n *node, slot uint64) {
 	if !ok || n.st().Applied() != slot || rec.digest != n.st().Digest() {
 		c.violate("snapshot-matches-log", "r%d installed a snapshot for slot %d that does not match the applied log", n.id, slot)
 	}
+}
+
+// onWipe forgets what a replica vouched for: its disk is gone, and its rejoin (a promise floor
+// above every ballot, no vote before it has learned past every slot voted) stands in for it. What
+// the cluster chose stays checked: agreement, learned values and the logs.
+func (c *checker) onWipe(n *node) {
+	c.promiseSent[n.idx] = 0
+	c.acceptedSent[n.idx] = map[uint64]paxos.Ballot{}
+	c.wipedAt[n.idx] = n.inc + 1 // the incarnation about to start
+	c.wipes++
 }
 
 // onStart checks a restarted replica kept every promise and vote it had vouched for in a reply.

@@ -36,6 +36,8 @@ type node struct {
 	paused   bool
 	deferred []func() // inputs that arrived while paused, in order
 
+	voteFrom uint64 // set by a wipe: the restarted core's VoteFromCommit (kept: a no-op once reached)
+
 	bg     []func() func() // background jobs, in order; the first is running
 	bgGen  uint64          // invalidates a job's completion after a crash
 	metric paxos.Metrics   // summed over dead incarnations
@@ -266,6 +268,7 @@ func (n *node) driverConfig() driver.Config {
 		cfg.QueueBytesMax = p.QueueBytesMax
 	}
 	cfg.PreVote, cfg.PreVoteBehindSlotsMax = !p.NoPreVote, p.PreVoteBehind
+	cfg.VoteFromCommit = n.voteFrom
 	if p.TruncateSilentTicks > 0 {
 		cfg.TruncateSilentTicks = p.TruncateSilentTicks
 	}
@@ -416,7 +419,40 @@ func (n *node) restart() {
 		return
 	}
 	n.w.logf("restart r%d", n.id)
+	n.maybeWipe()
 	n.start()
+}
+
+// maybeWipe, during the fault phase and with WipePct, loses the node's disk and plans its rejoin
+// the way sofadb rejoin does, from every other replica's status; only when all of them are up and
+// voting (the tool refuses otherwise).
+func (n *node) maybeWipe() {
+	w := n.w
+	if w.healed || w.p.WipePct == 0 || w.rng.IntN(100) >= w.p.WipePct {
+		return
+	}
+	var floor paxos.Ballot
+	var last uint64
+	for _, o := range w.nodes {
+		if o == n {
+			continue
+		}
+		if !o.up || o.dead {
+			return
+		}
+		st := o.core().Status()
+		if !st.Voting {
+			return
+		}
+		floor, last = max(floor, st.Promised), max(last, st.LogLast, st.Commit)
+	}
+	n.disk.durable = newDurableModel()
+	if !w.p.WipeNaive {
+		n.disk.durable.promised = paxos.MakeBallot(floor.Round()+1, 0)
+		n.voteFrom = last
+	}
+	w.chk.onWipe(n)
+	w.logf("wipe r%d: rejoins with promise floor %v, votes from slot %d", n.id, n.disk.durable.promised, last)
 }
 
 // pause stops the process (SIGSTOP): its clock goes on, nothing of it runs.

@@ -60,6 +60,14 @@ type Params struct {
 	// PreVoteBehindSlotsMax, down to 0 (a voter refuses anyone behind it at all).
 	NoPreVote     bool
 	PreVoteBehind uint64
+	// WipePct is the percentage of restarts (during the fault phase, with every other replica up and
+	// voting) that lose the replica's whole disk and rejoin it as sofadb rejoin does: a promise
+	// floor above every other replica's promise, a learner until its chosen prefix reaches the
+	// highest slot any of them holds a vote for (paxos.Config.VoteFromCommit).
+	WipePct int
+	// WipeNaive (tests only) wipes without the rejoin: the replica votes at once, as after a plain
+	// `rm -rf` of its data directory. The checkers must catch it.
+	WipeNaive bool
 	// SnapSaveMinUs and SnapSaveSpreadUs are how long saving a snapshot takes in the background,
 	// as the runtime does it: a crash can land between installing a peer's snapshot and saving it.
 	SnapSaveMinUs, SnapSaveSpreadUs int
@@ -234,6 +242,10 @@ func Choose(seed uint64, replicas, events int) Params {
 	}
 	p.NoPreVote = on(25)
 	p.PreVoteBehind = pick[uint64](rng, 0, 2, 64, 4096)
+	// A rejoining replica needs every other replica to choose up to its slot: none may die for good.
+	if on(30) && p.Mode == paxos.ModeLeader && p.CrashEveryUs > 0 && p.DeadForGood == 0 {
+		p.WipePct = pick(rng, 20, 50)
+	}
 	return p
 }
 
@@ -251,8 +263,8 @@ func (p Params) String() string {
 	fmt.Fprintf(&b, " think=%dus timeout=%dus keys=%d batch=%dB inflight=%d window=%d queue=%dB",
 		p.ClientThinkUs, p.ClientTimeoutUs, p.Keys, p.BatchBytesMax, p.InflightSlotsMax, p.WindowSlotsMax,
 		p.QueueBytesMax)
-	fmt.Fprintf(&b, " truncate-silent=%dticks crash-in-save=%d%% pre-vote=%v behind=%d", p.TruncateSilentTicks, p.CrashInSavePct,
-		!p.NoPreVote, p.PreVoteBehind)
+	fmt.Fprintf(&b, " truncate-silent=%dticks crash-in-save=%d%% pre-vote=%v behind=%d wipe=%d%%", p.TruncateSilentTicks, p.CrashInSavePct,
+		!p.NoPreVote, p.PreVoteBehind, p.WipePct)
 	fmt.Fprintf(&b, " pause-every=%dus for=%d+%dus disk-fail-every=%dus disk-backlog=%d skew=%d%% bad-snapshots=%d%% driver-mutation=%v",
 		p.PauseEveryUs, p.PauseMinUs, p.PauseSpanUs, p.DiskFailEveryUs, p.DiskBacklogMax, p.ClockSkewPct, p.BadSnapshotPct, p.DriverMutation)
 	fmt.Fprintf(&b, " snapshot-every=%d save=%d+%dus lease-reads=%v reads=%d%% follow-leader=%d%% readers=%d dead-for-good=%d events=%d",

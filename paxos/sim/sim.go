@@ -46,6 +46,7 @@ type Stats struct {
 	DuplicateSlots int // commands chosen in more than one slot (retries), applied once each
 	LeaseReads     int // reads served from a lease, each checked
 	LogReads       int // reads served through the log, each checked
+	Wipes          int // disks lost and rejoined (Params.WipePct)
 }
 
 // Failed reports whether the run broke any property.
@@ -535,6 +536,7 @@ func (w *world) convergeReport() string {
 func (w *world) finalStats() Stats {
 	s := w.stats
 	s.EndUs = w.nowUs
+	s.Wipes = w.chk.wipes
 	for _, n := range w.nodes {
 		if n.d != nil {
 			st := n.core().Status()

@@ -530,3 +530,35 @@ func TestRestartedFollowerDoesNotHandTheLeaseToANewLeader(t *testing.T) {
 		return func() int { return servedBefore }
 	})
 }
+
+// Replicas that lose their disks and rejoin (a promise floor, a learner until caught up: what
+// sofadb rejoin sets up) keep every checker quiet; the same wipes without the rejoin, voting at
+// once, are caught. Seeds in leader mode with crashes, wipes at half the restarts.
+func TestWipedReplicasRejoinSafelyAndNaiveWipesAreCaught(t *testing.T) {
+	run := func(naive bool) (seeds, wipes int, caught []string) {
+		for seed := uint64(1); seeds < 60 && seed < 2000; seed++ {
+			p := Choose(seed, 0, 20000)
+			if p.Mode != paxos.ModeLeader || p.CrashEveryUs == 0 || p.DeadForGood > 0 {
+				continue
+			}
+			p.WipePct, p.WipeNaive = 50, naive
+			r := Run(p, nil)
+			seeds++
+			wipes += r.Stats.Wipes
+			if len(r.Violations) > 0 {
+				caught = append(caught, fmt.Sprintf("seed %d: %s", seed, r.Violations[0]))
+			}
+		}
+		return seeds, wipes, caught
+	}
+	seeds, wipes, violations := run(false)
+	t.Logf("rejoin: %d seeds, %d wipes, %d with violations", seeds, wipes, len(violations))
+	if wipes < 50 || len(violations) > 0 {
+		t.Fatalf("rejoin: %d wipes over %d seeds; violations: %v", wipes, seeds, violations)
+	}
+	seeds, wipes, caught := run(true)
+	t.Logf("naive wipes: %d seeds, %d wipes, %d caught; first: %v", seeds, wipes, len(caught), caught[:min(1, len(caught))])
+	if len(caught) == 0 {
+		t.Fatalf("naive wipes: %d wipes over %d seeds and no checker caught a replica voting with a wiped disk", wipes, seeds)
+	}
+}
