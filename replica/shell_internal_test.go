@@ -166,6 +166,29 @@ func TestControlMessagesOvertakeBulk(t *testing.T) {
 	}
 }
 
+// TestForwardsKeepTheirOrder: forwarded client commands never overtake one another, whatever their
+// size (a small forward in the control lane overtook a large one, and a client's pipelined puts
+// were applied out of order).
+func TestForwardsKeepTheirOrder(t *testing.T) {
+	p := &peer{}
+	fwd := func(seq uint64, bytes int) paxos.Message {
+		return paxos.Message{Type: paxos.MsgForward, Cmds: []paxos.Command{{ClientID: 1, Seq: seq, Data: make([]byte, bytes)}}}
+	}
+	p.queue = append(p.queue, fwd(1, 8<<10), fwd(2, 10), paxos.Message{Type: paxos.MsgCommitAck, Commit: 3}, fwd(3, 10))
+	batch, _, _, _ := p.takeLocked(nil, true)
+	var order []string
+	for _, m := range batch {
+		if m.Type == paxos.MsgForward {
+			order = append(order, fmt.Sprint(m.Cmds[0].Seq))
+		} else {
+			order = append(order, "ack")
+		}
+	}
+	if got := strings.Join(order, " "); got != "ack 1 2 3" {
+		t.Fatalf("one write carries %q, want the acknowledgement first and the forwards in their order: \"ack 1 2 3\"", got)
+	}
+}
+
 // TestResentAcceptsAreNotQueuedTwiceOnOneConnection: the core's resend of an accept already queued
 // on the live connection is dropped (before, every resend was queued: six copies per accept under
 // a large-value burst); a new connection, a new ballot or a second of quiet lets it through, and
