@@ -214,6 +214,11 @@ type Failover struct {
 	RecoveredS    float64 // kill to the first interval from which 5 in a row are within 1.1x the baseline
 	Recovered     bool
 	CaughtUp      string
+	// A network fault instead of a kill: Shape is the net fault's shape (the last one applied
+	// before the first heal, which is the fault the figures are measured from; KillAtS is when),
+	// RestartAtS the heal, and Ballots the campaigns all replicas started during the run.
+	Shape   string
+	Ballots float64
 }
 
 // failoverOf reads history.jsonl for exact completion times around the first kill.
@@ -228,9 +233,17 @@ func failoverOf(rd string, r *Run) (*Failover, error) {
 		case (f.Action == "kill" || f.Action == "pause") && killNs < 0:
 			killNs = f.AtNs
 			fo.KillAtS = float64(f.AtNs) / 1e9
-		case (f.Action == "restart" || f.Action == "resume") && fo.RestartAtS == 0:
+		case f.Action == "net" && fo.RestartAtS == 0 && (killNs < 0 || fo.Shape != ""):
+			// the last shape applied before the first heal: isolate-hub then constrained is
+			// measured from the constrained election
+			killNs, fo.Shape = f.AtNs, f.Shape
+			fo.KillAtS = float64(f.AtNs) / 1e9
+		case (f.Action == "restart" || f.Action == "resume" || f.Action == "heal") && fo.RestartAtS == 0:
 			fo.RestartAtS = float64(f.AtNs) / 1e9
 		}
+	}
+	for _, c := range r.Srv.CounterDeltas {
+		fo.Ballots += c["sofadb_campaigns_total"]
 	}
 	if killNs < 0 {
 		return nil, nil

@@ -61,7 +61,11 @@ func writePlots(d *Data) ([]plotRef, error) {
 		for _, r := range s.Runs {
 			if r.Failover != nil {
 				name := fmt.Sprintf("failover-%s.svg", s.Rec.Scenario.Name)
-				if err := add(s.Rec.Scenario.Group, "Failover timeline: "+s.Rec.Scenario.Name+" (first repeat)", name, timelinePlot(s, r)); err != nil {
+				what := "Failover timeline: "
+				if r.Failover.Shape != "" {
+					what = "Network fault timeline: "
+				}
+				if err := add(s.Rec.Scenario.Group, what+s.Rec.Scenario.Name+" (first repeat)", name, timelinePlot(s, r)); err != nil {
 					return nil, err
 				}
 				break
@@ -335,8 +339,11 @@ func timelinePlot(s *Scenario, r *Run) func(string) error {
 		maxP99 = math.Max(maxP99, v)
 	}
 	title := fmt.Sprintf("%s: leader killed at %.1f s", s.Rec.Scenario.Name, r.Failover.KillAtS)
+	if r.Failover.Shape != "" {
+		title = fmt.Sprintf("%s: %s at %.1f s", s.Rec.Scenario.Name, r.Failover.Shape, r.Failover.KillAtS)
+	}
 	if r.Failover.RestartAtS > 0 {
-		title += fmt.Sprintf(", restarted at %.1f s", r.Failover.RestartAtS)
+		title += fmt.Sprintf(", %s at %.1f s", map[bool]string{true: "healed", false: "restarted"}[r.Failover.Shape != ""], r.Failover.RestartAtS)
 	}
 	top := newPlot(title, "", "operations per second")
 	bottom := newPlot("", "time since the run's start (s)", "p99 latency per interval (ms)")
@@ -368,8 +375,23 @@ func timelinePlot(s *Scenario, r *Run) func(string) error {
 	}
 	for _, p := range []*plot.Plot{top, bottom} {
 		ymax := p.Y.Max
-		mark(p, r.Failover.KillAtS, ymax, "kill (SIGKILL)", color.RGBA{R: 200, A: 255}, p == top)
-		mark(p, r.Failover.RestartAtS, ymax, "restart", color.RGBA{G: 140, A: 255}, p == top)
+		legend := map[string]bool{}
+		for _, f := range r.Srv.Faults { // every fault of the schedule, each kind once in the legend
+			label, c := f.Action, color.Color(color.RGBA{R: 200, A: 255})
+			switch f.Action {
+			case "kill":
+				label = "kill (SIGKILL)"
+			case "net":
+				label = "net: " + f.Shape
+				if f.Shape == "isolate-hub" {
+					c = color.RGBA{R: 120, B: 200, A: 255}
+				}
+			case "restart", "resume", "heal":
+				c = color.RGBA{G: 140, A: 255}
+			}
+			mark(p, float64(f.AtNs)/1e9, ymax, label, c, p == top && !legend[label])
+			legend[label] = true
+		}
 	}
 	top.Legend.Add("completed", lt)
 	top.Legend.Add("failed or timed out", lf)

@@ -15,6 +15,7 @@ var groups = []struct{ key, title, intro string }{
 	{"leader-stable", "Leader stable: throughput against latency", "A stable leader, offered load swept upward (a coarse sweep doubling the rate, then bisection) until a run is no longer sustained: valid (the generator kept to its schedule), p99 under the stated bound, at least 90 % of the offered rate completed, at most 1 % errors. The saturation point is the highest sustained rate."},
 	{"contended", "Contended: dueling proposers", "Every replica takes clients (round-robin over all replicas) at the same offered load. In duel mode each replica proposes its own clients' commands: without backoff two proposers keep preempting each other (the livelock of \"Paxos Made Simple\"), with randomized exponential backoff they make progress; leader mode forwards to one distinguished proposer."},
 	{"failover", "Failover: the leader killed", "Steady load at half of the binary saturation; the leader is killed with SIGKILL at a fixed time, restarted later, and must catch up before the run ends. Timelines in 100 ms intervals."},
+	{"network", "Network faults: partitions, partial connectivity, WAN", "Steady load at a fixed rate on a cluster whose every peer link runs through SofaDB's fault proxy (`faultproxy`); at a fixed time a network shape is applied relative to the leader of the moment and later healed. The shapes are OmniPaxos' (EuroSys'23) partial-connectivity cases, a partition of the leader, one-way loss, and WAN delay: see `faultproxy.Shapes`. Timelines in 100 ms intervals. The generator sends every write to one replica and moves only when told (a NotLeader answer or hint), as a client would; a follower forwards its clients' writes to the leader. So a shape that cuts the generator's replica off from the leader shows up as the time that replica takes to give up on its leader (several election timeouts) and send the client on, even where the leader itself never stopped."},
 	{"ablation", "Ablations at one load", "One fixed offered load with one mechanism taken away at a time."},
 	{"etcd", "etcd in the same run", "etcd (Debian's package), 3 members on loopback, data on the same disk, with the same workload and the same load generator in the same run: through its gRPC API with the official Go client (the pairing of SofaDB's binary protocol) and through its JSON gateway (the pairing of SofaDB's HTTP API)."},
 	{"smoke", "Smoke", "A tiny scenario that checks the runner end to end."},
@@ -56,6 +57,9 @@ func Markdown(d *Data, plots []plotRef) string {
 		fmt.Fprintf(&b, "## %s\n\n", g.title)
 		if g.intro != "" {
 			b.WriteString(g.intro + "\n\n")
+		}
+		if g.key == "network" {
+			writeNetworkTable(&b, ss)
 		}
 		for _, p := range plots {
 			if p.group == g.key {
@@ -274,6 +278,48 @@ func writeScenario(b *strings.Builder, s *Scenario) {
 	}
 	b.WriteString("\n")
 	writeFailover(b, s)
+}
+
+// writeNetworkTable is the partial-connectivity summary: per scenario and repeat, whether a write
+// was acknowledged while the fault held (a leader that can reach a quorum took over, or the old
+// one kept it), how long after the fault, the longest gap without any success, and the ballots
+// all replicas raised during the run.
+func writeNetworkTable(b *strings.Builder, ss []*Scenario) {
+	b.WriteString("| scenario | replicas | shape | fault at s | healed at s | writes during the fault | first write acked after the fault | longest gap without a success | failed or timed out | ballots raised | p99 before / worst after ms |\n")
+	b.WriteString("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---|\n")
+	rows := 0
+	for _, s := range ss {
+		for _, r := range s.Runs {
+			fo := r.Failover
+			if fo == nil || fo.Shape == "" {
+				continue
+			}
+			during := "no"
+			switch {
+			case fo.FirstAckS > 0 && (fo.RestartAtS == 0 || fo.KillAtS+fo.FirstAckS < fo.RestartAtS):
+				during = "yes: recovered under the fault"
+			case fo.FirstAckS > 0:
+				during = "no: only after the heal"
+			}
+			for _, f := range r.Srv.Faults {
+				if f.Error != "" {
+					during = fmt.Sprintf("fault %s not applied: %s", f.Action, f.Error)
+				}
+			}
+			healed := "-"
+			if fo.RestartAtS > 0 {
+				healed = fmt.Sprintf("%.2f", fo.RestartAtS)
+			}
+			fmt.Fprintf(b, "| %s | %d | %s | %.2f | %s | %s | %s | %s | %d | %.0f | %s / %s |\n", s.Rec.Scenario.Name, s.Rec.Scenario.Replicas,
+				fo.Shape, fo.KillAtS, healed, during, dur(fo.FirstAckS), dur(fo.UnavailableS), fo.Failed, fo.Ballots,
+				num(fo.BaselineP99Ms), num(fo.RecoveryP99Ms))
+			rows++
+		}
+	}
+	if rows == 0 {
+		b.WriteString("| (no network-fault run) | | | | | | | | | | |\n")
+	}
+	b.WriteString("\n*first write acked after the fault*: from the fault to the first success of a write sent after it; *ballots raised*: phase 1 runs started by all replicas during the run (the first election is before it); the p99 columns are of 100 ms intervals, before the fault and the worst after it.\n\n")
 }
 
 func writeFailover(b *strings.Builder, s *Scenario) {

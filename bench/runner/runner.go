@@ -75,7 +75,9 @@ type ServerRecord struct {
 type FaultEvent struct {
 	AtNs   int64  `json:"at_ns"`
 	Action string `json:"action"`
-	ID     int    `json:"id"`
+	ID     int    `json:"id,omitempty"`    // the member a process fault hit
+	Shape  string `json:"shape,omitempty"` // a net fault's shape
+	Detail string `json:"detail,omitempty"`
 	Error  string `json:"error,omitempty"`
 }
 
@@ -462,10 +464,19 @@ func injectFaults(ctx context.Context, sys system, faults []scenario.Fault, t0c 
 		case <-ctx.Done():
 			return events
 		}
-		id, err := pick(sys, f.Target, last)
+		var id int
+		var err error
+		if f.Action != "net" && f.Action != "heal" {
+			id, err = pick(sys, f.Target, last)
+		}
 		ev := FaultEvent{Action: f.Action, ID: id}
 		if err == nil {
 			switch f.Action {
+			case "net":
+				ev.Shape = f.Target
+				ev.Detail, err = sys.Net(f.Target)
+			case "heal":
+				err = sys.Heal()
 			case "kill":
 				err = sys.Kill(id)
 			case "pause":
@@ -481,7 +492,9 @@ func injectFaults(ctx context.Context, sys system, faults []scenario.Fault, t0c 
 			ev.Error = err.Error()
 		}
 		events = append(events, ev)
-		last = id
+		if id != 0 {
+			last = id
+		}
 	}
 	return events
 }

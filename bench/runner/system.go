@@ -19,6 +19,7 @@ import (
 
 	"github.com/sofadb/sofadb/bench/cluster"
 	"github.com/sofadb/sofadb/bench/scenario"
+	"github.com/sofadb/sofadb/faultproxy"
 )
 
 // system is a running cluster under test: SofaDB replicas or etcd members, each named by an id
@@ -33,6 +34,10 @@ type system interface {
 	Pause(id int) error
 	Resume(id int) error
 	Restart(id int) error
+	// Net applies a network shape (faultproxy.Shapes) relative to the current leader and says what
+	// it set; Heal clears every link. Both fail for a system without a fault proxy.
+	Net(shape string) (string, error)
+	Heal() error
 	PID(id int) int
 	// Counters are the member's monotone counters (name to value); empty for a system without them.
 	Counters(id int) map[string]float64
@@ -48,7 +53,8 @@ type system interface {
 // sofaSystem is a SofaDB cluster started by bench/cluster.
 type sofaSystem struct {
 	c      *cluster.Cluster
-	mu     sync.Mutex // paused is written by the fault injector and read by the scraper
+	fp     *faultproxy.Proxy // nil unless the scenario has net faults
+	mu     sync.Mutex        // paused is written by the fault injector and read by the scraper
 	paused map[int]bool
 }
 
@@ -71,11 +77,55 @@ func (f *sofaSystem) setPaused(id int, p bool) {
 func startSofa(s *scenario.Scenario, dir string) (*sofaSystem, error) {
 	flags := []string{"-mode=" + s.Mode, fmt.Sprintf("-backoff=%v", s.Backoff), "-reads=" + s.Reads}
 	flags = append(flags, s.Flags...)
-	c, err := cluster.Start(cluster.Options{N: s.Replicas, Flags: flags, Dir: dir, Keep: true})
+	var fp *faultproxy.Proxy
+	if s.NetFaults() {
+		fp = faultproxy.New(s.Seed)
+	}
+	c, err := cluster.Start(cluster.Options{N: s.Replicas, Flags: flags, Dir: dir, Keep: true, Faults: fp})
 	if err != nil {
+		if fp != nil {
+			fp.Close()
+		}
 		return nil, err
 	}
-	return &sofaSystem{c: c, paused: map[int]bool{}}, nil
+	return &sofaSystem{c: c, fp: fp, paused: map[int]bool{}}, nil
+}
+
+func (f *sofaSystem) Net(shape string) (string, error) {
+	if f.fp == nil {
+		return "", errors.New("no fault proxy: the scenario has no net fault")
+	}
+	// The leader of the moment, as the replica that says it leads with the highest ballot: under a
+	// partial-connectivity shape (a replica cut off knows no leader) the members need not agree.
+	leader, best := 0, ""
+	for _, id := range f.c.Live() {
+		if st, err := f.c.Status(id); err == nil && st.Role == "leader" && (leader == 0 || ballotAbove(st.Ballot, best)) {
+			leader, best = id, st.Ballot
+		}
+	}
+	if leader == 0 {
+		var err error
+		if leader, err = f.Leader(2 * time.Second); err != nil {
+			return "", err
+		}
+	}
+	return f.fp.ApplyShape(shape, f.c.IDs(), leader)
+}
+
+// ballotAbove compares two ballots as /status prints them ("round.id").
+func ballotAbove(a, b string) bool {
+	var ar, ai, br, bi uint64
+	fmt.Sscanf(a, "%d.%d", &ar, &ai)
+	fmt.Sscanf(b, "%d.%d", &br, &bi)
+	return ar > br || (ar == br && ai > bi)
+}
+
+func (f *sofaSystem) Heal() error {
+	if f.fp == nil {
+		return errors.New("no fault proxy: the scenario has no net fault")
+	}
+	f.fp.Heal()
+	return nil
 }
 
 func (f *sofaSystem) Target(protocol string) (string, error) {
@@ -180,7 +230,11 @@ func (f *sofaSystem) Close() error {
 	for _, id := range ids {
 		f.Resume(id)
 	}
-	return f.c.Close()
+	err := f.c.Close()
+	if f.fp != nil {
+		f.fp.Close() // after the cluster: the proxy outlives the replicas' links
+	}
+	return err
 }
 
 // etcdSystem is a static etcd cluster of Debian's etcd binary, started on loopback ports with its
@@ -388,6 +442,12 @@ func (e *etcdSystem) Resume(id int) error {
 	e.member(id).paused.Store(false)
 	return syscall.Kill(e.PID(id), syscall.SIGCONT)
 }
+
+func (e *etcdSystem) Net(string) (string, error) {
+	return "", errors.New("net faults need the fault proxy, which only sofadb clusters run behind")
+}
+
+func (e *etcdSystem) Heal() error { return errors.New("net faults need the fault proxy") }
 
 func (e *etcdSystem) Restart(id int) error {
 	m := e.member(id)

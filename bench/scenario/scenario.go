@@ -9,10 +9,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/sofadb/sofadb/faultproxy"
 )
 
 // ErrScenario wraps every refusal of a scenario file.
@@ -96,10 +99,19 @@ type Rate struct {
 // Fault is one event of the scenario's fault schedule, At after the measured window's warm-up began.
 type Fault struct {
 	At     Duration `toml:"at"`
-	Action string   `toml:"action"` // kill | pause | resume | restart
+	Action string   `toml:"action"` // kill | pause | resume | restart | net | heal
 	// Target is leader (the replica leading when the fault fires), follower (one that does not),
 	// or a replica id ("2"). resume and restart take "last", the replica of the previous fault.
+	// net takes a network shape (faultproxy.Shapes: quorum-loss, chained, wan, ...), applied
+	// relative to the leader of the moment through the fault proxy the runner then puts on every
+	// peer link; heal clears every link (its target is ignored).
 	Target string `toml:"target"`
+}
+
+// NetFaults says whether the schedule has network faults (net, heal): the cluster then runs with a
+// fault proxy on every peer link.
+func (s *Scenario) NetFaults() bool {
+	return slices.ContainsFunc(s.Faults, func(f Fault) bool { return f.Action == "net" || f.Action == "heal" })
 }
 
 // Load reads and checks a scenario file.
@@ -267,11 +279,15 @@ func (s *Scenario) validateRate(bad func(string, ...any) error) error {
 	}
 	for i, f := range s.Faults {
 		switch {
-		case f.Action != "kill" && f.Action != "pause" && f.Action != "resume" && f.Action != "restart":
-			return bad("faults[%d].action = %q: want kill, pause, resume or restart", i, f.Action)
+		case !slices.Contains([]string{"kill", "pause", "resume", "restart", "net", "heal"}, f.Action):
+			return bad("faults[%d].action = %q: want kill, pause, resume, restart, net or heal", i, f.Action)
+		case f.Action == "net" && !slices.Contains(faultproxy.Shapes, f.Target):
+			return bad("faults[%d]: net target %q: want a network shape, one of %v", i, f.Target, faultproxy.Shapes)
+		case f.Action == "net" && s.System != "sofadb":
+			return bad("faults[%d]: net faults need the fault proxy, which only sofadb clusters run behind", i)
 		case f.At.Duration < 0 || f.At.Duration > s.Warmup.Duration+s.Duration.Duration:
 			return bad("faults[%d].at = %v: outside the run (warm-up plus duration)", i, f.At.Duration)
-		case f.Target == "":
+		case f.Target == "" && f.Action != "heal":
 			return bad("faults[%d].target is empty: leader, follower, last or a replica id", i)
 		}
 	}
