@@ -22,6 +22,18 @@ func TestShortChaosRunIsLinearizableAndConverges(t *testing.T) {
 	}
 }
 
+// The same on 5 replicas: a majority of 3, and the shapes that only 5 replicas have room for.
+func TestShortChaosRunOnFiveReplicasIsLinearizableAndConverges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts replica processes")
+	}
+	res, err := Chaos(options{duration: 12 * time.Second, seed: 5, replicas: 5, rate: 200, keys: 8, out: t.TempDir()}, os.Stderr)
+	t.Log(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The canary: a run with one final read changed to a value nobody wrote must be found Illegal, or
 // the check proves nothing. (Many keys, so each key's history is short enough for porcupine to
 // refute quickly: with 4 keys it searched for 5 minutes and gave up, Unknown.)
