@@ -15,6 +15,7 @@
 # BASE+4000+10i+j, control API on BASE+3990): go run ./cmd/faultproxy set -control
 # 127.0.0.1:BASE+3990 -from 1 -to 2 -both -delay 20ms, ... heal, show. The choice sticks to DIR.
 # `start` starts only the replicas that are not running (a killed one resumes from its data).
+# SOFADB_BIN=path makes `start` use that replica binary instead of building ./cmd/sofadb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${SOFA_DIR:-/tmp/sofadb-local}
@@ -91,7 +92,11 @@ start)
   fi
   echo "$n" > "$dir/size"
   [ -e "$dir/faults" ] && faults=1
-  go build -o "$dir/sofadb" ./cmd/sofadb
+  if [ -n "${SOFADB_BIN:-}" ]; then # a prebuilt replica binary (A/B comparisons of two builds)
+    cp "$SOFADB_BIN" "$dir/sofadb"
+  else
+    go build -o "$dir/sofadb" ./cmd/sofadb
+  fi
   if [ -n "$faults" ]; then
     touch "$dir/faults"
     if ! proxy_alive; then
