@@ -140,10 +140,14 @@ func hockeyPlot(d *Data) func(string) error {
 	if len(ss) == 0 {
 		return nil
 	}
-	p := newPlot("Open-loop throughput against latency: p99 solid, p50 dashed", "achieved throughput (ops/s)", "latency (ms, log scale)")
+	p := newPlot("Open-loop throughput against latency: p99 solid, p50 dashed", "achieved throughput (ops/s, log scale)", "latency (ms, log scale)")
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	maxY := 1.0
+	// Log throughput too: lease reads reach 100k ops/s and more, where writes stop near 10k, and on
+	// a linear axis every write curve was squeezed into the left tenth.
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	maxY, minX, maxX := 1.0, math.Inf(1), 1.0
 	for i, s := range ss {
 		var p50, p99 plotter.XYs
 		for _, r := range sortedRuns(s) {
@@ -153,6 +157,7 @@ func hockeyPlot(d *Data) func(string) error {
 			p50 = append(p50, plotter.XY{X: r.Sum.CompletedOpsPerSec, Y: float64(r.Sum.All.P50Ns) / 1e6})
 			p99 = append(p99, plotter.XY{X: r.Sum.CompletedOpsPerSec, Y: float64(r.Sum.All.P99Ns) / 1e6})
 			maxY = math.Max(maxY, float64(r.Sum.All.P99Ns)/1e6)
+			minX, maxX = math.Min(minX, r.Sum.CompletedOpsPerSec), math.Max(maxX, r.Sum.CompletedOpsPerSec)
 		}
 		if len(p99) == 0 {
 			continue
@@ -166,6 +171,9 @@ func hockeyPlot(d *Data) func(string) error {
 		p.Legend.Add(s.Rec.Scenario.Name, l99, pts)
 	}
 	p.Y.Max = maxY * 30 // room above the curves for the legend
+	if minX > 0 && !math.IsInf(minX, 1) {
+		p.X.Min, p.X.Max = minX/1.3, maxX*1.3 // room for the last tick label
+	}
 	return save(p)
 }
 
@@ -233,8 +241,10 @@ func (percentileTicks) Ticks(min, max float64) []plot.Tick {
 
 // fsyncPlot: records per fsync against offered rate, for SofaDB curve scenarios.
 func fsyncPlot(d *Data) func(string) error {
-	p := newPlot("Group commit: records per fsync", "offered load (ops/s)", "records per fsync (all replicas)")
-	n, maxY := 0, 0.0
+	p := newPlot("Group commit: records per fsync", "offered load (ops/s, log scale)", "records per fsync (all replicas)")
+	p.X.Scale = plot.LogScale{} // as the throughput plot: reads reach 100k ops/s, writes 10k
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	n, maxY, minX, maxX := 0, 0.0, math.Inf(1), 1.0
 	for i, s := range curves(d) {
 		if s.Rec.Scenario.System != "sofadb" {
 			continue
@@ -247,6 +257,7 @@ func fsyncPlot(d *Data) func(string) error {
 			if v := serverOf(r).recordsPerFsync; v > 0 {
 				xy = append(xy, plotter.XY{X: r.Rec.Rate, Y: v})
 				maxY = math.Max(maxY, v)
+				minX, maxX = math.Min(minX, r.Rec.Rate), math.Max(maxX, r.Rec.Rate)
 			}
 		}
 		if len(xy) == 0 {
@@ -262,6 +273,7 @@ func fsyncPlot(d *Data) func(string) error {
 		return nil
 	}
 	p.Y.Min, p.Y.Max = 0, maxY*1.6 // room above the curves for the legend
+	p.X.Min, p.X.Max = minX/1.3, maxX*1.3
 	p.Y.Tick.Marker = plot.TickerFunc(func(min, max float64) []plot.Tick {
 		ticks := plot.DefaultTicks{}.Ticks(min, max)
 		for i := range ticks {
