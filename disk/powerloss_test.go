@@ -24,19 +24,7 @@ import (
 // files, and a fault on a mapped page of a file system a process serves can deadlock it): a
 // second child opens it and reports what it recovered.
 func TestPowerLossLosesNothingAcknowledged(t *testing.T) {
-	if err := powerfs.Available(); err != nil {
-		t.Skipf("needs FUSE: %v", err)
-	}
-	dir := t.TempDir()
-	fsys := powerfs.New()
-	if err := fsys.Mount(dir); err != nil {
-		t.Skipf("needs FUSE: %v", err)
-	}
-	defer func() {
-		if err := fsys.Unmount(); err != nil {
-			t.Error(err)
-		}
-	}()
+	fsys, dir := powerDir(t)
 	iterations, budget := 12, 20*time.Second
 	if testing.Short() {
 		iterations = 4
@@ -68,19 +56,7 @@ func TestPowerLossLosesNothingAcknowledged(t *testing.T) {
 // be caught losing acknowledged slots, or the power-loss test proves nothing. (SIGKILL alone would
 // not catch it: the page cache keeps the writes.)
 func TestPowerLossControlWithoutSyncIsCaught(t *testing.T) {
-	if err := powerfs.Available(); err != nil {
-		t.Skipf("needs FUSE: %v", err)
-	}
-	dir := t.TempDir()
-	fsys := powerfs.New()
-	if err := fsys.Mount(dir); err != nil {
-		t.Skipf("needs FUSE: %v", err)
-	}
-	defer func() {
-		if err := fsys.Unmount(); err != nil {
-			t.Error(err)
-		}
-	}()
+	fsys, dir := powerDir(t)
 	acked := &crashFacts{slots: map[uint64]bool{}}
 	env := []string{crashSnapshotEveryEnv + "=1h", crashNoSyncEnv + "=1"}
 	for i := range 5 {
@@ -94,6 +70,26 @@ func TestPowerLossControlWithoutSyncIsCaught(t *testing.T) {
 		}
 	}
 	t.Fatalf("5 power losses with writes acknowledged before any fsync, %d slots acknowledged, and none found lost: the power-loss test cannot see a missing fsync", len(acked.slots))
+}
+
+// powerDir mounts a fresh power-loss file system on a temporary directory for the test (unmounted
+// at its end), or skips the test where FUSE is not there to be had.
+func powerDir(t *testing.T) (*powerfs.FS, string) {
+	t.Helper()
+	if err := powerfs.Available(); err != nil {
+		t.Skipf("needs FUSE: %v", err)
+	}
+	dir := t.TempDir()
+	fsys := powerfs.New()
+	if err := fsys.Mount(dir); err != nil {
+		t.Skipf("needs FUSE: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := fsys.Unmount(); err != nil {
+			t.Error(err)
+		}
+	})
+	return fsys, dir
 }
 
 // crashCheckEnv names the directory TestCrashCheckChild opens.

@@ -403,3 +403,16 @@ func BenchmarkCore(b *testing.B) {
 		})
 	}
 }
+
+func TestParseBallotReadsWhatStringWrites(t *testing.T) {
+	for _, b := range []Ballot{0, MakeBallot(1, 2), MakeBallot(MaxRound, 65535)} {
+		if got, err := ParseBallot(b.String()); err != nil || got != b {
+			t.Errorf("ParseBallot(%q) = %v, %v; want %v", b.String(), got, err, b)
+		}
+	}
+	for _, bad := range []string{"", "3", "x.1", "1.65536", "-1.2"} {
+		if _, err := ParseBallot(bad); err == nil {
+			t.Errorf("ParseBallot(%q) accepted a malformed ballot", bad)
+		}
+	}
+}

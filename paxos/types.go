@@ -33,6 +33,15 @@ func (b Ballot) ID() ReplicaID { return ReplicaID(b & (1<<ballotIDBits - 1)) }
 // String prints a ballot as round.replica, the form used in traces and logs.
 func (b Ballot) String() string { return fmt.Sprintf("%d.%d", b.Round(), b.ID()) }
 
+// ParseBallot reads a ballot as String writes it ("round.id", as /status shows it).
+func ParseBallot(s string) (Ballot, error) {
+	var round, id uint64
+	if n, err := fmt.Sscanf(s, "%d.%d", &round, &id); err != nil || n != 2 || round > MaxRound || id >= 1<<ballotIDBits {
+		return 0, fmt.Errorf("paxos: ballot %q: want round.id", s)
+	}
+	return MakeBallot(round, ReplicaID(id)), nil
+}
+
 // Command is one client command as it travels through the log: opaque bytes to the core (the
 // state machine's encoding, package kv), named by (ClientID, Seq). The name lets the state machine
 // apply a command chosen twice (a client's retry, a follower's re-forward) only once, and lets a

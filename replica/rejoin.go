@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -66,6 +67,9 @@ func readRejoin(dir string) (*rejoinMark, error) {
 	return &m, nil
 }
 
+// ErrRejoinRefused is PlanRejoin's answer when a rejoin now would not be safe; the message says why.
+var ErrRejoinRefused = errors.New("replica: rejoin refused")
+
 // RejoinPlan is what a rejoin will write, and why.
 type RejoinPlan struct {
 	ID            paxos.ReplicaID
@@ -104,42 +108,35 @@ func PlanRejoin(ctx context.Context, id paxos.ReplicaID, httpAddrs map[paxos.Rep
 		return &st, nil
 	}
 	if st, err := get(httpAddrs[id]); err == nil {
-		return nil, fmt.Errorf("replica: rejoin: replica %d answers at %s (commit %d): stop it before emptying its data directory",
-			id, httpAddrs[id], st.Commit)
+		return nil, fmt.Errorf("%w: replica %d answers at %s (commit %d): stop it before emptying its data directory",
+			ErrRejoinRefused, id, httpAddrs[id], st.Commit)
 	}
 	plan := &RejoinPlan{ID: id, From: map[paxos.ReplicaID]string{}}
 	var maxPromised paxos.Ballot
-	ids := slices.Sorted(func(yield func(paxos.ReplicaID) bool) {
-		for k := range httpAddrs {
-			if !yield(k) {
-				return
-			}
-		}
-	})
-	for _, other := range ids {
+	for _, other := range slices.Sorted(maps.Keys(httpAddrs)) {
 		if other == id {
 			continue
 		}
 		st, err := get(httpAddrs[other])
 		switch {
 		case err != nil:
-			return nil, fmt.Errorf("replica: rejoin refused: replica %d does not answer at %s (%v); a rejoin needs every other "+
+			return nil, fmt.Errorf("%w: replica %d does not answer at %s (%v); a rejoin needs every other "+
 				"replica up, to learn the highest ballot any of them promised and the highest slot any holds a vote for, and "+
 				"with replica %d down too, votes a majority's durability rests on could be among those lost with replica %d's data",
-				other, httpAddrs[other], err, other, id)
+				ErrRejoinRefused, other, httpAddrs[other], err, other, id)
 		case st.ID != other:
-			return nil, fmt.Errorf("replica: rejoin refused: %s answers as replica %d, not %d", httpAddrs[other], st.ID, other)
+			return nil, fmt.Errorf("%w: %s answers as replica %d, not %d", ErrRejoinRefused, httpAddrs[other], st.ID, other)
 		case st.DiskError != "":
-			return nil, fmt.Errorf("replica: rejoin refused: replica %d is fenced (%s); bring it back first", other, st.DiskError)
+			return nil, fmt.Errorf("%w: replica %d is fenced (%s); bring it back first", ErrRejoinRefused, other, st.DiskError)
 		case !st.Voting:
-			return nil, fmt.Errorf("replica: rejoin refused: replica %d is rejoining itself (votes from slot %d); one at a time",
-				other, st.RejoinVoteFrom)
+			return nil, fmt.Errorf("%w: replica %d is rejoining itself (votes from slot %d); one at a time",
+				ErrRejoinRefused, other, st.RejoinVoteFrom)
 		}
-		var round, rid uint64
-		if _, err := fmt.Sscanf(st.Promised, "%d.%d", &round, &rid); err != nil {
-			return nil, fmt.Errorf("replica: rejoin: replica %d's promise %q does not parse", other, st.Promised)
+		promised, err := paxos.ParseBallot(st.Promised)
+		if err != nil {
+			return nil, fmt.Errorf("replica: rejoin: replica %d's promise: %w", other, err)
 		}
-		maxPromised = max(maxPromised, paxos.MakeBallot(round, paxos.ReplicaID(rid)))
+		maxPromised = max(maxPromised, promised)
 		plan.VoteFrom = max(plan.VoteFrom, st.LogLast, st.Commit)
 		plan.From[other] = fmt.Sprintf("promised %s, votes up to slot %d, commit %d", st.Promised, st.LogLast, st.Commit)
 	}
@@ -174,30 +171,7 @@ func ApplyRejoin(dir string, plan *RejoinPlan) error {
 	if err != nil {
 		return err
 	}
-	return writeFileSynced(dir, rejoinFile, append(b, '\n'))
-}
-
-// writeFileSynced writes name in dir through a temporary file, fsyncs it, renames it into place
-// and fsyncs the directory: after a crash the file is there whole or not at all.
-func writeFileSynced(dir, name string, b []byte) error {
-	tmp := filepath.Join(dir, name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	return err
+	return writeFileAtomic(filepath.Join(dir, rejoinFile), append(b, '\n'))
 }
 
 // syncDir fsyncs a directory.

@@ -20,6 +20,7 @@ import (
 	"github.com/sofadb/sofadb/bench/cluster"
 	"github.com/sofadb/sofadb/bench/scenario"
 	"github.com/sofadb/sofadb/faultproxy"
+	"github.com/sofadb/sofadb/paxos"
 )
 
 // system is a running cluster under test: SofaDB replicas or etcd members, each named by an id
@@ -97,10 +98,14 @@ func (f *sofaSystem) Net(shape string) (string, error) {
 	}
 	// The leader of the moment, as the replica that says it leads with the highest ballot: under a
 	// partial-connectivity shape (a replica cut off knows no leader) the members need not agree.
-	leader, best := 0, ""
+	leader, best := 0, paxos.Ballot(0)
 	for _, id := range f.c.Live() {
-		if st, err := f.c.Status(id); err == nil && st.Role == "leader" && (leader == 0 || ballotAbove(st.Ballot, best)) {
-			leader, best = id, st.Ballot
+		st, err := f.c.Status(id)
+		if err != nil || st.Role != "leader" {
+			continue
+		}
+		if b, err := paxos.ParseBallot(st.Ballot); err == nil && b > best {
+			leader, best = id, b
 		}
 	}
 	if leader == 0 {
@@ -110,14 +115,6 @@ func (f *sofaSystem) Net(shape string) (string, error) {
 		}
 	}
 	return f.fp.ApplyShape(shape, f.c.IDs(), leader)
-}
-
-// ballotAbove compares two ballots as /status prints them ("round.id").
-func ballotAbove(a, b string) bool {
-	var ar, ai, br, bi uint64
-	fmt.Sscanf(a, "%d.%d", &ar, &ai)
-	fmt.Sscanf(b, "%d.%d", &br, &bi)
-	return ar > br || (ar == br && ai > bi)
 }
 
 func (f *sofaSystem) Heal() error {
